@@ -1,0 +1,1 @@
+"""Peers and harnesses for testing against other implementations (Endo, the OCapN suite)."""

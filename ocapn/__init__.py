@@ -1,0 +1,1 @@
+"""OCapN over Syrup: the codec, op:/desc: messages, sessions, locators, handoffs and the node."""
