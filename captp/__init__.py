@@ -1,11 +1,19 @@
 """CapTP: the transport-agnostic capability engine.
 
-What lives here: the passable data model (:class:`Symbol`, :class:`Record`,
-:class:`Tagged`, :data:`null`, :func:`pass_style`, :func:`same_value`), the
-error types, and (as they land) eventual send, far objects, promises and the
-session state machine, plus the Endo JSON dialect in :mod:`captp.endo`.
+What lives here:
+
+* eventual send and references: :data:`E`, :func:`far`, :class:`Promise`,
+  :class:`Resolver`, :func:`make_promise`, :class:`RemoteRef`;
+* the vat that runs local objects in turns: :func:`open_vat`;
+* the session state machine (:class:`Session`, no I/O) and the anyio driver
+  that runs it over a transport (:class:`Connection`);
+* the passable data model (:class:`Symbol`, :class:`Record`, :class:`Tagged`,
+  :data:`null`, :func:`pass_style`, :func:`same_value`) and the error types.
 """
 
+from captp._connection import Channel, Connection, Wire
+from captp._eventual import E
+from captp._far import FarFunction, far
 from captp._passable import (
     Null,
     PassStyle,
@@ -19,6 +27,9 @@ from captp._passable import (
     pass_style,
     same_value,
 )
+from captp._promise import Promise, Resolver, make_promise
+from captp._refs import RemoteRef
+from captp._vat import Vat, current_vat, open_vat
 from captp.errors import (
     BrokenPromise,
     CapTPError,
@@ -28,9 +39,28 @@ from captp.errors import (
     ProtocolError,
     RemoteError,
 )
+from captp.session import ENDO_POLICY, OCAPN_POLICY, Policy, Positions, Session
 
 __all__ = [
+    "ENDO_POLICY",
+    "OCAPN_POLICY",
     "BrokenPromise",
+    "Channel",
+    "Connection",
+    "E",
+    "FarFunction",
+    "Policy",
+    "Positions",
+    "Promise",
+    "RemoteRef",
+    "Resolver",
+    "Session",
+    "Vat",
+    "Wire",
+    "current_vat",
+    "far",
+    "make_promise",
+    "open_vat",
     "CapTPError",
     "ConnectionLost",
     "DecodeError",

@@ -329,12 +329,9 @@ def _same_list(a: Any, b: Any) -> bool:
 
 
 def _same_struct(a: Any, b: Any) -> bool:
-    if len(a) != len(b):
-        return False
-    for key, value in a.items():
-        if key not in b or not same_value(value, b[key]):
-            return False
-    return True
+    return len(a) == len(b) and all(
+        key in b and same_value(value, b[key]) for key, value in a.items()
+    )
 
 
 def _same_error(a: Any, b: Any) -> bool:

@@ -1,0 +1,46 @@
+"""References to objects that live on a peer."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from captp.session import Session
+
+__all__ = ["RemoteRef"]
+
+
+class RemoteRef:
+    """A reference to an object a peer exported to us (a *presence*).
+
+    It has no methods of its own: use ``E(ref).method(...)``.  The same import
+    always gives the same ``RemoteRef`` while anything holds it, so ``is``
+    works across round trips.  When the last holder lets go, the session tells
+    the peer (distributed GC).
+    """
+
+    _captp_far_: Final = "RemoteRef"
+    __slots__ = ("__weakref__", "_position", "_session", "iface")
+
+    def __init__(self, session: Session, position: Hashable, iface: str | None = None) -> None:
+        self._session = session
+        self._position = position
+        self.iface = iface
+
+    @property
+    def session(self) -> Session:
+        """The session this reference travels over."""
+        return self._session
+
+    @property
+    def position(self) -> Hashable:
+        """The peer's export position (for diagnostics)."""
+        return self._position
+
+    def __repr__(self) -> str:
+        name = f" {self.iface}" if self.iface else ""
+        return f"<RemoteRef{name} at {self._position!r} on {self._session.name}>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a RemoteRef cannot be pickled; send it over CapTP instead")

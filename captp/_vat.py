@@ -1,0 +1,150 @@
+"""The vat: where local objects run, one turn at a time.
+
+Eventual sends never run the callee in the caller's turn.  A vat gives the
+engine a place to run them *soon* (a new turn on the event loop) and a task
+group to own the tasks of ``async`` methods, so closing the vat cancels every
+call it started.  Code running in a vat's turns finds it with
+:func:`current_vat`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import anyio
+import anyio.abc
+
+from captp.errors import CapTPError
+
+__all__ = ["ManualVat", "Scheduler", "Vat", "current_vat", "open_vat"]
+
+log = logging.getLogger("captp")
+
+_current_vat: contextvars.ContextVar[Scheduler | None] = contextvars.ContextVar(
+    "captp_current_vat", default=None
+)
+
+
+class Scheduler(Protocol):
+    """What the engine needs from a vat: run a function soon, start an async call."""
+
+    def call_soon(self, fn: Callable[..., object], /, *args: Any) -> None:
+        """Run ``fn(*args)`` in a later turn."""
+
+    def spawn(self, fn: Callable[..., Awaitable[object]], /, *args: Any) -> None:
+        """Run ``await fn(*args)`` in a task the vat owns."""
+
+
+def current_vat() -> Scheduler:
+    """The vat whose turn is running; :class:`CapTPError` if there is none."""
+    vat = _current_vat.get()
+    if vat is None:
+        raise CapTPError(
+            "no vat is running here: eventual sends to local objects need one "
+            "(use `async with captp.open_vat():`, or run inside a connection or node)"
+        )
+    return vat
+
+
+def _run_turn(fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+    try:
+        fn(*args)
+    except Exception:  # a turn must never take the event loop down
+        log.exception("uncaught error in a vat turn")
+
+
+class Vat:
+    """Runs turns on the current event loop and owns the tasks of async methods."""
+
+    def __init__(self, task_group: anyio.abc.TaskGroup) -> None:
+        self._task_group = task_group
+        self._closed = False
+        token = _current_vat.set(self)
+        try:
+            self._context = contextvars.copy_context()
+        finally:
+            _current_vat.reset(token)
+        self._loop = asyncio._get_running_loop()
+        if self._loop is None:  # trio: no call_soon; use the run-soon queue of the trio token
+            import trio
+
+            self._trio_token: Any = trio.lowlevel.current_trio_token()
+
+    def call_soon(self, fn: Callable[..., object], /, *args: Any) -> None:
+        """Run ``fn(*args)`` in a later turn of this vat."""
+        if self._closed:
+            return
+        if self._loop is not None:
+            self._loop.call_soon(_run_turn, fn, args, context=self._context)
+        else:
+            self._trio_token.run_sync_soon(self._context.run, _run_turn, fn, args)
+
+    def spawn(self, fn: Callable[..., Awaitable[object]], /, *args: Any) -> None:
+        """Run ``await fn(*args)`` in a task of this vat's task group."""
+        if self._closed:
+            return
+        self._context.run(self._task_group.start_soon, fn, *args)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Stop accepting turns and cancel every task this vat owns."""
+        self._closed = True
+        self._task_group.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_vat() -> AsyncIterator[Vat]:
+    """Open a vat for the body of the ``async with``; leaving it cancels its tasks."""
+    async with anyio.create_task_group() as tg:
+        vat = Vat(tg)
+        token = _current_vat.set(vat)
+        try:
+            yield vat
+        finally:
+            _current_vat.reset(token)
+            vat.close()
+
+
+class ManualVat:
+    """A vat for tests without an event loop: turns run when :meth:`run` is called."""
+
+    def __init__(self) -> None:
+        self.turns: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
+        self._token: contextvars.Token[Scheduler | None] | None = None
+
+    def call_soon(self, fn: Callable[..., object], /, *args: Any) -> None:
+        """Queue ``fn(*args)``."""
+        self.turns.append((fn, args))
+
+    def spawn(self, fn: Callable[..., Awaitable[object]], /, *args: Any) -> None:
+        """Not available without an event loop."""
+        raise CapTPError("ManualVat cannot run async methods; use open_vat() under an event loop")
+
+    def run(self, limit: int = 1_000_000) -> int:
+        """Run queued turns (and the turns they queue) until none are left; return the count."""
+        token = _current_vat.set(self)
+        n = 0
+        try:
+            while self.turns:
+                if n >= limit:
+                    raise RuntimeError(f"more than {limit} turns: runaway loop?")
+                fn, args = self.turns.popleft()
+                fn(*args)
+                n += 1
+        finally:
+            _current_vat.reset(token)
+        return n
+
+    def __enter__(self) -> ManualVat:
+        self._token = _current_vat.set(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _current_vat.reset(self._token)
+            self._token = None

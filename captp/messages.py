@@ -1,0 +1,142 @@
+"""The engine's messages: small immutable records, the same for every wire dialect.
+
+Values inside messages are live Python values: far objects, imported
+references and promises appear as themselves.  A wire dialect turns them into
+its descriptors while encoding (``Session.describe``) and back while decoding
+(``Session.import_*``), in the same single pass that handles the data.
+
+Positions (export, import and answer positions) are opaque hashable keys
+chosen by the dialect's :class:`~captp.session.Positions`: integers for OCapN,
+slot strings such as ``"o+3"`` for Endo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = [
+    "Abort",
+    "Bootstrap",
+    "Deliver",
+    "Desc",
+    "DescKind",
+    "GcAnswers",
+    "GcExports",
+    "Get",
+    "Listen",
+    "Message",
+    "Resolve",
+    "Return",
+]
+
+Position = Hashable
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Send ``method(*args)`` (``method`` ``None``: apply ``target`` as a function).
+
+    ``answer``: a position at which the receiver keeps the result as an answer
+    promise (for pipelining), or ``None``.  ``resolver``: a resolver the
+    receiver notifies with ``fulfill``/``break`` when the result settles, or
+    ``None``.  Both ``None``: nobody hears about the result.
+    """
+
+    target: Any
+    method: str | None
+    args: tuple[Any, ...]
+    answer: Position | None = None
+    resolver: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """Notify ``resolver`` when the promise ``target`` settles."""
+
+    target: Any
+    resolver: Any
+    wants_partial: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    """Keep at ``answer`` the ``kind`` part of ``target``'s eventual value.
+
+    ``kind`` is ``"get"`` (a struct field named ``key``), ``"index"`` (list
+    element ``key``) or ``"untag"`` (the payload of a tagged value whose tag is
+    ``key``).
+    """
+
+    target: Any
+    kind: Literal["get", "index", "untag"]
+    key: Any
+    answer: Position
+
+
+@dataclass(frozen=True, slots=True)
+class GcExports:
+    """The sender dropped its imports: subtract ``deltas[i]`` from export ``positions[i]``."""
+
+    positions: tuple[Position, ...]
+    deltas: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GcAnswers:
+    """The sender no longer needs these answer positions."""
+
+    positions: tuple[Position, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """The sender ends the session."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bootstrap:
+    """Endo only: keep the receiver's bootstrap object at ``answer`` and return it."""
+
+    answer: Position
+
+
+@dataclass(frozen=True, slots=True)
+class Return:
+    """Endo only: the question at ``answer`` settled (``ok``: fulfilled) with ``value``."""
+
+    answer: Position
+    ok: bool
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    """Endo only: the receiver's import ``position`` (a promise) settled with ``value``."""
+
+    position: Position
+    ok: bool
+    value: Any
+
+
+Message = Deliver | Listen | Get | GcExports | GcAnswers | Abort | Bootstrap | Return | Resolve
+
+DescKind = Literal["import-object", "import-promise", "export", "answer"]
+
+
+@dataclass(frozen=True, slots=True)
+class Desc:
+    """How a reference is written on the wire, from the receiver's point of view.
+
+    ``import-object`` / ``import-promise``: "the sender exports this to you at
+    ``position``"; ``export``: "your own export at ``position``"; ``answer``:
+    "the answer you keep at ``position`` for me".  ``first`` is true the first
+    time an export goes out (dialects that send an interface name once use it).
+    """
+
+    kind: DescKind
+    position: Position
+    first: bool = False

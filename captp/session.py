@@ -1,0 +1,633 @@
+"""The CapTP session: one peer's tables and the rules that keep them, with no I/O.
+
+A :class:`Session` is fed decoded messages with :meth:`Session.receive` and
+hands the messages it wants sent to the ``send`` callable it was built with.
+Local calls run in turns of the :class:`~captp._vat.Scheduler` it was given.
+It never touches a socket, never sleeps and never awaits, so tests can drive
+it message by message.
+
+The four tables (``spec/ocapn.md`` section 8), named by who owns the position:
+
+* exports: positions *we* chose for our objects and promises, with the number
+  of times each was sent (the peer's drops subtract from it);
+* imports: positions the *peer* chose, with the number of times each arrived
+  (sent back as the drop delta when our last proxy dies);
+* questions: answer positions *we* chose, waiting for a result;
+* answers: answer positions the *peer* chose, holding our result promises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import weakref
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from captp._eventual import eventual_get, eventual_send
+from captp._passable import PassStyleError, is_remotable
+from captp._promise import (
+    FULFILLED,
+    PENDING,
+    RESOLVER_METHODS,
+    Promise,
+    PromiseHandler,
+    Resolver,
+    broken,
+    fulfilled,
+    make_promise,
+)
+from captp._refs import RemoteRef
+from captp._vat import Scheduler
+from captp.errors import ConnectionLost, EncodeError, ProtocolError
+from captp.messages import (
+    Abort,
+    Bootstrap,
+    Deliver,
+    Desc,
+    DescKind,
+    GcAnswers,
+    GcExports,
+    Get,
+    Listen,
+    Message,
+    Resolve,
+    Return,
+)
+
+__all__ = ["ENDO_POLICY", "OCAPN_POLICY", "Policy", "Positions", "Session"]
+
+log = logging.getLogger("captp")
+
+Position = Hashable
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """How results and bootstraps travel: the two families of CapTP differ here.
+
+    ``implicit_returns``: the answerer reports every answer with a
+    :class:`~captp.messages.Return`, and every exported promise with a
+    :class:`~captp.messages.Resolve` (Endo).  Otherwise results go to
+    resolver objects named in the request or in a ``Listen`` (OCapN).
+    ``pass_answers``: a question may be passed back as ``<desc:answer N>``;
+    otherwise it goes out as a fresh promise export.  ``bootstrap_position``:
+    where the bootstrap object sits in both export tables (OCapN: 0); ``None``
+    means it is asked for with a :class:`~captp.messages.Bootstrap` question.
+    ``send_only``: a message may ask for no answer at all.
+    """
+
+    implicit_returns: bool
+    pass_answers: bool
+    bootstrap_position: Position | None
+    send_only: bool
+
+
+OCAPN_POLICY: Final = Policy(
+    implicit_returns=False, pass_answers=True, bootstrap_position=0, send_only=True
+)
+ENDO_POLICY: Final = Policy(
+    implicit_returns=True, pass_answers=False, bootstrap_position=None, send_only=False
+)
+
+
+class Positions:
+    """Chooses new export and question positions: integers counting up (OCapN).
+
+    Export 0 is the bootstrap object, so exports count from 1.  A dialect with
+    other names (Endo's ``"o+1"``) passes its own instance to the session.
+    """
+
+    def __init__(self) -> None:
+        self._exports = itertools.count(1)
+        self._questions = itertools.count(0)
+
+    def next_export(self, is_promise: bool) -> Position:
+        """A fresh position for an object (or promise) we export."""
+        return next(self._exports)
+
+    def next_question(self) -> Position:
+        """A fresh answer position for a question we ask."""
+        return next(self._questions)
+
+
+class _Export:
+    __slots__ = ("count", "pinned", "value")
+
+    def __init__(self, value: Any, pinned: bool = False) -> None:
+        self.value = value
+        self.count = 0
+        self.pinned = pinned
+
+
+class _Import:
+    """One import position: a weak reference to its proxy and how often it arrived."""
+
+    __slots__ = ("count", "pinned", "position", "ref", "session")
+
+    def __init__(self, session: Session, position: Position) -> None:
+        self.session = session
+        self.position = position
+        self.count = 0
+        self.ref: weakref.ref[Any] | None = None
+        self.pinned: Any = None  # a strong reference that is never dropped (the bootstrap)
+
+    def dropped(self, ref: weakref.ref[Any]) -> None:
+        # Called by the garbage collector, possibly in the middle of anything:
+        # touch only this entry and a pending list, never the tables.
+        if self.ref is not ref:
+            return
+        self.ref = None
+        delta, self.count = self.count, 0
+        if delta:
+            self.session._import_dropped(self, delta)
+
+
+class _RemoteHandler(PromiseHandler):
+    """A pending promise that stands for a question we asked or a promise we imported."""
+
+    __slots__ = ("kind", "position", "session")
+
+    def __init__(self, session: Session, kind: DescKind, position: Position) -> None:
+        self.session = session
+        self.kind: DescKind = kind  # "answer" (our question) or "export" (the peer's promise)
+        self.position = position
+
+    def send(
+        self, promise: Promise, method: str | None, args: tuple[Any, ...], want_result: bool
+    ) -> Promise | None:
+        return self.session.send_deliver(promise, method, args, want_result)
+
+    def get(self, promise: Promise, kind: str, key: Any) -> Promise:
+        return self.session.send_get(promise, kind, key)
+
+
+def _handler_of(value: Promise, session: Session) -> _RemoteHandler | None:
+    handler = value._handler if value._state == PENDING else None
+    if type(handler) is _RemoteHandler and handler.session is session:
+        return handler
+    return None
+
+
+class Session:
+    """One CapTP session with one peer.  See the module docstring.
+
+    ``send(message)`` must encode and queue the message before it returns; it
+    may raise :class:`~captp.errors.EncodeError` (or ``PassStyleError``) when a
+    value cannot be encoded, and then nothing was sent.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[Message], None],
+        vat: Scheduler,
+        *,
+        bootstrap: Any = None,
+        policy: Policy = OCAPN_POLICY,
+        positions: Positions | None = None,
+        name: str = "session",
+    ) -> None:
+        self._send = send
+        self._vat = vat
+        self.policy = policy
+        self.name = name
+        self._positions = positions or Positions()
+        self._bootstrap = bootstrap
+        self._exports: dict[Position, _Export] = {}
+        self._export_ids: dict[int, Position] = {}
+        self._imports: dict[Position, _Import] = {}
+        self._questions: dict[Position, Resolver] = {}
+        self._answers: dict[Position, Promise] = {}
+        self._gc_exports: dict[Position, int] = {}
+        self._gc_imports: list[_Import] = []
+        self._gc_answers: list[Position] = []
+        self._gc_scheduled = False
+        self._to_listen: list[Promise] = []
+        self._dead: ConnectionLost | None = None
+        # Called with a reference from another session that is about to be sent
+        # here; returns what to write instead (an OCapN handoff), or None to
+        # export it as a local proxy.
+        self.third_party_hook: Callable[[Any], Any] | None = None
+        # Called once when the session ends, with the reason.
+        self.on_lost: Callable[[ConnectionLost], None] | None = None
+        if bootstrap is not None and policy.bootstrap_position is not None:
+            pos = policy.bootstrap_position
+            self._exports[pos] = _Export(bootstrap, pinned=True)
+            self._export_ids[id(bootstrap)] = pos
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            Deliver: self._recv_deliver,
+            Listen: self._recv_listen,
+            Get: self._recv_get,
+            GcExports: self._recv_gc_exports,
+            GcAnswers: self._recv_gc_answers,
+            Abort: self._recv_abort,
+            Bootstrap: self._recv_bootstrap,
+            Return: self._recv_return,
+            Resolve: self._recv_resolve,
+        }
+
+    def __repr__(self) -> str:
+        state = f" dead: {self._dead.reason}" if self._dead else ""
+        return f"<Session {self.name}{state}>"
+
+    # == state ====================================================================
+
+    @property
+    def dead(self) -> ConnectionLost | None:
+        """Why the session ended, or ``None`` while it is alive."""
+        return self._dead
+
+    @property
+    def bootstrap_object(self) -> Any:
+        """The local object this session serves as its bootstrap."""
+        return self._bootstrap
+
+    def stats(self) -> dict[str, int]:
+        """Sizes of the four tables (for tests and monitoring)."""
+        return {
+            "exports": len(self._exports),
+            "imports": len(self._imports),
+            "questions": len(self._questions),
+            "answers": len(self._answers),
+        }
+
+    # == encoding and decoding references (called by wire dialects) ==============
+
+    def describe(self, value: Any) -> Any:
+        """How to write a reference in an argument: a :class:`Desc`, or a replacement value.
+
+        Exports ``value`` (counting the send) when it is ours; a reference
+        from another session goes through :attr:`third_party_hook` first.
+        """
+        if type(value) is RemoteRef:
+            if value._session is self:
+                return Desc("export", value._position)
+            if self.third_party_hook is not None:
+                replacement = self.third_party_hook(value)
+                if replacement is not None:
+                    return replacement
+            return self._export(value, False)
+        if isinstance(value, Promise):
+            handler = _handler_of(value, self)
+            if handler is not None and (handler.kind == "export" or self.policy.pass_answers):
+                return Desc(handler.kind, handler.position)
+            return self._export(value, True)
+        if is_remotable(value):
+            return self._export(value, False)
+        raise PassStyleError(f"{type(value).__name__} is not a reference")
+
+    def describe_target(self, target: Any) -> Desc:
+        """How to write the target of a message we send: ``export`` or ``answer``."""
+        if type(target) is RemoteRef and target._session is self:
+            return Desc("export", target._position)
+        if isinstance(target, Promise):
+            handler = _handler_of(target, self)
+            if handler is not None:
+                return Desc(handler.kind, handler.position)
+        raise ProtocolError(f"{target!r} is not a reference on {self.name}")
+
+    def _export(self, value: Any, is_promise: bool) -> Desc:
+        kind: DescKind = "import-promise" if is_promise else "import-object"
+        pos = self._export_ids.get(id(value))
+        if pos is not None:
+            entry = self._exports[pos]
+            entry.count += 1
+            return Desc(kind, pos)
+        pos = self._positions.next_export(is_promise)
+        entry = _Export(value)
+        entry.count = 1
+        self._exports[pos] = entry
+        self._export_ids[id(value)] = pos
+        if is_promise and self.policy.implicit_returns:
+            value._react(lambda p: self._promise_settled(pos, p))
+        return Desc(kind, pos, first=True)
+
+    def import_object(self, position: Position, iface: str | None = None) -> RemoteRef:
+        """The proxy for the peer's export ``position`` (one more arrival of it)."""
+        entry = self._imports.get(position)
+        if entry is None:
+            entry = self._imports[position] = _Import(self, position)
+        ref = entry.ref() if entry.ref is not None else None
+        if ref is None:
+            ref = RemoteRef(self, position, iface)
+            entry.ref = weakref.ref(ref, entry.dropped)
+        elif type(ref) is not RemoteRef:
+            raise ProtocolError(f"import {position!r} was a promise and is now sent as an object")
+        entry.count += 1
+        return ref
+
+    def import_promise(self, position: Position) -> Promise:
+        """The promise for the peer's exported promise ``position`` (one more arrival)."""
+        entry = self._imports.get(position)
+        if entry is None:
+            entry = self._imports[position] = _Import(self, position)
+        promise = entry.ref() if entry.ref is not None else None
+        if promise is None:
+            promise = Promise(_RemoteHandler(self, "export", position))
+            entry.ref = weakref.ref(promise, entry.dropped)
+            if not self.policy.implicit_returns:
+                # OCapN: ask to hear how it settles, once the message carrying it is in.
+                self._to_listen.append(promise)
+        elif type(promise) is not Promise:
+            raise ProtocolError(f"import {position!r} was an object and is now sent as a promise")
+        entry.count += 1
+        return promise
+
+    def lookup_export(self, position: Position) -> Any:
+        """Our object at export ``position``, named by the peer; ProtocolError if none."""
+        entry = self._exports.get(position)
+        if entry is None:
+            raise ProtocolError(f"no export at position {position!r}")
+        return entry.value
+
+    def lookup_answer(self, position: Position) -> Promise:
+        """Our answer promise at ``position``, named by the peer; ProtocolError if none."""
+        answer = self._answers.get(position)
+        if answer is None:
+            raise ProtocolError(f"no answer at position {position!r}")
+        return answer
+
+    # == sending ===================================================================
+
+    def bootstrap(self) -> Any:
+        """The peer's bootstrap object (a reference, or a promise for one)."""
+        if self._dead is not None:
+            return broken(self._dead)
+        pos = self.policy.bootstrap_position
+        if pos is None:
+            return self._ask(lambda answer, _: Bootstrap(answer))
+        ref = self.import_object(pos)
+        entry = self._imports[pos]
+        entry.pinned = ref
+        entry.count = 0  # nobody sends gc for the bootstrap
+        return ref
+
+    def send_deliver(
+        self, target: Any, method: str | None, args: tuple[Any, ...], want_result: bool = True
+    ) -> Promise | None:
+        """Send ``method(*args)`` to ``target`` (a reference on this session)."""
+        if self._dead is not None:
+            return broken(self._dead) if want_result else None
+        if not want_result and self.policy.send_only:
+            try:
+                self._send(Deliver(target, method, args))
+            except (EncodeError, PassStyleError) as exc:
+                log.warning("send-only %s to %r not sent: %s", method, target, exc)
+            return None
+        if self.policy.implicit_returns:
+            return self._ask(lambda answer, _: Deliver(target, method, args, answer))
+        return self._ask(lambda answer, r: Deliver(target, method, args, answer, r))
+
+    def send_get(self, target: Any, kind: str, key: Any) -> Promise:
+        """Ask for a field, element or tagged payload of ``target``'s value."""
+        if self._dead is not None:
+            return broken(self._dead)
+        promise = self._ask(lambda answer, _: Get(target, kind, key, answer))  # type: ignore[arg-type]
+        if not self.policy.implicit_returns and not promise.done():
+            self._listen(promise)  # OCapN's op:get names no resolver: listen on the answer
+        return promise
+
+    def _ask(self, build: Callable[[Position, Resolver], Message]) -> Promise:
+        pos = self._positions.next_question()
+        if pos in self._questions:
+            raise RuntimeError(f"question position {pos!r} is still in use")
+        promise, resolver = make_promise(_RemoteHandler(self, "answer", pos))
+        self._questions[pos] = resolver
+        try:
+            self._send(build(pos, resolver))
+        except (EncodeError, PassStyleError) as exc:
+            del self._questions[pos]
+            resolver.break_(exc)
+            return promise
+        promise._react(lambda p: self._question_settled(pos))
+        return promise
+
+    def _question_settled(self, pos: Position) -> None:
+        if self._questions.pop(pos, None) is not None and not self.policy.implicit_returns:
+            self._gc_answers.append(pos)
+            self._schedule_gc()
+
+    def _listen(self, promise: Promise) -> None:
+        # OCapN: learn how an imported promise (or a Get answer) settles.
+        if self._dead is not None or promise.done():
+            return
+        try:
+            self._send(Listen(promise, Resolver(promise)))
+        except (EncodeError, PassStyleError) as exc:  # pragma: no cover - nothing to encode
+            promise._break(exc)
+
+    def _notify(self, resolver: Any, settled: Promise) -> None:
+        """Tell a resolver how a promise settled (``fulfill`` / ``break``)."""
+        if self._dead is not None:
+            return
+        method = "fulfill" if settled._state == FULFILLED else "break"
+        if type(resolver) is not RemoteRef or resolver._session is not self:
+            eventual_send(resolver, method, (settled._value,), False, self._vat)
+            return
+        try:
+            self._send(Deliver(resolver, method, (settled._value,)))
+        except (EncodeError, PassStyleError) as exc:  # the result cannot travel: say why
+            self._send(Deliver(resolver, "break", (exc,)))
+
+    def _promise_settled(self, pos: Position, settled: Promise) -> None:
+        # Endo: the exporter of a promise reports its settlement unasked.
+        if self._dead is not None or pos not in self._exports:
+            return
+        ok = settled._state == FULFILLED
+        try:
+            self._send(Resolve(pos, ok, settled._value))
+        except (EncodeError, PassStyleError) as exc:
+            self._send(Resolve(pos, False, exc))
+
+    def _send_return(self, answer: Position, settled: Promise) -> None:
+        if self._dead is not None:
+            return
+        ok = settled._state == FULFILLED
+        try:
+            self._send(Return(answer, ok, settled._value))
+        except (EncodeError, PassStyleError) as exc:
+            self._send(Return(answer, False, exc))
+
+    # == receiving =================================================================
+
+    def receive(self, message: Message) -> None:
+        """Act on one message from the peer.
+
+        Raises :class:`~captp.errors.ProtocolError` if the message breaks the
+        protocol; the caller then aborts the session with that reason.
+        """
+        if self._dead is not None:
+            return
+        if self._to_listen:
+            promises, self._to_listen = self._to_listen, []
+            for promise in promises:
+                self._listen(promise)
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            raise ProtocolError(f"unexpected message {type(message).__name__}")
+        handler(message)
+
+    def _new_answer(self, answer: Position | None) -> None:
+        if answer is not None and answer in self._answers:
+            raise ProtocolError(f"answer position {answer!r} is already in use")
+
+    def _recv_deliver(self, msg: Deliver) -> None:
+        target = msg.target
+        answer = msg.answer
+        resolver = msg.resolver
+        if type(target) is Resolver and answer is None and resolver is None:
+            settle = RESOLVER_METHODS.get(msg.method)  # type: ignore[arg-type]
+            if settle is not None and len(msg.args) == 1:
+                settle(target, msg.args[0])  # settling runs no user code: do it now
+                return
+        if answer is None and resolver is None:
+            eventual_send(target, msg.method, msg.args, False, self._vat)
+            return
+        self._new_answer(answer)
+        result = eventual_send(target, msg.method, msg.args, True, self._vat)
+        assert result is not None
+        self._keep_answer(answer, result, resolver)
+
+    def _keep_answer(self, answer: Position | None, result: Promise, resolver: Any) -> None:
+        if answer is not None:
+            self._answers[answer] = result
+        if resolver is not None:
+            result._react(lambda p: self._notify(resolver, p))
+        elif answer is not None and self.policy.implicit_returns:
+            result._react(lambda p: self._send_return(answer, p))
+
+    def _recv_listen(self, msg: Listen) -> None:
+        target, resolver = msg.target, msg.resolver
+        if isinstance(target, Promise):
+            target._react(lambda p: self._notify(resolver, p))
+        else:
+            self._notify(resolver, fulfilled(target))
+
+    def _recv_get(self, msg: Get) -> None:
+        self._new_answer(msg.answer)
+        self._keep_answer(msg.answer, eventual_get(msg.target, msg.kind, msg.key), None)
+
+    def _recv_bootstrap(self, msg: Bootstrap) -> None:
+        self._new_answer(msg.answer)
+        self._keep_answer(msg.answer, fulfilled(self._bootstrap), None)
+
+    def _recv_return(self, msg: Return) -> None:
+        resolver = self._questions.pop(msg.answer, None)
+        if resolver is None:
+            raise ProtocolError(f"an answer for question {msg.answer!r}, which is not pending")
+        if msg.ok:
+            resolver.resolve(msg.value)
+        else:
+            resolver.break_(msg.value)
+
+    def _recv_resolve(self, msg: Resolve) -> None:
+        entry = self._imports.get(msg.position)
+        promise = entry.ref() if entry is not None and entry.ref is not None else None
+        if type(promise) is Promise:
+            if msg.ok:
+                promise._resolve(msg.value)
+            else:
+                promise._break(msg.value)
+
+    def _recv_gc_exports(self, msg: GcExports) -> None:
+        if len(msg.positions) != len(msg.deltas):
+            raise ProtocolError("gc-exports: positions and deltas differ in length")
+        for pos, delta in zip(msg.positions, msg.deltas, strict=True):
+            if type(delta) is not int or delta <= 0:
+                raise ProtocolError(f"gc-exports: wire delta must be a positive integer: {delta!r}")
+            entry = self._exports.get(pos)
+            if entry is None or entry.pinned:
+                continue
+            entry.count -= delta
+            if entry.count <= 0:
+                del self._exports[pos]
+                if self._export_ids.get(id(entry.value)) == pos:
+                    del self._export_ids[id(entry.value)]
+
+    def _recv_gc_answers(self, msg: GcAnswers) -> None:
+        for pos in msg.positions:
+            self._answers.pop(pos, None)
+
+    def _recv_abort(self, msg: Abort) -> None:
+        self._lost(ConnectionLost(f"peer aborted: {msg.reason}"))
+
+    # == garbage collection ========================================================
+
+    def _import_dropped(self, entry: _Import, delta: int) -> None:
+        if self._dead is not None:
+            return
+        pos = entry.position
+        self._gc_exports[pos] = self._gc_exports.get(pos, 0) + delta
+        self._gc_imports.append(entry)
+        self._schedule_gc()
+
+    def _schedule_gc(self) -> None:
+        if not self._gc_scheduled:
+            self._gc_scheduled = True
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
+                self._vat.call_soon(self.flush_gc)
+
+    def flush_gc(self) -> None:
+        """Send the drops and released answers collected since the last flush."""
+        self._gc_scheduled = False
+        if self._dead is not None:
+            return
+        if self._gc_imports:
+            entries, self._gc_imports = self._gc_imports, []
+            for entry in entries:
+                if (
+                    entry.ref is None
+                    and entry.count == 0
+                    and entry.pinned is None
+                    and self._imports.get(entry.position) is entry
+                ):
+                    del self._imports[entry.position]
+        if self._gc_exports:
+            drops, self._gc_exports = self._gc_exports, {}
+            self._send(GcExports(tuple(drops), tuple(drops.values())))
+        if self._gc_answers:
+            answers, self._gc_answers = self._gc_answers, []
+            self._send(GcAnswers(tuple(answers)))
+
+    # == ending ====================================================================
+
+    def abort(self, reason: str) -> None:
+        """Tell the peer we are ending the session, then end it here."""
+        if self._dead is not None:
+            return
+        try:
+            self._send(Abort(reason))
+        except Exception as exc:  # the abort is best effort; the session ends regardless
+            log.debug("could not send abort on %s: %r", self.name, exc)
+        self._lost(ConnectionLost(reason))
+
+    def connection_lost(self, reason: str) -> None:
+        """The transport is gone: end the session without telling the peer."""
+        self._lost(ConnectionLost(reason))
+
+    def _lost(self, error: ConnectionLost) -> None:
+        if self._dead is not None:
+            return
+        self._dead = error
+        questions = list(self._questions.values())
+        promises = [
+            p for entry in self._imports.values()
+            if entry.ref is not None and type(p := entry.ref()) is Promise
+        ]
+        self._questions.clear()
+        self._exports.clear()
+        self._export_ids.clear()
+        self._imports.clear()
+        self._answers.clear()
+        self._gc_exports.clear()
+        self._gc_imports.clear()
+        self._gc_answers.clear()
+        for resolver in questions:
+            resolver.break_(error)
+        for promise in promises:
+            promise._break(error)  # does nothing to a promise that already settled
+        if self.on_lost is not None:
+            self.on_lost(error)
+

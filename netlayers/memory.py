@@ -1,0 +1,102 @@
+"""The in-memory netlayer: two connected channels in one process.
+
+It carries real encoded bytes, one message per send, so a test of your own
+far objects exercises exactly the code a socket would, without the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+import anyio
+
+__all__ = ["MemoryChannel", "memory_pipe"]
+
+
+class _Mailbox:
+    """One direction of the pipe: queued messages and at most one waiting reader."""
+
+    __slots__ = ("closed", "items", "waiter")
+
+    def __init__(self) -> None:
+        self.items: deque[bytes] = deque()
+        self.waiter: Any = None  # an asyncio future or an anyio event
+        self.closed = False
+
+    def wake(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is None:
+            return
+        if isinstance(waiter, asyncio.Future):
+            if not waiter.done():
+                waiter.set_result(None)
+        else:
+            waiter.set()
+
+    async def wait(self) -> None:
+        loop = asyncio._get_running_loop()
+        if loop is not None:
+            fut = loop.create_future()
+            self.waiter = fut
+            try:
+                await fut
+            finally:
+                if self.waiter is fut:
+                    self.waiter = None
+        else:
+            event = anyio.Event()
+            self.waiter = event
+            try:
+                await event.wait()
+            finally:
+                if self.waiter is event:
+                    self.waiter = None
+
+
+class MemoryChannel:
+    """One end of an in-memory pipe (a message channel: each send is one message)."""
+
+    def __init__(self, inbox: _Mailbox, outbox: _Mailbox) -> None:
+        self._inbox = inbox
+        self._outbox = outbox
+        self._closed = False
+
+    def send_nowait(self, data: bytes) -> None:
+        """Queue one message for the other end."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._outbox.closed:
+            raise anyio.BrokenResourceError
+        self._outbox.items.append(data)
+        if self._outbox.waiter is not None:
+            self._outbox.wake()
+
+    async def receive(self) -> bytes:
+        """The next message; :class:`anyio.EndOfStream` once the other end closed."""
+        inbox = self._inbox
+        while not inbox.items:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if inbox.closed:
+                raise anyio.EndOfStream
+            await inbox.wait()
+        return inbox.items.popleft()
+
+    async def aclose(self) -> None:
+        """Close this end: the other end reads what was sent, then end of stream."""
+        if self._closed:
+            return
+        self._closed = True
+        self._outbox.closed = True
+        self._outbox.wake()
+        self._inbox.closed = True
+        self._inbox.items.clear()
+        self._inbox.wake()
+
+
+def memory_pipe() -> tuple[MemoryChannel, MemoryChannel]:
+    """Two connected channels: what one sends, the other receives, in order."""
+    ab, ba = _Mailbox(), _Mailbox()
+    return MemoryChannel(ba, ab), MemoryChannel(ab, ba)

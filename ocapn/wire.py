@@ -1,0 +1,436 @@
+"""The OCapN message codec: engine messages to ``op:``/``desc:`` records in Syrup, and back.
+
+Each record is declared once (label, arity, field meaning) in the tables at
+the end of this module; the encoder and the decoder both read them.  Values
+are converted in the codec's own single pass: ``default`` turns references,
+``None``, ``null``, tagged values and errors into records while encoding, and
+``record_hook`` turns descriptor records back into live values while decoding.
+
+Peers disagree on a few shapes (``spec/ocapn.md`` section 15): the
+:class:`WireProfile` says which one to *write*; every known variant is *read*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from captp._passable import Null, Record, Symbol, Tagged, describe_error, is_remotable, null
+from captp._promise import Promise
+from captp._refs import RemoteRef
+from captp.errors import ProtocolError, RemoteError
+from captp.messages import (
+    Abort,
+    Deliver,
+    Desc,
+    GcAnswers,
+    GcExports,
+    Get,
+    Listen,
+    Message,
+)
+from captp.session import Session
+from ocapn import syrup
+
+__all__ = ["OCapNWire", "SPEC_PROFILE", "WireProfile"]
+
+Framing = Literal["message", "none", "len"]
+
+
+@dataclass(frozen=True, slots=True)
+class WireProfile:
+    """Which variant of each disputed shape to write (all variants are always read).
+
+    ``deliver_only``: write fire-and-forget sends as ``op:deliver-only``
+    (legacy; the conformance suite at 6c146dc needs it) instead of
+    ``op:deliver ... false false``.  ``gc_plural``: ``op:gc-exports`` /
+    ``op:gc-answers`` (spec, Goblins, Endo) instead of the singular labels with
+    lists (the suite).  ``listen_fields``: 3 (``wants-partial`` flag, as every
+    implementation sends) or 2 (the spec text).  ``stream_framing``: on byte
+    streams, ``"none"`` (back-to-back records) or ``"len"`` (``<len>:<bytes>``,
+    the 2026 consensus).
+    """
+
+    name: str = "spec"
+    deliver_only: bool = False
+    gc_plural: bool = True
+    listen_fields: Literal[2, 3] = 3
+    stream_framing: Literal["none", "len"] = "none"
+
+
+SPEC_PROFILE: Final = WireProfile()
+
+
+# -- labels -------------------------------------------------------------------------
+
+def _sym(name: str) -> Symbol:
+    return Symbol(name)
+
+
+OP_DELIVER: Final = _sym("op:deliver")
+OP_DELIVER_ONLY: Final = _sym("op:deliver-only")
+OP_LISTEN: Final = _sym("op:listen")
+OP_GET: Final = _sym("op:get")
+OP_INDEX: Final = _sym("op:index")
+OP_UNTAG: Final = _sym("op:untag")
+OP_ABORT: Final = _sym("op:abort")
+OP_GC_EXPORTS: Final = _sym("op:gc-exports")
+OP_GC_EXPORT: Final = _sym("op:gc-export")
+OP_GC_ANSWERS: Final = _sym("op:gc-answers")
+OP_GC_ANSWER: Final = _sym("op:gc-answer")
+DESC_IMPORT_OBJECT: Final = _sym("desc:import-object")
+DESC_IMPORT_PROMISE: Final = _sym("desc:import-promise")
+DESC_EXPORT: Final = _sym("desc:export")
+DESC_ANSWER: Final = _sym("desc:answer")
+DESC_TAGGED: Final = _sym("desc:tagged")
+DESC_TAG: Final = _sym("desc:tag")
+DESC_ERROR: Final = _sym("desc:error")
+VOID: Final = _sym("void")
+NULL: Final = _sym("null")
+
+_VOID_RECORD: Final = Record(VOID, ())
+_NULL_RECORD: Final = Record(NULL, ())
+_DESC_LABELS: Final[dict[str, Symbol]] = {
+    "import-object": DESC_IMPORT_OBJECT,
+    "import-promise": DESC_IMPORT_PROMISE,
+    "export": DESC_EXPORT,
+    "answer": DESC_ANSWER,
+}
+
+
+def _position(value: Any, what: str) -> int:
+    if type(value) is not int or value < 0:
+        raise ProtocolError(f"{what}: position must be a non-negative integer, not {value!r}")
+    return value
+
+
+def _arity(label: Symbol, fields: list[Any] | tuple[Any, ...], *counts: int) -> None:
+    if len(fields) not in counts:
+        want = " or ".join(str(c) for c in counts)
+        raise ProtocolError(f"<{label.name}> takes {want} fields, got {len(fields)}")
+
+
+class OCapNWire:
+    """Engine messages <-> Syrup bytes for one session, with the profile's framing.
+
+    ``framing``: ``"message"`` when the transport keeps message boundaries
+    (in-memory pipe, WebSocket); otherwise the stream framing of the profile.
+    Incoming stream framing is detected from the first byte (``<`` unframed,
+    a digit ``len:``), so either kind of peer is understood.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        profile: WireProfile = SPEC_PROFILE,
+        *,
+        framing: Framing = "message",
+        limits: syrup.Limits = syrup.DEFAULT_LIMITS,
+        extra_records: dict[Symbol, Callable[[list[Any]], Any]] | None = None,
+    ) -> None:
+        self.session = session
+        self.profile = profile
+        self._framing: Framing = framing
+        self._out_framing: Framing = framing if framing == "message" else profile.stream_framing
+        self._limits = limits
+        self._stream: syrup.StreamDecoder | None = None
+        self._frames: syrup.FrameDecoder | None = None
+        self._detected = framing == "message"
+        self._records: dict[Symbol, Callable[[list[Any]], Any]] = {
+            DESC_IMPORT_OBJECT: self._in_import_object,
+            DESC_IMPORT_PROMISE: self._in_import_promise,
+            DESC_EXPORT: self._in_export,
+            DESC_ANSWER: self._in_answer,
+            VOID: self._in_void,
+            NULL: self._in_null,
+            DESC_TAGGED: self._in_tagged,
+            DESC_TAG: self._in_tag,
+            DESC_ERROR: self._in_error,
+        }
+        if extra_records:
+            self._records.update(extra_records)
+        # Hooks for the node: values it writes itself (sturdyrefs, handoffs).
+        self.extra_default: Callable[[Any], Any] | None = None
+
+    # == encoding ====================================================================
+
+    def encode(self, message: Message) -> bytes:
+        """The framed bytes of one message."""
+        record = self.to_record(message)
+        data = syrup.encode(record, default=self._default)
+        if self._out_framing == "len":
+            return syrup.frame(data)
+        return data
+
+    def to_record(self, message: Message) -> Record:
+        """The ``op:`` record for an engine message (values still live)."""
+        encoder = _ENCODERS.get(type(message))
+        if encoder is None:
+            raise TypeError(f"no OCapN encoding for {type(message).__name__}")
+        return encoder(self, message)
+
+    def _target(self, target: Any) -> Record:
+        desc = self.session.describe_target(target)
+        return Record(_DESC_LABELS[desc.kind], (desc.position,))
+
+    def _default(self, value: Any) -> Any:
+        if value is None:
+            return _VOID_RECORD
+        t = type(value)
+        if t is Null:
+            return _NULL_RECORD
+        if t is Tagged:
+            return Record(DESC_TAGGED, (Symbol(value.tag), value.payload))
+        if isinstance(value, BaseException):
+            return Record(DESC_ERROR, (describe_error(value),))
+        if self.extra_default is not None:
+            replacement = self.extra_default(value)
+            if replacement is not None:
+                return replacement
+        desc = self.session.describe(value)
+        if type(desc) is Desc:
+            return Record(_DESC_LABELS[desc.kind], (desc.position,))
+        return desc
+
+    def _enc_deliver(self, msg: Deliver) -> Record:
+        args = list(msg.args) if msg.method is None else [Symbol(msg.method), *msg.args]
+        target = self._target(msg.target)
+        if msg.answer is None and msg.resolver is None and self.profile.deliver_only:
+            return Record(OP_DELIVER_ONLY, (target, args))
+        answer = False if msg.answer is None else msg.answer
+        resolver = False if msg.resolver is None else msg.resolver
+        return Record(OP_DELIVER, (target, args, answer, resolver))
+
+    def _enc_listen(self, msg: Listen) -> Record:
+        fields: tuple[Any, ...] = (self._target(msg.target), msg.resolver)
+        if self.profile.listen_fields == 3:
+            fields += (msg.wants_partial,)
+        return Record(OP_LISTEN, fields)
+
+    def _enc_get(self, msg: Get) -> Record:
+        label = {"get": OP_GET, "index": OP_INDEX, "untag": OP_UNTAG}[msg.kind]
+        return Record(label, (self._target(msg.target), msg.key, msg.answer))
+
+    def _enc_gc_exports(self, msg: GcExports) -> Record:
+        label = OP_GC_EXPORTS if self.profile.gc_plural else OP_GC_EXPORT
+        return Record(label, (list(msg.positions), list(msg.deltas)))
+
+    def _enc_gc_answers(self, msg: GcAnswers) -> Record:
+        label = OP_GC_ANSWERS if self.profile.gc_plural else OP_GC_ANSWER
+        return Record(label, (list(msg.positions),))
+
+    def _enc_abort(self, msg: Abort) -> Record:
+        return Record(OP_ABORT, (msg.reason,))
+
+    # == decoding ====================================================================
+
+    def feed(self, data: bytes) -> list[Any]:
+        """The messages completed by ``data`` (a whole message, or a slice of a stream)."""
+        if not data:
+            return []
+        if not self._detected:
+            self._detected = True
+            if data[:1] == b"<":
+                self._framing = "none"
+            elif data[:1].isdigit():
+                self._framing = "len"
+            else:
+                raise ProtocolError(f"stream starts with {data[:1]!r}: neither a record nor len:")
+        if self._framing == "message":
+            return [self.decode_message(data)]
+        if self._framing == "len":
+            if self._frames is None:
+                self._frames = syrup.FrameDecoder(max_frame_size=self._limits.max_size)
+            return [self.decode_message(frame) for frame in self._frames.feed(data)]
+        if self._stream is None:
+            self._stream = syrup.StreamDecoder(limits=self._limits, record_hook=self._hook)
+        return [self.from_record(value) for value in self._stream.feed(data)]
+
+    def decode_message(self, data: bytes) -> Any:
+        """The message in one complete Syrup record."""
+        value = syrup.decode(data, limits=self._limits, record_hook=self._hook)
+        return self.from_record(value)
+
+    def from_record(self, value: Any) -> Any:
+        """The engine message for a decoded top-level ``op:`` record."""
+        if type(value) is not Record or type(value.label) is not Symbol:
+            raise ProtocolError(f"expected an op: record, got {type(value).__name__}")
+        decoder = _DECODERS.get(value.label)
+        if decoder is None:
+            raise ProtocolError(f"unknown operation <{value.label.name}>")
+        return decoder(self, list(value.fields))
+
+    def _hook(self, label: Any, fields: list[Any]) -> Any:
+        if type(label) is Symbol:
+            convert = self._records.get(label)
+            if convert is not None:
+                return convert(fields)
+        return Record(label, tuple(fields))
+
+    def _in_import_object(self, fields: list[Any]) -> Any:
+        _arity(DESC_IMPORT_OBJECT, fields, 1)
+        return self.session.import_object(_position(fields[0], "desc:import-object"))
+
+    def _in_import_promise(self, fields: list[Any]) -> Any:
+        _arity(DESC_IMPORT_PROMISE, fields, 1)
+        return self.session.import_promise(_position(fields[0], "desc:import-promise"))
+
+    def _in_export(self, fields: list[Any]) -> Any:
+        _arity(DESC_EXPORT, fields, 1)
+        return self.session.lookup_export(_position(fields[0], "desc:export"))
+
+    def _in_answer(self, fields: list[Any]) -> Any:
+        _arity(DESC_ANSWER, fields, 1)
+        return self.session.lookup_answer(_position(fields[0], "desc:answer"))
+
+    def _in_void(self, fields: list[Any]) -> Any:
+        _arity(VOID, fields, 0)
+        return None
+
+    def _in_null(self, fields: list[Any]) -> Any:
+        _arity(NULL, fields, 0)
+        return null
+
+    def _in_tagged(self, fields: list[Any]) -> Any:
+        # Endo: <desc:tagged 'tag payload>
+        _arity(DESC_TAGGED, fields, 2)
+        tag = fields[0]
+        if type(tag) is Symbol:
+            return Tagged(tag.name, fields[1])
+        if type(tag) is str:
+            return Tagged(tag, fields[1])
+        raise ProtocolError(f"desc:tagged: tag must be a symbol, not {type(tag).__name__}")
+
+    def _in_tag(self, fields: list[Any]) -> Any:
+        # PR #247 proposal: <desc:tag "label" payload>
+        _arity(DESC_TAG, fields, 2)
+        if type(fields[0]) is not str:
+            raise ProtocolError("desc:tag: label must be a string")
+        return Tagged(fields[0], fields[1])
+
+    def _in_error(self, fields: list[Any]) -> Any:
+        # Endo: <desc:error "message">; PR #248 adds an identifier and a data struct.
+        if not 1 <= len(fields) <= 3 or type(fields[0]) is not str:
+            raise ProtocolError("desc:error: expected a message string (and optional fields)")
+        return RemoteError(fields[0])
+
+    def _dec_deliver(self, f: list[Any]) -> Deliver:
+        _arity(OP_DELIVER, f, 4)
+        target, args, answer, resolver = f
+        method, args = _method_and_args(args)
+        if answer is False:
+            answer = None
+        else:
+            answer = _position(answer, "op:deliver answer")
+        if resolver is False:
+            resolver = None
+        elif not _is_reference(resolver):
+            raise ProtocolError(f"op:deliver: resolve-me-desc must be a reference, not {resolver!r}")
+        return Deliver(_checked_target(target, self.session), method, args, answer, resolver)
+
+    def _dec_deliver_only(self, f: list[Any]) -> Deliver:
+        _arity(OP_DELIVER_ONLY, f, 2)
+        method, args = _method_and_args(f[1])
+        return Deliver(_checked_target(f[0], self.session), method, args)
+
+    def _dec_listen(self, f: list[Any]) -> Listen:
+        _arity(OP_LISTEN, f, 2, 3)
+        if not _is_reference(f[1]):
+            raise ProtocolError(f"op:listen: listen-desc must be a reference, not {f[1]!r}")
+        wants_partial = f[2] if len(f) == 3 else False
+        if type(wants_partial) is not bool:
+            raise ProtocolError("op:listen: wants-partial must be a boolean")
+        return Listen(_checked_target(f[0], self.session), f[1], wants_partial)
+
+    def _dec_get(self, f: list[Any]) -> Get:
+        _arity(OP_GET, f, 3)
+        if type(f[1]) is not str:
+            raise ProtocolError("op:get: field name must be a string")
+        return Get(_checked_target(f[0], self.session), "get", f[1], _position(f[2], "op:get answer"))
+
+    def _dec_index(self, f: list[Any]) -> Get:
+        _arity(OP_INDEX, f, 3)
+        return Get(_checked_target(f[0], self.session), "index", _position(f[1], "op:index"),
+                   _position(f[2], "op:index answer"))
+
+    def _dec_untag(self, f: list[Any]) -> Get:
+        _arity(OP_UNTAG, f, 3)
+        if type(f[1]) is not str:
+            raise ProtocolError("op:untag: tag must be a string")
+        return Get(_checked_target(f[0], self.session), "untag", f[1], _position(f[2], "op:untag answer"))
+
+    def _dec_gc_exports(self, f: list[Any]) -> GcExports:
+        _arity(OP_GC_EXPORTS, f, 2)
+        positions, deltas = f
+        if type(positions) is int and type(deltas) is int:  # pre-2025-12 single form
+            positions, deltas = [positions], [deltas]
+        if type(positions) is not list or type(deltas) is not list:
+            raise ProtocolError("gc-exports: expected two lists")
+        if len(positions) != len(deltas):
+            raise ProtocolError("gc-exports: positions and deltas differ in length")
+        for d in deltas:
+            if type(d) is not int or d <= 0:
+                raise ProtocolError(f"gc-exports: wire delta must be a positive integer: {d!r}")
+        return GcExports(
+            tuple(_position(p, "gc-exports") for p in positions), tuple(deltas)
+        )
+
+    def _dec_gc_answers(self, f: list[Any]) -> GcAnswers:
+        _arity(OP_GC_ANSWERS, f, 1)
+        positions = f[0]
+        if type(positions) is int:  # pre-2025-12 single form
+            positions = [positions]
+        if type(positions) is not list:
+            raise ProtocolError("gc-answers: expected a list")
+        return GcAnswers(tuple(_position(p, "gc-answers") for p in positions))
+
+    def _dec_abort(self, f: list[Any]) -> Abort:
+        _arity(OP_ABORT, f, 1)
+        reason = f[0]
+        return Abort(reason if type(reason) is str else repr(reason))
+
+
+def _method_and_args(args: Any) -> tuple[str | None, tuple[Any, ...]]:
+    if type(args) is not list:
+        raise ProtocolError(f"op:deliver: args must be a list, not {type(args).__name__}")
+    if args and type(args[0]) is Symbol:
+        return args[0].name, tuple(args[1:])
+    return None, tuple(args)
+
+
+def _is_reference(value: Any) -> bool:
+    return isinstance(value, Promise) or is_remotable(value)
+
+
+def _checked_target(target: Any, session: Session) -> Any:
+    # The record hook already turned <desc:export N> / <desc:answer N> into our
+    # object or answer promise; anything else (data, or the peer's own object
+    # written as <desc:import-object>) cannot be a target.
+    if not _is_reference(target) or (type(target) is RemoteRef and target.session is session):
+        raise ProtocolError(f"message target must be <desc:export> or <desc:answer>: {target!r}")
+    return target
+
+
+_ENCODERS: Final[dict[type, Callable[[OCapNWire, Any], Record]]] = {
+    Deliver: OCapNWire._enc_deliver,
+    Listen: OCapNWire._enc_listen,
+    Get: OCapNWire._enc_get,
+    GcExports: OCapNWire._enc_gc_exports,
+    GcAnswers: OCapNWire._enc_gc_answers,
+    Abort: OCapNWire._enc_abort,
+}
+
+_DECODERS: Final[dict[Symbol, Callable[[OCapNWire, list[Any]], Any]]] = {
+    OP_DELIVER: OCapNWire._dec_deliver,
+    OP_DELIVER_ONLY: OCapNWire._dec_deliver_only,
+    OP_LISTEN: OCapNWire._dec_listen,
+    OP_GET: OCapNWire._dec_get,
+    OP_INDEX: OCapNWire._dec_index,
+    OP_UNTAG: OCapNWire._dec_untag,
+    OP_GC_EXPORTS: OCapNWire._dec_gc_exports,
+    OP_GC_EXPORT: OCapNWire._dec_gc_exports,
+    OP_GC_ANSWERS: OCapNWire._dec_gc_answers,
+    OP_GC_ANSWER: OCapNWire._dec_gc_answers,
+    OP_ABORT: OCapNWire._dec_abort,
+}

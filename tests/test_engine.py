@@ -1,0 +1,487 @@
+"""The session state machine, driven without an event loop or bytes.
+
+Most tests wire two sessions through :class:`loopback.Loopback`; a few feed
+one session hand-built messages and read what it sends back.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import pytest
+from loopback import Loopback
+
+from captp import ConnectionLost, ProtocolError, RemoteError, Symbol, Tagged
+from captp._eventual import E
+from captp._far import far
+from captp._promise import Promise, make_promise
+from captp._refs import RemoteRef
+from captp._vat import ManualVat
+from captp.errors import BrokenPromise
+from captp.messages import Abort, Deliver, Desc, GcAnswers, GcExports, Get, Listen
+from captp.session import Session
+
+
+@far
+class Counter:
+    def __init__(self, start: int = 0) -> None:
+        self.n = start
+
+    def incr(self) -> int:
+        self.n += 1
+        return self.n
+
+
+@far
+class Greeter:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.kept: list[Any] = []
+
+    def hello(self, who: str) -> str:
+        self.calls.append(who)
+        return f"hello {who}"
+
+    def make_counter(self, start: int = 0) -> Counter:
+        return Counter(start)
+
+    def fail(self, message: str) -> None:
+        raise TypeError(message)
+
+    def echo(self, *args: Any) -> list[Any]:
+        return list(args)
+
+    def keep(self, x: Any) -> bool:
+        self.kept.append(x)
+        return True
+
+    def get_record(self) -> dict[str, Any]:
+        return {"foo": "bar", "items": [10, 20]}
+
+    def call_back(self, fn: Any, arg: Any) -> Any:
+        return E(fn)(arg)
+
+    def is_same(self, a: Any, b: Any) -> bool:
+        return a is b
+
+
+def run_with(lb: Loopback, fn: Any) -> Any:
+    with lb.vat:
+        result = fn()
+    lb.run()
+    return result
+
+
+def test_call_returns_result() -> None:
+    greeter = Greeter()
+    lb = Loopback(bootstrap_b=greeter)
+    p = run_with(lb, lambda: E(lb.a.bootstrap()).hello("bob"))
+    assert p.result() == "hello bob"
+    assert greeter.calls == ["bob"]
+
+
+def test_eventual_send_never_runs_callee_in_callers_turn() -> None:
+    greeter = Greeter()
+    vat = ManualVat()
+    with vat:
+        p = E(greeter).hello("now?")
+        assert greeter.calls == []  # not yet: it runs in a later turn
+        assert not p.done()
+    vat.run()
+    assert greeter.calls == ["now?"]
+    assert p.result() == "hello now?"
+
+
+def test_request_carries_answer_position_and_resolver() -> None:
+    lb = Loopback(bootstrap_b=Greeter())
+    run_with(lb, lambda: E(lb.a.bootstrap()).hello("x"))
+    first = lb.sent("a")[0]
+    assert isinstance(first, Deliver)
+    assert first.target == Desc("export", 0)
+    assert first.method == "hello" and first.args == ("x",)
+    assert first.answer == 0
+    assert first.resolver == Desc("import-object", 1, first=True)
+    reply = lb.sent("b")[0]
+    assert reply == Deliver(Desc("export", 1), "fulfill", ("hello x",))
+
+
+def test_pipelining_sends_before_the_answer_arrives() -> None:
+    lb = Loopback(bootstrap_b=Greeter())
+
+    def go() -> tuple[Promise, Promise]:
+        counter = E(lb.a.bootstrap()).make_counter(10)
+        return E(counter).incr(), E(counter).incr()
+
+    with lb.vat:
+        p1, p2 = go()
+    # Both pipelined sends left before anything came back.
+    sent = list(lb.wire)
+    assert [m.target for _, m in sent] == [Desc("export", 0), Desc("answer", 0), Desc("answer", 0)]
+    lb.run()
+    assert (p1.result(), p2.result()) == (11, 12)
+
+
+def test_pipelined_messages_break_with_the_same_reason() -> None:
+    lb = Loopback(bootstrap_b=Greeter())
+
+    def go() -> list[Promise]:
+        bad = E(lb.a.bootstrap()).fail("no counter for you")
+        return [bad, E(bad).incr(), E(E(bad).incr()).incr()]
+
+    promises = run_with(lb, go)
+    reasons = [p.reason() for p in promises]
+    assert all(isinstance(r, RemoteError) for r in reasons)
+    assert {str(r) for r in reasons} == {"TypeError: no counter for you"}
+
+
+def test_remote_exception_carries_type_name_and_message_only() -> None:
+    lb = Loopback(bootstrap_b=Greeter())
+    p = run_with(lb, lambda: E(lb.a.bootstrap()).fail("boom"))
+    with pytest.raises(RemoteError) as info:
+        p.result()
+    assert str(info.value) == "TypeError: boom"
+    assert "Traceback" not in str(info.value)
+
+
+def test_missing_method_breaks_with_type_error() -> None:
+    lb = Loopback(bootstrap_b=Greeter())
+    p = run_with(lb, lambda: E(lb.a.bootstrap()).no_such_method())
+    assert "has no method 'no_such_method'" in str(p.reason())
+    assert str(p.reason()).startswith("TypeError: ")
+
+
+def test_send_only_asks_for_nothing() -> None:
+    greeter = Greeter()
+    lb = Loopback(bootstrap_b=greeter)
+    result = run_with(lb, lambda: E.send_only(lb.a.bootstrap()).hello("quiet"))
+    assert result is None
+    assert greeter.calls == ["quiet"]
+    (msg,) = lb.sent("a")
+    assert isinstance(msg, Deliver) and msg.answer is None and msg.resolver is None
+    assert lb.sent("b") == []  # no reply of any kind
+
+
+def test_same_object_same_position_same_proxy() -> None:
+    greeter = Greeter()
+    lb = Loopback(bootstrap_b=greeter)
+    mine = Counter()
+
+    def go() -> list[Promise]:
+        boot = lb.a.bootstrap()
+        return [E(boot).keep(mine), E(boot).keep(mine), E(boot).is_same(mine, mine)]
+
+    promises = run_with(lb, go)
+    assert [p.result() for p in promises] == [True, True, True]
+    first, second = greeter.kept
+    assert first is second and type(first) is RemoteRef
+    positions = {
+        m.args[0].position for m in lb.sent("a")
+        if isinstance(m, Deliver) and m.method == "keep"
+    }
+    assert len(positions) == 1
+
+
+def test_identity_survives_a_round_trip() -> None:
+    lb = Loopback(bootstrap_b=Greeter())
+    mine = Counter()
+    p = run_with(lb, lambda: E(lb.a.bootstrap()).echo(mine))
+    assert p.result()[0] is mine  # our object came back as itself
+
+
+def test_callback_into_an_object_the_peer_was_handed() -> None:
+    lb = Loopback(bootstrap_b=Greeter())
+    seen = []
+
+    @far
+    def shout(word: str) -> str:
+        seen.append(word)
+        return word.upper()
+
+    p = run_with(lb, lambda: E(lb.a.bootstrap()).call_back(shout, "hey"))
+    assert p.result() == "HEY"
+    assert seen == ["hey"]
+
+
+def test_promise_passed_as_argument_and_resolved_later() -> None:
+    greeter = Greeter()
+    lb = Loopback(bootstrap_b=greeter)
+    promise, resolver = make_promise()
+    p = run_with(lb, lambda: E(lb.a.bootstrap()).keep(promise))
+    assert p.result() is True
+    (remote_promise,) = greeter.kept
+    assert isinstance(remote_promise, Promise) and not remote_promise.done()
+    with lb.vat:
+        resolver.resolve({"late": Symbol("value")})
+    lb.run()
+    assert remote_promise.result() == {"late": Symbol("value")}
+
+
+def test_promise_resolved_to_another_promise_settles_once() -> None:
+    vat = ManualVat()
+    outer, outer_r = make_promise()
+    inner, inner_r = make_promise()
+    seen: list[Any] = []
+    with vat:
+        outer._react(lambda p: seen.append(p._value))
+        outer_r.resolve(inner)
+        assert not outer.done()
+        inner_r.resolve(42)
+        inner_r.resolve(43)  # ignored
+        outer_r.break_("too late")  # ignored
+    assert outer.result() == 42 and seen == [42]
+
+
+def test_promise_cannot_resolve_to_itself() -> None:
+    p, r = make_promise()
+    r.resolve(p)
+    assert isinstance(p.reason(), TypeError)
+
+
+def test_sends_to_a_local_promise_queue_until_it_resolves() -> None:
+    vat = ManualVat()
+    counter = Counter()
+    p, r = make_promise()
+    with vat:
+        a = E(p).incr()
+        b = E(p).incr()
+        vat.run()
+        assert counter.n == 0
+        r.resolve(counter)
+    vat.run()
+    assert (a.result(), b.result()) == (1, 2)
+
+
+def test_broken_promise_with_data_reason_raises_broken_promise() -> None:
+    p, r = make_promise()
+    r.break_(Symbol("oh-no"))
+    with pytest.raises(BrokenPromise) as info:
+        p.result()
+    assert info.value.reason == Symbol("oh-no")
+
+
+def test_get_field_and_index_pipelined() -> None:
+    lb = Loopback(bootstrap_b=Greeter())
+
+    def go() -> tuple[Promise, Promise, Promise]:
+        record = E(lb.a.bootstrap()).get_record()
+        return E.get(record).foo, E.get(E.get(record).items)[1], E.get(record).missing
+
+    foo, item, missing = run_with(lb, go)
+    assert foo.result() == "bar"
+    assert item.result() == 20
+    assert isinstance(missing.reason(), RemoteError)
+    gets = [m for m in lb.sent("a") if isinstance(m, Get)]
+    assert [g.kind for g in gets] == ["get", "get", "index", "get"]
+
+
+def test_untag() -> None:
+    vat = ManualVat()
+    with vat:
+        assert E.untag(Tagged("copySet", [1, 2]), "copySet").result() == [1, 2]
+        assert isinstance(E.untag(Tagged("other", 1), "copySet").reason(), ValueError)
+
+
+def test_listen_reports_settlement_of_an_exported_promise() -> None:
+    greeter = Greeter()
+    lb = Loopback(bootstrap_b=greeter)
+    promise, resolver = make_promise()
+    run_with(lb, lambda: E(lb.a.bootstrap()).keep(promise))
+    (remote_promise,) = greeter.kept
+    listens = [m for m in lb.sent("b") if isinstance(m, Listen)]
+    assert len(listens) == 1 and listens[0].target.kind == "export"
+    with lb.vat:
+        resolver.break_(Symbol("oh-no"))
+    lb.run()
+    assert remote_promise.reason() == Symbol("oh-no")  # forwarded verbatim
+
+
+def test_answer_position_reuse_is_a_protocol_error() -> None:
+    vat = ManualVat()
+    out: list[Any] = []
+    s = Session(out.append, vat, bootstrap=Greeter(), name="s")
+    resolver = s.import_object(7)
+    boot = s.lookup_export(0)
+    s.receive(Deliver(boot, "hello", ("a",), 3, resolver))
+    with pytest.raises(ProtocolError, match="already in use"):
+        s.receive(Deliver(boot, "hello", ("b",), 3, resolver))
+
+
+def test_unknown_export_is_a_protocol_error() -> None:
+    s = Session(lambda m: None, ManualVat(), bootstrap=Greeter())
+    with pytest.raises(ProtocolError, match="no export at position 99"):
+        s.lookup_export(99)
+    with pytest.raises(ProtocolError, match="no answer"):
+        s.lookup_answer(5)
+
+
+def test_fed_deliver_produces_fulfill_to_resolver() -> None:
+    vat = ManualVat()
+    out: list[Any] = []
+    s = Session(out.append, vat, bootstrap=Greeter(), name="s")
+    resolver = s.import_object(4)
+    with vat:
+        s.receive(Deliver(s.lookup_export(0), "hello", ("fed",), 0, resolver))
+    assert out == []  # the call runs in a later turn
+    vat.run()
+    assert out == [Deliver(resolver, "fulfill", ("hello fed",))]
+
+
+def test_gc_exports_frees_after_all_sends_are_dropped() -> None:
+    vat = ManualVat()
+    s = Session(lambda m: None, vat, bootstrap=Greeter())
+    obj = Counter()
+    d1 = s.describe(obj)
+    d2 = s.describe(obj)
+    assert d1 == Desc("import-object", 1, first=True) and d2 == Desc("import-object", 1)
+    s.receive(GcExports((1,), (1,)))
+    assert s.lookup_export(1) is obj  # one send is still outstanding
+    s.receive(GcExports((1,), (1,)))
+    with pytest.raises(ProtocolError):
+        s.lookup_export(1)
+    assert s.describe(obj) == Desc("import-object", 2, first=True)  # re-exported afresh
+
+
+def test_gc_exports_with_inflated_delta_frees() -> None:
+    s = Session(lambda m: None, ManualVat())
+    s.describe(Counter())
+    s.receive(GcExports((1,), (21,)))
+    assert s.stats()["exports"] == 0
+
+
+def test_bad_gc_exports_are_protocol_errors() -> None:
+    s = Session(lambda m: None, ManualVat())
+    with pytest.raises(ProtocolError):
+        s.receive(GcExports((1, 2), (1,)))
+    with pytest.raises(ProtocolError):
+        s.receive(GcExports((1,), (0,)))
+
+
+def test_dropping_an_import_sends_the_received_count() -> None:
+    vat = ManualVat()
+    out: list[Any] = []
+    s = Session(out.append, vat)
+    ref = s.import_object(5)
+    assert s.import_object(5) is ref
+    assert s.import_object(5) is ref
+    del ref
+    gc.collect()
+    vat.run()
+    assert out == [GcExports((5,), (3,))]
+    assert s.stats()["imports"] == 0
+
+
+def test_reimport_after_drop_before_flush_keeps_the_entry() -> None:
+    vat = ManualVat()
+    out: list[Any] = []
+    s = Session(out.append, vat)
+    s.import_object(5)  # arrives once, dropped at once
+    gc.collect()
+    again = s.import_object(5)  # arrives again before the gc message went out
+    vat.run()
+    assert out == [GcExports((5,), (1,))]
+    assert s.import_object(5) is again and s.stats()["imports"] == 1
+
+
+def test_settled_questions_release_their_answers() -> None:
+    lb = Loopback(bootstrap_b=Greeter())
+    promises = run_with(lb, lambda: [E(lb.a.bootstrap()).hello(str(i)) for i in range(5)])
+    assert [p.result() for p in promises] == [f"hello {i}" for i in range(5)]
+    released = [m for m in lb.sent("a") if isinstance(m, GcAnswers)]
+    assert sorted(p for m in released for p in m.positions) == [0, 1, 2, 3, 4]
+    assert lb.b.stats()["answers"] == 0
+    assert lb.a.stats()["questions"] == 0
+
+
+def test_tables_return_to_baseline_after_many_objects() -> None:
+    lb = Loopback(bootstrap_b=Greeter())
+    baseline_a, baseline_b = lb.a.stats(), lb.b.stats()
+
+    def go() -> list[Promise]:
+        boot = lb.a.bootstrap()
+        return [E(boot).echo(Counter(), [Counter()]) for _ in range(2000)]
+
+    promises = run_with(lb, go)
+    assert all(type(p.result()[0]) is Counter for p in promises)
+    del promises
+    gc.collect()
+    lb.run()
+    assert lb.a.stats() == {**baseline_a, "imports": 1}  # the bootstrap proxy we hold
+    assert lb.b.stats() == baseline_b
+
+
+def test_abort_breaks_everything_and_later_sends_fail_at_once() -> None:
+    lb = Loopback(bootstrap_b=Greeter())
+    with lb.vat:
+        boot = lb.a.bootstrap()
+        pending = E(boot).hello("never answered")
+        lb.a.abort("shutting down")
+    assert isinstance(lb.wire[-1][1], Abort)
+    assert isinstance(pending.reason(), ConnectionLost)
+    assert "shutting down" in str(pending.reason())
+    later = E(boot).hello("after")
+    assert isinstance(later.reason(), ConnectionLost)
+    lb.run()
+    assert lb.b.dead is not None and "peer aborted: shutting down" in lb.b.dead.reason
+
+
+def test_connection_lost_breaks_imported_promises() -> None:
+    greeter = Greeter()
+    lb = Loopback(bootstrap_b=greeter)
+    promise, _ = make_promise()
+    run_with(lb, lambda: E(lb.a.bootstrap()).keep(promise))
+    (remote,) = greeter.kept
+    lb.b.connection_lost("cable cut")
+    assert isinstance(remote.reason(), ConnectionLost) and "cable cut" in str(remote.reason())
+
+
+def test_unpassable_argument_breaks_the_question_and_sends_nothing() -> None:
+    lb = Loopback(bootstrap_b=Greeter())
+
+    class NotFar:
+        pass
+
+    p = run_with(lb, lambda: E(lb.a.bootstrap()).echo(NotFar()))
+    assert isinstance(p.reason(), TypeError)
+    assert "not passable" in str(p.reason())
+    assert lb.a.stats()["questions"] == 0
+
+
+def test_unpassable_result_breaks_with_the_reason() -> None:
+    @far
+    class Leaky:
+        def give(self) -> object:
+            return object()
+
+    lb = Loopback(bootstrap_b=Leaky())
+    p = run_with(lb, lambda: E(lb.a.bootstrap()).give())
+    assert "not passable" in str(p.reason())
+
+
+def test_far_method_name_mapping() -> None:
+    @far
+    class Thing:
+        def make_car(self) -> str:
+            return "car"
+
+        def break_(self, reason: str) -> str:
+            return f"broke: {reason}"
+
+        def _secret(self) -> str:
+            return "leak"
+
+    vat = ManualVat()
+    t = Thing()
+    with vat:
+        a = E(t)["make-car"]()
+        b = E(t).break_("x")
+        c = E(t)["_secret"]()
+        d = E(t)["mro"]()
+    vat.run()
+    assert a.result() == "car"
+    assert b.result() == "broke: x"
+    assert isinstance(c.reason(), TypeError) and isinstance(d.reason(), TypeError)
+
+
+def test_sending_to_plain_data_breaks() -> None:
+    assert isinstance(E(42).foo().reason(), TypeError)
