@@ -404,6 +404,23 @@ class Session:
         promise._react(lambda p: self._question_settled(pos))
         return promise
 
+    def pending_questions(self) -> list[Position]:
+        """Positions of the questions still waiting for an answer, oldest first."""
+        return list(self._questions)
+
+    def expire_question(self, position: Position, reason: Any) -> bool:
+        """Give up on a question the peer never answered: break it with ``reason``.
+
+        For peers known to drop requests silently (Endo's CapTP ignores a
+        message it cannot handle).  A late answer is then a protocol error.
+        Returns False if the question was not pending.
+        """
+        resolver = self._questions.pop(position, None)
+        if resolver is None:
+            return False
+        resolver.break_(reason)
+        return True
+
     def _question_settled(self, pos: Position) -> None:
         if self._questions.pop(pos, None) is not None and not self.policy.implicit_returns:
             self._gc_answers.append(pos)
