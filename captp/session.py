@@ -205,6 +205,7 @@ class Session:
         self._gc_answers: list[Position] = []
         self._gc_scheduled = False
         self._to_listen: list[Promise] = []
+        self._expired: set[Position] = set()
         self._dead: ConnectionLost | None = None
         # Called with a reference from another session that is about to be sent
         # here; returns what to write instead (an OCapN handoff), or None to
@@ -412,12 +413,13 @@ class Session:
         """Give up on a question the peer never answered: break it with ``reason``.
 
         For peers known to drop requests silently (Endo's CapTP ignores a
-        message it cannot handle).  A late answer is then a protocol error.
+        message it cannot handle).  A late answer to it is ignored.
         Returns False if the question was not pending.
         """
         resolver = self._questions.pop(position, None)
         if resolver is None:
             return False
+        self._expired.add(position)
         resolver.break_(reason)
         return True
 
@@ -533,6 +535,9 @@ class Session:
     def _recv_return(self, msg: Return) -> None:
         resolver = self._questions.pop(msg.answer, None)
         if resolver is None:
+            if msg.answer in self._expired:
+                self._expired.discard(msg.answer)
+                return
             raise ProtocolError(f"an answer for question {msg.answer!r}, which is not pending")
         if msg.ok:
             resolver.resolve(msg.value)
