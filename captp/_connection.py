@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import anyio
 
+from captp._promise import Promise, fulfilled
 from captp._vat import Scheduler
 from captp.errors import ProtocolError
 from captp.messages import Message
@@ -102,9 +103,10 @@ class Connection:
                 self._transport_failed = True
                 self._vat.call_soon(self.session.connection_lost, f"transport closed: {exc!r}")
 
-    def bootstrap(self) -> Any:
-        """The peer's bootstrap object (a reference, or a promise for one)."""
-        return self.session.bootstrap()
+    def bootstrap(self) -> Promise:
+        """A promise for the peer's bootstrap object (``await`` it, or send to it at once)."""
+        boot = self.session.bootstrap()
+        return boot if isinstance(boot, Promise) else fulfilled(boot)
 
     async def run(self) -> None:
         """Read and act on messages until the session ends; then close the channel."""

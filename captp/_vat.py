@@ -89,7 +89,7 @@ class Vat:
         """Run ``await fn(*args)`` in a task of this vat's task group."""
         if self._closed:
             return
-        self._context.run(self._task_group.start_soon, fn, *args)  # type: ignore[arg-type]
+        self._task_group.start_soon(fn, *args)
 
     def close(self) -> None:
         """Stop accepting turns and cancel every task this vat owns."""
