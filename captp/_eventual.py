@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from captp._far import invoke, wire_name
 from captp._passable import Tagged, is_remotable
+from captp import _promise as _promise_module
 from captp._promise import Promise, Resolver, broken, fulfilled, make_promise
 from captp._refs import RemoteRef
 from captp._vat import Scheduler, current_vat
@@ -50,6 +51,24 @@ def eventual_send(
         "it is not a far object, a remote reference or a promise"
     )
     return broken(error) if want_result else None
+
+
+def send_into(
+    target: Any, method: str | None, args: tuple[Any, ...], resolver: Resolver | None,
+    vat: Scheduler | None = None,
+) -> None:
+    """Like :func:`eventual_send`, settling ``resolver`` (if any) with the result."""
+    if type(target) is not RemoteRef and not isinstance(target, Promise) and is_remotable(target):
+        if vat is None:
+            vat = current_vat()
+        vat.call_soon(_deliver_local, vat, target, method, args, resolver)
+        return
+    result = eventual_send(target, method, args, resolver is not None, vat)
+    if resolver is not None:
+        resolver.resolve(result)
+
+
+_promise_module._send_into = send_into
 
 
 def _deliver_local(

@@ -32,6 +32,12 @@ BROKEN: Final = 3
 Reaction = Callable[["Promise"], None]
 
 
+def _send_into(
+    target: Any, method: str | None, args: tuple[Any, ...], resolver: Resolver | None
+) -> None:  # pragma: no cover - replaced by captp._eventual.send_into at import
+    raise NotImplementedError
+
+
 class PromiseHandler:
     """What a pending promise that stands for something remote does with messages."""
 
@@ -149,16 +155,12 @@ class Promise:
         queue, self._queue = self._queue, None
         reactions, self._reactions = self._reactions, None
         if queue:
-            from captp._eventual import eventual_send
-
             for method, args, resolver in queue:
                 if state == BROKEN:
                     if resolver is not None:
                         resolver.break_(value)
                 else:
-                    result = eventual_send(value, method, args, resolver is not None)
-                    if resolver is not None:
-                        resolver.resolve(result)
+                    _send_into(value, method, args, resolver)
         if reactions:
             for reaction in reactions:
                 reaction(self)
@@ -181,11 +183,11 @@ class Promise:
         """Send to a pending promise: pipeline through its handler, or queue it here."""
         p = self._shorten()
         if p._state != PENDING:
-            from captp._eventual import eventual_send
-
             if p._state == BROKEN:
                 return broken(p._value) if want_result else None
-            return eventual_send(p._value, method, args, want_result)
+            result, resolver = make_promise() if want_result else (None, None)
+            _send_into(p._value, method, args, resolver)
+            return result
         if p._handler is not None:
             return p._handler.send(p, method, args, want_result)
         resolver = None

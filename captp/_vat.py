@@ -40,6 +40,9 @@ class Scheduler(Protocol):
     def spawn(self, fn: Callable[..., Awaitable[object]], /, *args: Any) -> None:
         """Run ``await fn(*args)`` in a task the vat owns."""
 
+    def call_later(self, delay: float, fn: Callable[..., object], /, *args: Any) -> None:
+        """Run ``fn(*args)`` in a turn about ``delay`` seconds from now."""
+
 
 def current_vat() -> Scheduler:
     """The vat whose turn is running; :class:`CapTPError` if there is none."""
@@ -91,6 +94,19 @@ class Vat:
             return
         self._task_group.start_soon(fn, *args)
 
+    def call_later(self, delay: float, fn: Callable[..., object], /, *args: Any) -> None:
+        """Run ``fn(*args)`` in a turn about ``delay`` seconds from now."""
+        if self._closed:
+            return
+        if self._loop is not None:
+            self._loop.call_later(delay, _run_turn, fn, args, context=self._context)
+        else:
+            self._task_group.start_soon(self._later, delay, fn, args)
+
+    async def _later(self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        await anyio.sleep(delay)
+        _run_turn(fn, args)
+
     def close(self) -> None:
         """Stop accepting turns and cancel every task this vat owns."""
         self._closed = True
@@ -115,6 +131,7 @@ class ManualVat:
 
     def __init__(self) -> None:
         self.turns: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
+        self.later: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
         self._token: contextvars.Token[Scheduler | None] | None = None
 
     def call_soon(self, fn: Callable[..., object], /, *args: Any) -> None:
@@ -125,12 +142,22 @@ class ManualVat:
         """Not available without an event loop."""
         raise CapTPError("ManualVat cannot run async methods; use open_vat() under an event loop")
 
+    def call_later(self, delay: float, fn: Callable[..., object], /, *args: Any) -> None:
+        """Queue ``fn(*args)`` to run once the turns queued now are done (time is not real)."""
+        self.later.append((fn, args))
+
     def run(self, limit: int = 1_000_000) -> int:
-        """Run queued turns (and the turns they queue) until none are left; return the count."""
+        """Run queued turns, and the turns they queue, until none are left; return the count.
+
+        Delayed turns run as soon as no undelayed turn is left.
+        """
         token = _current_vat.set(self)
         n = 0
         try:
-            while self.turns:
+            while self.turns or self.later:
+                if not self.turns:
+                    self.turns.extend(self.later)
+                    self.later.clear()
                 if n >= limit:
                     raise RuntimeError(f"more than {limit} turns: runaway loop?")
                 fn, args = self.turns.popleft()

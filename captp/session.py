@@ -63,6 +63,12 @@ log = logging.getLogger("captp")
 
 Position = Hashable
 
+# Drops and released answers are not urgent: they are batched for this long
+# (or until this many are pending) so that a busy session sends one gc
+# message per batch instead of two per call.
+GC_DELAY_SECONDS: Final = 0.01
+GC_BATCH: Final = 256
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:
@@ -586,10 +592,12 @@ class Session:
         self._schedule_gc()
 
     def _schedule_gc(self) -> None:
-        if not self._gc_scheduled:
-            self._gc_scheduled = True
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
+            if len(self._gc_exports) + len(self._gc_answers) >= GC_BATCH:
                 self._vat.call_soon(self.flush_gc)
+            elif not self._gc_scheduled:
+                self._gc_scheduled = True
+                self._vat.call_later(GC_DELAY_SECONDS, self.flush_gc)
 
     def flush_gc(self) -> None:
         """Send the drops and released answers collected since the last flush."""

@@ -7,6 +7,7 @@ far objects exercises exactly the code a socket would, without the socket.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,10 +25,11 @@ __all__ = ["MemoryChannel", "connect_pair", "memory_pipe"]
 class _Mailbox:
     """One direction of the pipe: queued messages and at most one waiting reader."""
 
-    __slots__ = ("closed", "items", "waiter")
+    __slots__ = ("closed", "due", "items", "waiter")
 
     def __init__(self) -> None:
         self.items: deque[bytes] = deque()
+        self.due: deque[float] = deque()  # arrival time of each item, with latency
         self.waiter: Any = None  # an asyncio future or an anyio event
         self.closed = False
 
@@ -62,12 +64,16 @@ class _Mailbox:
 
 
 class MemoryChannel:
-    """One end of an in-memory pipe (a message channel: each send is one message)."""
+    """One end of an in-memory pipe (a message channel: each send is one message).
 
-    def __init__(self, inbox: _Mailbox, outbox: _Mailbox) -> None:
+    ``latency`` (seconds) delays every message, to simulate a network link.
+    """
+
+    def __init__(self, inbox: _Mailbox, outbox: _Mailbox, latency: float = 0.0) -> None:
         self._inbox = inbox
         self._outbox = outbox
         self._closed = False
+        self._latency = latency
 
     def send_nowait(self, data: bytes) -> None:
         """Queue one message for the other end."""
@@ -75,6 +81,8 @@ class MemoryChannel:
             raise anyio.ClosedResourceError
         if self._outbox.closed:
             raise anyio.BrokenResourceError
+        if self._latency:
+            self._outbox.due.append(time.monotonic() + self._latency)
         self._outbox.items.append(data)
         if self._outbox.waiter is not None:
             self._outbox.wake()
@@ -88,6 +96,10 @@ class MemoryChannel:
             if inbox.closed:
                 raise anyio.EndOfStream
             await inbox.wait()
+        if inbox.due:
+            delay = inbox.due.popleft() - time.monotonic()
+            if delay > 0:
+                await anyio.sleep(delay)
         return inbox.items.popleft()
 
     async def aclose(self) -> None:
@@ -99,13 +111,17 @@ class MemoryChannel:
         self._outbox.wake()
         self._inbox.closed = True
         self._inbox.items.clear()
+        self._inbox.due.clear()
         self._inbox.wake()
 
 
-def memory_pipe() -> tuple[MemoryChannel, MemoryChannel]:
-    """Two connected channels: what one sends, the other receives, in order."""
+def memory_pipe(latency: float = 0.0) -> tuple[MemoryChannel, MemoryChannel]:
+    """Two connected channels: what one sends, the other receives, in order.
+
+    ``latency``: seconds each message spends in flight (default none).
+    """
     ab, ba = _Mailbox(), _Mailbox()
-    return MemoryChannel(ba, ab), MemoryChannel(ab, ba)
+    return MemoryChannel(ba, ab, latency), MemoryChannel(ab, ba, latency)
 
 
 @asynccontextmanager
@@ -114,16 +130,18 @@ async def connect_pair(
     bootstrap_b: Any = None,
     *,
     profile: WireProfile = SPEC_PROFILE,
+    latency: float = 0.0,
 ) -> AsyncIterator[tuple[Connection, Connection]]:
     """Two OCapN connections joined by an in-memory pipe, running until the block ends.
 
     ``a`` serves ``bootstrap_a`` and ``b`` serves ``bootstrap_b``;
     ``a.bootstrap()`` is a promise for ``b``'s bootstrap object and vice versa.
-    Messages travel as real Syrup bytes.  The body runs in the pair's vat, so
+    Messages travel as real Syrup bytes, each ``latency`` seconds in flight
+    (default none).  The body runs in the pair's vat, so
     eventual sends to local objects work inside it too.
     """
     async with open_vat() as vat, anyio.create_task_group() as tg:
-        chan_a, chan_b = memory_pipe()
+        chan_a, chan_b = memory_pipe(latency)
         a = Connection(
             chan_a, lambda s: OCapNWire(s, profile), vat, bootstrap=bootstrap_a, name="a"
         )

@@ -70,7 +70,7 @@ class Loopback:
         """Deliver messages and run turns until both are exhausted."""
         with self.vat:
             n = 0
-            while self.wire or self.vat.turns:
+            while self.wire or self.vat.turns or self.vat.later:
                 n += 1
                 if n > limit:
                     raise RuntimeError("runaway")
