@@ -7,9 +7,9 @@ import logging
 from collections.abc import Awaitable
 from typing import Any, Final
 
+from captp import _promise as _promise_module
 from captp._far import invoke, wire_name
 from captp._passable import Tagged, is_remotable
-from captp import _promise as _promise_module
 from captp._promise import Promise, Resolver, broken, fulfilled, make_promise
 from captp._refs import RemoteRef
 from captp._vat import Scheduler, current_vat

@@ -92,7 +92,7 @@ class Vat:
         """Run ``await fn(*args)`` in a task of this vat's task group."""
         if self._closed:
             return
-        self._task_group.start_soon(fn, *args)
+        self._task_group.start_soon(fn, *args)  # type: ignore[arg-type]
 
     def call_later(self, delay: float, fn: Callable[..., object], /, *args: Any) -> None:
         """Run ``fn(*args)`` in a turn about ``delay`` seconds from now."""

@@ -9,8 +9,8 @@ import anyio
 import pytest
 
 from captp import (
-    E,
     ConnectionLost,
+    E,
     Promise,
     RemoteError,
     RemoteRef,
