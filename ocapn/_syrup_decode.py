@@ -1,0 +1,591 @@
+"""Syrup decoder: bytes to Python values, strict (canonical) by default.
+
+The parser works on one ``bytes`` object with index arithmetic.  Lists and
+records, the containers CapTP messages are made of, are parsed by
+:func:`_items`, which handles the common atoms (short integers, strings,
+symbols, bytestrings, booleans) inline; everything else goes through
+:func:`_one`.  Reading past the end of the input raises ``IndexError`` (or
+:class:`Truncated` for a length prefix that claims more bytes than there are);
+the callers turn that into "truncated" (one-shot decoding) or "wait for more"
+(stream decoding).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import types
+from collections.abc import Callable
+from typing import Any, Final
+
+from captp._passable import Record, Symbol
+from ocapn._syrup_encode import encode
+from ocapn._syrup_types import DEFAULT_LIMITS, Float32, Limits, SyrupDecodeError, SyrupEncodeError
+
+__all__ = [
+    "Config",
+    "HookFailed",
+    "TooDeep",
+    "Truncated",
+    "WHITESPACE",
+    "decode",
+    "decode_one",
+    "make_config",
+    "parse_digits",
+]
+
+RecordHook = Callable[[object, list[object]], object]
+
+WHITESPACE: Final = frozenset(b" \t\n\r\x0b\x0c")
+"""Bytes that lenient mode skips between tokens (Python's ``string.whitespace``)."""
+
+_CANONICAL_NAN64: Final = b"\x7f\xf8\x00\x00\x00\x00\x00\x00"
+_CANONICAL_NAN32: Final = b"\x7f\xc0\x00\x00"
+_unpack_d: Final = struct.Struct(">d").unpack_from
+_unpack_f: Final = struct.Struct(">f").unpack_from
+_DIGITS: Final = re.compile(rb"[0-9]*")
+
+# Decoded symbols by their raw UTF-8 bytes.  Symbols are immutable, so one
+# object can be shared.  Bounded: emptied when full.
+_SYMBOL_CACHE_MAX: Final = 4096
+_symbols: dict[bytes, Symbol] = {}
+
+# Building a Record through its slot descriptors skips the Python-level
+# __init__ (and the immutability guard of __setattr__), about half the cost.
+# Fall back to the constructor if Record ever stops using __slots__.
+_label_slot = Record.__dict__.get("label")
+_fields_slot = Record.__dict__.get("fields")
+if isinstance(_label_slot, types.MemberDescriptorType) and isinstance(
+    _fields_slot, types.MemberDescriptorType
+):
+    _set_label: Callable[[Any, Any], None] | None = _label_slot.__set__
+    _set_fields: Callable[[Any, Any], None] = _fields_slot.__set__
+else:  # pragma: no cover - depends on captp's Record layout
+    _set_label = None
+_new_object: Final = object.__new__
+
+
+class Truncated(Exception):
+    """Internal: a length prefix claims bytes past the end of the buffer."""
+
+
+class TooDeep(Exception):
+    """Internal: the Python stack ran out while nesting; carries the offset."""
+
+
+class HookFailed(Exception):
+    """Internal: carries an exception raised by ``record_hook`` out unchanged."""
+
+
+class Config:
+    """The decoding options, gathered once per call (or per stream)."""
+
+    __slots__ = ("hook", "lenient", "max_depth", "max_int_digits", "max_size")
+
+    def __init__(self, lenient: bool, limits: Limits, hook: RecordHook | None) -> None:
+        self.lenient = bool(lenient)
+        self.max_depth = limits.max_depth
+        self.max_size = limits.max_size
+        self.max_int_digits = limits.max_int_digits
+        self.hook = hook
+
+
+_DEFAULT_CONFIG: Final = Config(False, DEFAULT_LIMITS, None)
+_CONFIG_CACHE_MAX: Final = 64
+_configs: dict[tuple[bool, Limits, RecordHook | None], Config] = {}
+
+
+def make_config(lenient: bool, limits: Limits, hook: RecordHook | None) -> Config:
+    """The :class:`Config` for these options (cached: callers repeat the same ones)."""
+    if not lenient and hook is None and limits is DEFAULT_LIMITS:
+        return _DEFAULT_CONFIG
+    if not isinstance(limits, Limits):
+        raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
+    key = (bool(lenient), limits, hook)
+    try:
+        config = _configs.get(key)
+    except TypeError:  # an unhashable hook (a callable object without __hash__)
+        return Config(lenient, limits, hook)
+    if config is None:
+        if len(_configs) >= _CONFIG_CACHE_MAX:
+            _configs.clear()
+        config = _configs[key] = Config(lenient, limits, hook)
+    return config
+
+
+def decode(
+    data: bytes | bytearray | memoryview,
+    *,
+    lenient: bool = False,
+    limits: Limits = DEFAULT_LIMITS,
+    record_hook: RecordHook | None = None,
+) -> object:
+    """Decode exactly one Syrup value from ``data``.
+
+    Strict by default: anything but the canonical encoding of one value is
+    rejected with :class:`SyrupDecodeError`.  ``lenient=True`` relaxes the
+    canonical-form rules (see ``spec-notes/0003-syrup-codec.md``).
+    ``record_hook(label, fields)``, if given, replaces every record as it is
+    decoded, innermost first; its exceptions propagate unchanged.
+    """
+    if type(data) is not bytes:
+        if isinstance(data, memoryview):
+            data = data.tobytes()
+        elif isinstance(data, (bytes, bytearray)):
+            data = bytes(data)
+        else:
+            raise TypeError(f"decode() needs bytes, not {type(data).__name__}")
+    config = make_config(lenient, limits, record_hook)
+    n = len(data)
+    if n > config.max_size:
+        raise SyrupDecodeError(
+            f"input of {n} bytes is over the size limit of {config.max_size}", config.max_size
+        )
+    failure: BaseException | None = None
+    try:
+        value, pos = _one(data, 0, 0, config)
+        if pos != n and config.lenient:
+            pos = _skip_whitespace(data, pos)
+        if pos != n:
+            raise SyrupDecodeError(f"{n - pos} trailing bytes after the value", pos)
+        return value
+    except HookFailed as wrapper:
+        failure = wrapper.args[0]
+    except TooDeep as exc:
+        raise _stack_exhausted(exc.args[0]) from None
+    except Truncated as exc:
+        raise SyrupDecodeError(exc.args[1], exc.args[0]) from None
+    except IndexError:
+        if n == 0:
+            raise SyrupDecodeError("empty input", 0) from None
+        raise SyrupDecodeError("input ends in the middle of a value", n) from None
+    # Re-raised outside the handler so the hook's exception gains no __context__.
+    raise failure
+
+
+def decode_one(data: bytes, pos: int, config: Config) -> tuple[object, int]:
+    """Decode the value that starts at ``pos``; return it and the offset just past it.
+
+    Raises ``IndexError`` or :class:`Truncated` if the value is incomplete,
+    :class:`HookFailed` and :class:`TooDeep` as described there.
+    """
+    return _one(data, pos, 0, config)
+
+
+# -- the parser ----------------------------------------------------------------
+#
+# ``depth`` is the nesting depth of the enclosing container (0 at the top);
+# opening a container at depth d makes one at depth d + 1, which must not
+# exceed ``config.max_depth``.
+
+
+def _one(data: bytes, pos: int, depth: int, config: Config) -> tuple[Any, int]:
+    """Decode any one value at ``pos``."""
+    c = data[pos]
+    if 47 < c < 58:
+        return _digit_atom(data, pos, config)
+    if c == 60 or c == 91:  # < [
+        if depth >= config.max_depth:
+            raise _too_deep(pos, config)
+        try:
+            if c == 91:
+                return _items(data, pos + 1, 93, depth + 1, config)
+            sub, end = _items(data, pos + 1, 62, depth + 1, config)
+        except RecursionError:
+            raise TooDeep(pos) from None
+        return _record(sub, pos, config), end
+    if c == 116:  # t
+        return True, pos + 1
+    if c == 102:  # f
+        return False, pos + 1
+    if c == 68:  # D
+        return _float64(data, pos, config), pos + 9
+    if c == 123 or c == 35:  # { #
+        if depth >= config.max_depth:
+            raise _too_deep(pos, config)
+        try:
+            if c == 123:
+                return _dict(data, pos, depth + 1, config)
+            return _set(data, pos, depth + 1, config)
+        except RecursionError:
+            raise TooDeep(pos) from None
+    if c == 70:  # F
+        return _float32(data, pos, config), pos + 5
+    if config.lenient and c in WHITESPACE:
+        return _one(data, _skip_whitespace(data, pos), depth, config)
+    raise _unexpected(data, pos)
+
+
+def _items(data: bytes, pos: int, close: int, depth: int, config: Config) -> tuple[list[Any], int]:
+    """Decode the items of a list or record up to the ``close`` byte.
+
+    Returns the items and the offset after ``close``.  The common atoms are
+    decoded inline (this loop is most of the decoder's time).
+    """
+    items: list[Any] = []
+    append = items.append
+    n = len(data)
+    while True:
+        c = data[pos]
+        if c == close:
+            return items, pos + 1
+        if 47 < c < 58:
+            # Integers and length prefixes of one or two digits, inline.
+            j = pos + 1
+            m = data[j]
+            if 47 < m < 58:
+                if c == 48:  # a leading zero: let the general path judge it
+                    v, pos = _digit_atom(data, pos, config)
+                    append(v)
+                    continue
+                j += 1
+                num = c * 10 + m - 528  # (c - 48) * 10 + (m - 48)
+                m = data[j]
+                if 47 < m < 58:
+                    v, pos = _digit_atom(data, pos, config)
+                    append(v)
+                    continue
+            else:
+                num = c - 48
+            if m == 43:  # +
+                append(num)
+                pos = j + 1
+                continue
+            start = j + 1
+            end = start + num
+            if m == 39:  # ' symbol
+                if end > n:
+                    raise _past_end("symbol", pos, num, start, n)
+                raw = data[start:end]
+                sym = _symbols.get(raw)
+                if sym is None:
+                    sym = _new_symbol(raw, start)
+                append(sym)
+                pos = end
+            elif m == 34:  # " string
+                if end > n:
+                    raise _past_end("string", pos, num, start, n)
+                try:
+                    append(data[start:end].decode())
+                except UnicodeDecodeError as exc:
+                    raise _bad_utf8("string", exc, start) from None
+                pos = end
+            elif m == 58:  # : bytestring
+                if end > n:
+                    raise _past_end("bytestring", pos, num, start, n)
+                append(data[start:end])
+                pos = end
+            else:  # '-' and malformed input
+                v, pos = _digit_atom(data, pos, config)
+                append(v)
+        elif c == 60:  # < record
+            if depth >= config.max_depth:
+                raise _too_deep(pos, config)
+            try:
+                sub, end = _items(data, pos + 1, 62, depth + 1, config)
+            except RecursionError:
+                raise TooDeep(pos) from None
+            if config.hook is None and sub and _set_label is not None:
+                rec = _new_object(Record)
+                _set_label(rec, sub[0])
+                del sub[0]
+                _set_fields(rec, tuple(sub))
+                append(rec)
+            else:
+                append(_record(sub, pos, config))
+            pos = end
+        elif c == 91:  # [ list
+            if depth >= config.max_depth:
+                raise _too_deep(pos, config)
+            try:
+                sub, pos = _items(data, pos + 1, 93, depth + 1, config)
+            except RecursionError:
+                raise TooDeep(pos) from None
+            append(sub)
+        elif c == 116:  # t
+            append(True)
+            pos += 1
+        elif c == 102:  # f
+            append(False)
+            pos += 1
+        elif config.lenient and c in WHITESPACE:
+            pos += 1
+        else:
+            v, pos = _one(data, pos, depth, config)
+            append(v)
+
+
+def _record(sub: list[Any], pos: int, config: Config) -> Any:
+    if not sub:
+        raise SyrupDecodeError("record has no label", pos)
+    label = sub[0]
+    del sub[0]
+    hook = config.hook
+    if hook is None:
+        return Record(label, sub)
+    try:
+        return hook(label, sub)
+    except Exception as exc:
+        raise HookFailed(exc) from None
+
+
+def _digit_atom(data: bytes, pos: int, config: Config) -> tuple[Any, int]:
+    """Decode an integer, bytestring, string or symbol (they all start with digits)."""
+    limit = config.max_int_digits
+    j = _DIGITS.match(data, pos, pos + limit + 1).end()  # type: ignore[union-attr]
+    ndigits = j - pos
+    if ndigits > limit:
+        raise SyrupDecodeError(f"number has more than {limit} digits", pos)
+    m = data[j]
+    if data[pos] == 48 and ndigits > 1 and not config.lenient:
+        what = "integer" if m == 43 or m == 45 else "length"
+        raise SyrupDecodeError(f"{what} has a leading zero (not canonical)", pos)
+    num = parse_digits(data[pos:j])
+    if m == 43:  # +
+        return num, j + 1
+    if m == 45:  # -
+        if num == 0 and not config.lenient:
+            raise SyrupDecodeError("zero written as 0- (not canonical: write 0+)", pos)
+        return -num, j + 1
+    start = j + 1
+    end = start + num
+    n = len(data)
+    if m == 58:  # :
+        if end > n:
+            raise _past_end("bytestring", pos, num, start, n)
+        return data[start:end], end
+    if m == 34:  # "
+        if end > n:
+            raise _past_end("string", pos, num, start, n)
+        try:
+            return data[start:end].decode(), end
+        except UnicodeDecodeError as exc:
+            raise _bad_utf8("string", exc, start) from None
+    if m == 39:  # '
+        if end > n:
+            raise _past_end("symbol", pos, num, start, n)
+        raw = data[start:end]
+        sym = _symbols.get(raw)
+        if sym is None:
+            sym = _new_symbol(raw, start)
+        return sym, end
+    raise SyrupDecodeError(f"number followed by {_show(m)}; expected one of + - : \" '", j)
+
+
+# CPython's int() refuses more than 4300 digits by default (a guard against
+# its quadratic conversion); numbers within our own limit are split instead.
+_INT_CHUNK: Final = 4000
+
+
+def parse_digits(digits: bytes) -> int:
+    """The value of a run of ASCII digits, however long."""
+    if len(digits) <= _INT_CHUNK:
+        return int(digits)
+    low = len(digits) // 2
+    high: int = parse_digits(digits[:-low]) * 10**low
+    return high + parse_digits(digits[-low:])
+
+
+def _float64(data: bytes, pos: int, config: Config) -> float:
+    if pos + 9 > len(data):
+        raise IndexError
+    value: float = _unpack_d(data, pos + 1)[0]
+    if value != value and not config.lenient and data[pos + 1 : pos + 9] != _CANONICAL_NAN64:
+        raise SyrupDecodeError("NaN is not the canonical D 7ff8000000000000", pos)
+    return value
+
+
+def _float32(data: bytes, pos: int, config: Config) -> Float32:
+    if pos + 5 > len(data):
+        raise IndexError
+    value: float = _unpack_f(data, pos + 1)[0]
+    if value != value and not config.lenient and data[pos + 1 : pos + 5] != _CANONICAL_NAN32:
+        raise SyrupDecodeError("NaN is not the canonical F 7fc00000", pos)
+    return float.__new__(Float32, value)
+
+
+def _new_symbol(raw: bytes, start: int) -> Symbol:
+    try:
+        name = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise _bad_utf8("symbol", exc, start) from None
+    sym = Symbol(name)
+    if len(_symbols) >= _SYMBOL_CACHE_MAX:
+        _symbols.clear()
+    _symbols[raw] = sym
+    return sym
+
+
+def _dict(data: bytes, pos: int, depth: int, config: Config) -> tuple[dict[Any, Any], int]:
+    """Decode a dictionary whose ``{`` is at ``pos`` (``depth`` is its own depth)."""
+    lenient = config.lenient
+    keys: list[Any] = []
+    values: list[Any] = []
+    offsets: list[int] = []
+    previous = b""
+    pos += 1
+    while True:
+        c = data[pos]
+        if c == 125:  # }
+            break
+        if lenient and c in WHITESPACE:
+            pos += 1
+            continue
+        start = pos
+        key, pos = _one(data, pos, depth, config)
+        if not lenient:
+            raw = data[start:pos]
+            if raw <= previous:
+                raise _out_of_order("dictionary key", raw == previous, start)
+            previous = raw
+        if data[pos] == 125:
+            raise SyrupDecodeError("dictionary key without a value", pos)
+        value, pos = _one(data, pos, depth, config)
+        keys.append(key)
+        values.append(value)
+        offsets.append(start)
+    if lenient:
+        return _lenient_dict(keys, values, offsets), pos + 1
+    try:
+        result = dict(zip(keys, values, strict=True))
+    except TypeError:
+        raise _unhashable("dictionary key", keys, offsets) from None
+    if len(result) != len(keys):
+        raise _conflated("dictionary keys", keys, offsets)
+    return result, pos + 1
+
+
+def _set(data: bytes, pos: int, depth: int, config: Config) -> tuple[frozenset[Any], int]:
+    """Decode a set whose ``#`` is at ``pos`` (``depth`` is its own depth)."""
+    lenient = config.lenient
+    items: list[Any] = []
+    offsets: list[int] = []
+    previous = b""
+    pos += 1
+    while True:
+        c = data[pos]
+        if c == 36:  # $
+            break
+        if lenient and c in WHITESPACE:
+            pos += 1
+            continue
+        start = pos
+        item, pos = _one(data, pos, depth, config)
+        if not lenient:
+            raw = data[start:pos]
+            if raw <= previous:
+                raise _out_of_order("set item", raw == previous, start)
+            previous = raw
+        items.append(item)
+        offsets.append(start)
+    if lenient:
+        return frozenset(_lenient_dict(items, items, offsets)), pos + 1
+    try:
+        result = frozenset(items)
+    except TypeError:
+        raise _unhashable("set item", items, offsets) from None
+    if len(result) != len(items):
+        raise _conflated("set items", items, offsets)
+    return result, pos + 1
+
+
+def _lenient_dict(keys: list[Any], values: list[Any], offsets: list[int]) -> dict[Any, Any]:
+    """Build a dict, letting a repeated key win; still refuse keys Python would merge."""
+    result: dict[Any, Any] = {}
+    fingerprints: dict[Any, object] = {}
+    for key, value, offset in zip(keys, values, offsets, strict=True):
+        fingerprint = _fingerprint(key)
+        try:
+            seen = fingerprints.get(key, fingerprint)
+        except TypeError:
+            raise _unhashable("key or item", [key], [offset]) from None
+        if seen != fingerprint:
+            raise SyrupDecodeError(
+                f"{key!r} equals an earlier key or item in Python but not in Syrup", offset
+            )
+        fingerprints[key] = fingerprint
+        result[key] = value
+    return result
+
+
+def _fingerprint(value: object) -> object:
+    """What makes two decoded keys the same Syrup value: their canonical bytes."""
+    try:
+        return encode(value)
+    except (SyrupEncodeError, RecursionError):  # an object made by record_hook
+        return (type(value), value)
+
+
+def _skip_whitespace(data: bytes, pos: int) -> int:
+    n = len(data)
+    while pos < n and data[pos] in WHITESPACE:
+        pos += 1
+    return pos
+
+
+# -- errors ----------------------------------------------------------------------
+
+
+def _show(byte: int) -> str:
+    return repr(chr(byte)) if 32 < byte < 127 else f"byte 0x{byte:02x}"
+
+
+_CLOSERS: Final = {93: "]", 125: "}", 62: ">", 36: "$"}
+
+
+def _unexpected(data: bytes, pos: int) -> SyrupDecodeError:
+    c = data[pos]
+    if c in _CLOSERS:
+        return SyrupDecodeError(f"unexpected {_show(c)} (nothing to close here)", pos)
+    if c in WHITESPACE:
+        return SyrupDecodeError(f"whitespace ({_show(c)}) is not allowed in strict mode", pos)
+    return SyrupDecodeError(f"{_show(c)} does not start a Syrup value", pos)
+
+
+def _too_deep(pos: int, config: Config) -> SyrupDecodeError:
+    return SyrupDecodeError(f"nesting deeper than the limit of {config.max_depth}", pos)
+
+
+def _stack_exhausted(pos: int) -> SyrupDecodeError:
+    return SyrupDecodeError("nesting too deep for the Python stack (lower max_depth)", pos)
+
+
+def _past_end(what: str, pos: int, length: int, start: int, n: int) -> Truncated:
+    return Truncated(
+        pos, f"{what} of {length} bytes runs past the end of the input ({n - start} bytes left)"
+    )
+
+
+def _bad_utf8(what: str, exc: UnicodeDecodeError, start: int) -> SyrupDecodeError:
+    return SyrupDecodeError(f"{what} is not valid UTF-8 ({exc.reason})", start + exc.start)
+
+
+def _out_of_order(what: str, duplicate: bool, pos: int) -> SyrupDecodeError:
+    if duplicate:
+        return SyrupDecodeError(f"duplicate {what}", pos)
+    return SyrupDecodeError(f"{what} out of canonical order (sort by encoded bytes)", pos)
+
+
+def _unhashable(what: str, items: list[Any], offsets: list[int]) -> SyrupDecodeError:
+    for item, offset in zip(items, offsets, strict=True):
+        try:
+            hash(item)
+        except TypeError:
+            return SyrupDecodeError(
+                f"{what} of type {type(item).__name__} cannot be used in a Python dict or set",
+                offset,
+            )
+    return SyrupDecodeError(f"unhashable {what}", offsets[0] if offsets else 0)
+
+
+def _conflated(what: str, items: list[Any], offsets: list[int]) -> SyrupDecodeError:
+    seen: set[Any] = set()
+    for item, offset in zip(items, offsets, strict=True):
+        if item in seen:
+            return SyrupDecodeError(
+                f"{what}: {item!r} equals an earlier one in Python (1 == 1.0 == True) "
+                "though not in Syrup",
+                offset,
+            )
+        seen.add(item)
+    return SyrupDecodeError(f"{what} that Python cannot hold apart", offsets[0])
