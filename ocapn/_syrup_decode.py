@@ -78,9 +78,23 @@ class HookFailed(Exception):
 
 
 class Config:
-    """The decoding options, gathered once per call (or per stream)."""
+    """The decoding options, gathered once per call (or per stream).
 
-    __slots__ = ("hook", "lenient", "max_depth", "max_int_digits", "max_size")
+    ``hook_results`` is set only by a stream decoder: hook results by the
+    stream offset of their record (``base`` + offset in the parsed bytes), so
+    that re-parsing a value that first arrived incomplete does not call the
+    hook twice for the same record.
+    """
+
+    __slots__ = (
+        "base",
+        "hook",
+        "hook_results",
+        "lenient",
+        "max_depth",
+        "max_int_digits",
+        "max_size",
+    )
 
     def __init__(self, lenient: bool, limits: Limits, hook: RecordHook | None) -> None:
         self.lenient = bool(lenient)
@@ -88,6 +102,8 @@ class Config:
         self.max_size = limits.max_size
         self.max_int_digits = limits.max_int_digits
         self.hook = hook
+        self.hook_results: dict[int, object] | None = None
+        self.base = 0
 
 
 _DEFAULT_CONFIG: Final = Config(False, DEFAULT_LIMITS, None)
@@ -323,10 +339,18 @@ def _record(sub: list[Any], pos: int, config: Config) -> Any:
     hook = config.hook
     if hook is None:
         return Record(label, sub)
+    memo = config.hook_results
+    if memo is not None:
+        key = config.base + pos
+        if key in memo:
+            return memo[key]
     try:
-        return hook(label, sub)
+        result = hook(label, sub)
     except Exception as exc:
         raise HookFailed(exc) from None
+    if memo is not None:
+        memo[key] = result
+    return result
 
 
 def _digit_atom(data: bytes, pos: int, config: Config) -> tuple[Any, int]:

@@ -17,11 +17,11 @@ from typing import Final
 
 from ocapn._syrup_decode import (
     WHITESPACE,
+    Config,
     HookFailed,
     TooDeep,
     Truncated,
     decode_one,
-    make_config,
     parse_digits,
 )
 from ocapn._syrup_types import DEFAULT_LIMITS, Limits, SyrupDecodeError
@@ -40,8 +40,12 @@ class StreamDecoder:
 
     Takes the same options as :func:`ocapn.syrup.decode`; ``limits.max_size``
     bounds each value.  Error offsets count bytes from the start of the
-    stream.  After an error the decoder is spent: every later call raises the
-    same error.
+    stream.  ``record_hook`` is called exactly once for each record of each
+    value, possibly before the value's last bytes have arrived, and always
+    before :meth:`feed` returns the values decoded before it.
+
+    After an error (or an exception from ``record_hook``) the decoder is
+    spent: every later call raises the same exception.
     """
 
     def __init__(
@@ -51,10 +55,14 @@ class StreamDecoder:
         limits: Limits = DEFAULT_LIMITS,
         record_hook: RecordHook | None = None,
     ) -> None:
-        self._config = make_config(lenient, limits, record_hook)
+        if not isinstance(limits, Limits):
+            raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
+        self._config = Config(lenient, limits, record_hook)
+        if record_hook is not None:
+            self._config.hook_results = {}
         self._buffer = bytearray()
         self._consumed = 0  # stream offset of self._buffer[0]
-        self._error: SyrupDecodeError | None = None
+        self._error: BaseException | None = None
         # Scanner state for a value that did not arrive whole (None: not scanning).
         self._scan_pos: int | None = None  # next buffer index to look at
         self._scan_depth = 0
@@ -66,15 +74,27 @@ class StreamDecoder:
         return len(self._buffer)
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> list[object]:
-        """Add bytes; return every value they complete, in order."""
+        """Add bytes; return every value they complete, in order.
+
+        If the bytes hold good values followed by a fault, the good values
+        are returned and the fault is raised by the next call.
+        """
         if self._error is not None:
             raise self._error
         self._buffer += chunk
+        out: list[object] = []
+        failure: BaseException
         try:
-            return self._drain()
+            self._drain(out)
+            return out
         except SyrupDecodeError as exc:
-            self._error = exc
-            raise
+            failure = exc
+        except HookFailed as wrapper:
+            failure = wrapper.args[0]
+        self._error = failure
+        if out:
+            return out
+        raise failure
 
     def close(self) -> None:
         """Declare the end of the stream; raise if it ends in the middle of a value."""
@@ -83,17 +103,28 @@ class StreamDecoder:
         buffer = self._buffer
         if self._config.lenient and all(b in WHITESPACE for b in buffer):
             buffer.clear()
-        if buffer:
-            self._error = SyrupDecodeError(
-                f"stream ends in the middle of a value ({len(buffer)} bytes buffered)",
-                self._consumed + len(buffer),
-            )
-            raise self._error
+        if not buffer:
+            return
+        failure: BaseException = SyrupDecodeError(
+            f"stream ends in the middle of a value ({len(buffer)} bytes buffered)",
+            self._consumed + len(buffer),
+        )
+        try:
+            # A value still being scanned has not been checked in full yet:
+            # report its first real fault, as decode() would, if it has one.
+            self._decode_at(bytes(buffer), 0)
+        except SyrupDecodeError as exc:
+            failure = exc
+        except HookFailed as wrapper:
+            failure = wrapper.args[0]
+        except (IndexError, Truncated):
+            pass
+        self._error = failure
+        raise failure
 
     # -- internals ---------------------------------------------------------------
 
-    def _drain(self) -> list[object]:
-        out: list[object] = []
+    def _drain(self, out: list[object]) -> None:
         buffer = self._buffer
         while buffer:
             if self._scan_pos is None:
@@ -114,7 +145,6 @@ class StreamDecoder:
             out.append(value)
             del buffer[:end]
             self._consumed += end
-        return out
 
     def _decode_whole_values(self, out: list[object]) -> None:
         """Decode the complete values at the front of the buffer; keep the rest."""
@@ -131,18 +161,25 @@ class StreamDecoder:
                 value, end = self._decode_at(data, pos)
             except (IndexError, Truncated):
                 break  # incomplete: the scanner takes over from pos
+            except (SyrupDecodeError, HookFailed):
+                del buffer[:pos]  # the values before the fault are delivered
+                self._consumed += pos
+                raise
             out.append(value)
             pos = end
         del buffer[:pos]
         self._consumed += pos
 
     def _decode_at(self, data: bytes, pos: int) -> tuple[object, int]:
+        """Decode the value at ``pos``; errors get stream offsets.
+
+        Raises ``IndexError`` or :class:`Truncated` if the value is incomplete,
+        and :class:`HookFailed` if ``record_hook`` raised.
+        """
         config = self._config
-        failure: BaseException
+        config.base = self._consumed
         try:
             value, end = decode_one(data, pos, config)
-        except HookFailed as wrapper:
-            failure = wrapper.args[0]
         except TooDeep as exc:
             raise SyrupDecodeError(
                 "nesting too deep for the Python stack (lower max_depth)",
@@ -156,8 +193,9 @@ class StreamDecoder:
                     f"value of {end - pos} bytes is over the size limit of {config.max_size}",
                     self._consumed + pos + config.max_size,
                 )
+            if config.hook_results:
+                config.hook_results.clear()  # the value is whole: its records are done
             return value, end
-        raise failure
 
     def _scan(self) -> int | None:
         """Advance over the incomplete value at the front of the buffer.
