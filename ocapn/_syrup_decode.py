@@ -55,13 +55,21 @@ _symbols: dict[bytes, Symbol] = {}
 # Fall back to the constructor if Record ever stops using __slots__.
 _label_slot = Record.__dict__.get("label")
 _fields_slot = Record.__dict__.get("fields")
+_set_label: Callable[[Any, Any], None]
+_set_fields: Callable[[Any, Any], None]
 if isinstance(_label_slot, types.MemberDescriptorType) and isinstance(
     _fields_slot, types.MemberDescriptorType
 ):
-    _set_label: Callable[[Any, Any], None] | None = _label_slot.__set__
-    _set_fields: Callable[[Any, Any], None] = _fields_slot.__set__
+    _set_label = _label_slot.__set__
+    _set_fields = _fields_slot.__set__
+    _FAST_RECORDS = True
 else:  # pragma: no cover - depends on captp's Record layout
-    _set_label = None
+
+    def _set_label(record: Any, value: Any) -> None:
+        raise NotImplementedError
+
+    _set_fields = _set_label
+    _FAST_RECORDS = False
 _new_object: Final = object.__new__
 
 
@@ -94,6 +102,7 @@ class Config:
         "max_depth",
         "max_int_digits",
         "max_size",
+        "plain_records",
     )
 
     def __init__(self, lenient: bool, limits: Limits, hook: RecordHook | None) -> None:
@@ -102,6 +111,8 @@ class Config:
         self.max_size = limits.max_size
         self.max_int_digits = limits.max_int_digits
         self.hook = hook
+        # Records become Record objects, built the fast way.
+        self.plain_records = hook is None and _FAST_RECORDS
         self.hook_results: dict[int, object] | None = None
         self.base = 0
 
@@ -151,7 +162,10 @@ def decode(
             data = bytes(data)
         else:
             raise TypeError(f"decode() needs bytes, not {type(data).__name__}")
-    config = make_config(lenient, limits, record_hook)
+    if limits is DEFAULT_LIMITS and record_hook is None and not lenient:
+        config = _DEFAULT_CONFIG
+    else:
+        config = make_config(lenient, limits, record_hook)
     n = len(data)
     if n > config.max_size:
         raise SyrupDecodeError(
@@ -169,6 +183,8 @@ def decode(
         failure = wrapper.args[0]
     except TooDeep as exc:
         raise _stack_exhausted(exc.args[0]) from None
+    except RecursionError:  # the caller left too little stack to start with
+        raise _stack_exhausted(0) from None
     except Truncated as exc:
         raise SyrupDecodeError(exc.args[1], exc.args[0]) from None
     except IndexError:
@@ -249,6 +265,10 @@ def _items(data: bytes, pos: int, close: int, depth: int, config: Config) -> tup
             # Integers and length prefixes of one or two digits, inline.
             j = pos + 1
             m = data[j]
+            if m == 43:  # a one-digit integer, the commonest token of all
+                append(c - 48)
+                pos += 2
+                continue
             if 47 < m < 58:
                 if c == 48:  # a leading zero: let the general path judge it
                     v, pos = _digit_atom(data, pos, config)
@@ -301,7 +321,7 @@ def _items(data: bytes, pos: int, close: int, depth: int, config: Config) -> tup
                 sub, end = _items(data, pos + 1, 62, depth + 1, config)
             except RecursionError:
                 raise TooDeep(pos) from None
-            if config.hook is None and sub and _set_label is not None:
+            if config.plain_records and sub:
                 rec = _new_object(Record)
                 _set_label(rec, sub[0])
                 del sub[0]
@@ -338,7 +358,12 @@ def _record(sub: list[Any], pos: int, config: Config) -> Any:
     del sub[0]
     hook = config.hook
     if hook is None:
-        return Record(label, sub)
+        if config.plain_records:
+            record = _new_object(Record)
+            _set_label(record, label)
+            _set_fields(record, tuple(sub))
+            return record
+        return Record(label, sub)  # pragma: no cover - depends on captp's Record layout
     memo = config.hook_results
     if memo is not None:
         key = config.base + pos

@@ -700,9 +700,10 @@ def test_depth_bomb() -> None:
 
 def test_depth_beyond_the_python_stack_is_a_decode_error() -> None:
     limits = Limits(max_depth=1_000_000)
-    with pytest.raises(SyrupDecodeError, match="Python stack") as info:
-        decode(b"[" * 100_000, limits=limits)
-    assert isinstance(info.value.offset, int) and 0 < info.value.offset < 100_000
+    for opener in (b"[", b"<1'a", b"{1+", b"#", b"[{1+"):
+        with pytest.raises(SyrupDecodeError, match="Python stack") as info:
+            decode(opener * 100_000, limits=limits)
+        assert isinstance(info.value.offset, int) and 0 < info.value.offset < 400_000
 
 
 def test_size_limit() -> None:
