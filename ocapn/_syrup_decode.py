@@ -98,6 +98,7 @@ class Config:
         "base",
         "hook",
         "hook_results",
+        "inline_digits",
         "lenient",
         "max_depth",
         "max_int_digits",
@@ -111,6 +112,9 @@ class Config:
         self.max_size = limits.max_size
         self.max_int_digits = limits.max_int_digits
         self.hook = hook
+        # Numbers the list loop converts itself (digits beyond the first);
+        # longer ones, and any over the limit, go to _digit_atom.
+        self.inline_digits = min(18, limits.max_int_digits) - 1
         # Records become Record objects, built the fast way.
         self.plain_records = hook is None and _FAST_RECORDS
         self.hook_results: dict[int, object] | None = None
@@ -235,12 +239,14 @@ def _one(data: bytes, pos: int, depth: int, config: Config) -> tuple[Any, int]:
     if c == 123 or c == 35:  # { #
         if depth >= config.max_depth:
             raise _too_deep(pos, config)
+        offsets: list[int] = []
         try:
-            if c == 123:
-                return _dict(data, pos, depth + 1, config)
-            return _set(data, pos, depth + 1, config)
+            sub, end = _items(data, pos + 1, 125 if c == 123 else 36, depth + 1, config, offsets)
         except RecursionError:
             raise TooDeep(pos) from None
+        if c == 123:
+            return _dict(data, sub, offsets, end, config), end
+        return _set(data, sub, offsets, end, config), end
     if c == 70:  # F
         return _float32(data, pos, config), pos + 5
     if config.lenient and c in WHITESPACE:
@@ -248,11 +254,20 @@ def _one(data: bytes, pos: int, depth: int, config: Config) -> tuple[Any, int]:
     raise _unexpected(data, pos)
 
 
-def _items(data: bytes, pos: int, close: int, depth: int, config: Config) -> tuple[list[Any], int]:
-    """Decode the items of a list or record up to the ``close`` byte.
+def _items(
+    data: bytes,
+    pos: int,
+    close: int,
+    depth: int,
+    config: Config,
+    offsets: list[int] | None = None,
+) -> tuple[list[Any], int]:
+    """Decode the items of a container up to its ``close`` byte.
 
-    Returns the items and the offset after ``close``.  The common atoms are
-    decoded inline (this loop is most of the decoder's time).
+    Returns the items and the offset after ``close``; ``offsets``, if given,
+    receives the offset of each item (dictionaries and sets need the raw
+    bytes of their keys).  The common atoms are decoded inline: this loop
+    is most of the decoder's time.
     """
     items: list[Any] = []
     append = items.append
@@ -261,6 +276,8 @@ def _items(data: bytes, pos: int, close: int, depth: int, config: Config) -> tup
         c = data[pos]
         if c == close:
             return items, pos + 1
+        if offsets is not None:
+            offsets.append(pos)
         if 47 < c < 58:
             # Integers and length prefixes of one or two digits, inline.
             j = pos + 1
@@ -269,20 +286,19 @@ def _items(data: bytes, pos: int, close: int, depth: int, config: Config) -> tup
                 append(c - 48)
                 pos += 2
                 continue
+            num = c - 48
             if 47 < m < 58:
-                if c == 48:  # a leading zero: let the general path judge it
+                # Up to 18 digits inline; leading zeros and longer numbers
+                # are left to the general path.
+                last = pos + config.inline_digits
+                while 47 < m < 58 and j <= last:
+                    num = num * 10 + m - 48
+                    j += 1
+                    m = data[j]
+                if c == 48 or 47 < m < 58:
                     v, pos = _digit_atom(data, pos, config)
                     append(v)
                     continue
-                j += 1
-                num = c * 10 + m - 528  # (c - 48) * 10 + (m - 48)
-                m = data[j]
-                if 47 < m < 58:
-                    v, pos = _digit_atom(data, pos, config)
-                    append(v)
-                    continue
-            else:
-                num = c - 48
             if m == 43:  # +
                 append(num)
                 pos = j + 1
@@ -338,6 +354,16 @@ def _items(data: bytes, pos: int, close: int, depth: int, config: Config) -> tup
             except RecursionError:
                 raise TooDeep(pos) from None
             append(sub)
+        elif c == 123:  # { dictionary
+            if depth >= config.max_depth:
+                raise _too_deep(pos, config)
+            key_offsets: list[int] = []
+            try:
+                sub, end = _items(data, pos + 1, 125, depth + 1, config, key_offsets)
+            except RecursionError:
+                raise TooDeep(pos) from None
+            append(_dict(data, sub, key_offsets, end, config))
+            pos = end
         elif c == 116:  # t
             append(True)
             pos += 1
@@ -346,6 +372,8 @@ def _items(data: bytes, pos: int, close: int, depth: int, config: Config) -> tup
             pos += 1
         elif config.lenient and c in WHITESPACE:
             pos += 1
+            if offsets is not None:
+                offsets.pop()  # not an item
         else:
             v, pos = _one(data, pos, depth, config)
             append(v)
@@ -465,77 +493,60 @@ def _new_symbol(raw: bytes, start: int) -> Symbol:
     return sym
 
 
-def _dict(data: bytes, pos: int, depth: int, config: Config) -> tuple[dict[Any, Any], int]:
-    """Decode a dictionary whose ``{`` is at ``pos`` (``depth`` is its own depth)."""
-    lenient = config.lenient
-    keys: list[Any] = []
-    values: list[Any] = []
-    offsets: list[int] = []
-    previous = b""
-    pos += 1
-    while True:
-        c = data[pos]
-        if c == 125:  # }
-            break
-        if lenient and c in WHITESPACE:
-            pos += 1
-            continue
-        start = pos
-        key, pos = _one(data, pos, depth, config)
-        if not lenient:
-            raw = data[start:pos]
+def _dict(
+    data: bytes, items: list[Any], offsets: list[int], end: int, config: Config
+) -> dict[Any, Any]:
+    """Build a dictionary from its decoded keys and values, checking canonical order."""
+    if not items:
+        return {}
+    count = len(items)
+    if count & 1:
+        raise SyrupDecodeError("dictionary key without a value", end - 1)
+    keys = items[0::2]
+    if config.lenient:
+        return _lenient_dict(keys, items[1::2], offsets[0::2])
+    # Keys must be strictly increasing in their encoded bytes; a key's bytes
+    # run from its offset to its value's.
+    if count > 2:
+        bounds = iter(offsets)
+        previous = b""
+        for start in bounds:
+            raw = data[start : next(bounds)]
             if raw <= previous:
                 raise _out_of_order("dictionary key", raw == previous, start)
             previous = raw
-        if data[pos] == 125:
-            raise SyrupDecodeError("dictionary key without a value", pos)
-        value, pos = _one(data, pos, depth, config)
-        keys.append(key)
-        values.append(value)
-        offsets.append(start)
-    if lenient:
-        return _lenient_dict(keys, values, offsets), pos + 1
+    pairs = iter(items)
     try:
-        result = dict(zip(keys, values, strict=True))
+        result = dict(zip(pairs, pairs))  # noqa: B905 - pairs of one iterator
     except TypeError:
-        raise _unhashable("dictionary key", keys, offsets) from None
+        raise _unhashable("dictionary key", keys, offsets[0::2]) from None
     if len(result) != len(keys):
-        raise _conflated("dictionary keys", keys, offsets)
-    return result, pos + 1
+        raise _conflated("dictionary keys", keys, offsets[0::2])
+    return result
 
 
-def _set(data: bytes, pos: int, depth: int, config: Config) -> tuple[frozenset[Any], int]:
-    """Decode a set whose ``#`` is at ``pos`` (``depth`` is its own depth)."""
-    lenient = config.lenient
-    items: list[Any] = []
-    offsets: list[int] = []
-    previous = b""
-    pos += 1
-    while True:
-        c = data[pos]
-        if c == 36:  # $
-            break
-        if lenient and c in WHITESPACE:
-            pos += 1
-            continue
-        start = pos
-        item, pos = _one(data, pos, depth, config)
-        if not lenient:
-            raw = data[start:pos]
+def _set(
+    data: bytes, items: list[Any], offsets: list[int], end: int, config: Config
+) -> frozenset[Any]:
+    """Build a set from its decoded items, checking canonical order."""
+    if config.lenient:
+        return frozenset(_lenient_dict(items, items, offsets))
+    # Items must be strictly increasing in their encoded bytes; an item's
+    # bytes run from its offset to the next item's (or to the closing $).
+    if len(items) > 1:
+        previous = b""
+        for i, start in enumerate(offsets):
+            raw = data[start : offsets[i + 1] if i + 1 < len(offsets) else end - 1]
             if raw <= previous:
                 raise _out_of_order("set item", raw == previous, start)
             previous = raw
-        items.append(item)
-        offsets.append(start)
-    if lenient:
-        return frozenset(_lenient_dict(items, items, offsets)), pos + 1
     try:
         result = frozenset(items)
     except TypeError:
         raise _unhashable("set item", items, offsets) from None
     if len(result) != len(items):
         raise _conflated("set items", items, offsets)
-    return result, pos + 1
+    return result
 
 
 def _lenient_dict(keys: list[Any], values: list[Any], offsets: list[int]) -> dict[Any, Any]:
