@@ -36,6 +36,12 @@ _SMALL_INTS: Final = tuple(b"%d+" % i for i in range(_SMALL_INT_LIMIT))
 _SYMBOL_CACHE_MAX: Final = 4096
 _symbol_cache: dict[str, bytes] = {}
 
+# Encoded string dictionary keys (struct field names repeat).  Bounded the
+# same way; long keys are not kept.
+_KEY_CACHE_MAX: Final = 4096
+_KEY_CACHE_LENGTH: Final = 64
+_key_cache: dict[str, bytes] = {}
+
 # CPython refuses to format ints above this many digits with %d / str()
 # (sys.int_info.str_digits_check_threshold is 640; the default limit is 4300).
 _SAFE_DIGITS: Final = 4000
@@ -64,8 +70,7 @@ def _enc(v: Any, append: _Append, default: Default) -> None:
     if t is Record:
         append(b"<")
         _enc(v.label, append, default)
-        for x in v.fields:
-            _enc(x, append, default)
+        _enc_items(v.fields, append, default)
         append(b">")
     elif t is Symbol:
         name = v.name
@@ -87,8 +92,7 @@ def _enc(v: Any, append: _Append, default: Default) -> None:
         append(data)
     elif t is list or t is tuple:
         append(b"[")
-        for x in v:
-            _enc(x, append, default)
+        _enc_items(v, append, default)
         append(b"]")
     elif t is bytes:
         append(b"%d:" % len(v))
@@ -105,6 +109,31 @@ def _enc(v: Any, append: _Append, default: Default) -> None:
         _enc_set(v, append, default)
     else:
         _enc_other(v, append, default)
+
+
+def _enc_items(items: Any, append: _Append, default: Default) -> None:
+    """Encode the items of a list or record (the commonest atoms inline)."""
+    for x in items:
+        t = type(x)
+        if t is int:
+            if 0 <= x < _SMALL_INT_LIMIT:
+                append(_SMALL_INTS[x])
+            else:
+                append(_int_bytes(x))
+        elif t is Symbol:
+            data = _symbol_cache.get(x.name)
+            if data is None:
+                data = _symbol_bytes(x.name)
+            append(data)
+        elif t is str:
+            try:
+                data = x.encode()
+            except UnicodeEncodeError as exc:
+                raise _bad_string(x, exc) from None
+            append(b'%d"' % len(data))
+            append(data)
+        else:
+            _enc(x, append, default)
 
 
 def _enc_other(v: Any, append: _Append, default: Default) -> None:
@@ -150,11 +179,10 @@ def _enc_dict(v: dict[Any, Any], append: _Append, default: Default) -> None:
     pairs = []
     for key, value in v.items():
         if type(key) is str:
-            try:
-                data = key.encode()
-            except UnicodeEncodeError as exc:
-                raise _bad_string(key, exc) from None
-            pairs.append((b'%d"%s' % (len(data), data), value))
+            data = _key_cache.get(key)
+            if data is None:
+                data = _string_key_bytes(key)
+            pairs.append((data, value))
         else:
             pairs.append((_to_bytes(key, default), value))
     pairs.sort(key=_key0)
@@ -165,7 +193,18 @@ def _enc_dict(v: dict[Any, Any], append: _Append, default: Default) -> None:
             raise _duplicate("dictionary key", key_bytes)
         previous = key_bytes
         append(key_bytes)
-        _enc(value, append, default)
+        t = type(value)
+        if t is str:
+            try:
+                data = value.encode()
+            except UnicodeEncodeError as exc:
+                raise _bad_string(value, exc) from None
+            append(b'%d"' % len(data))
+            append(data)
+        elif t is int and 0 <= value < _SMALL_INT_LIMIT:
+            append(_SMALL_INTS[value])
+        else:
+            _enc(value, append, default)
     append(b"}")
 
 
@@ -196,6 +235,19 @@ def _symbol_bytes(name: str) -> bytes:
     if len(_symbol_cache) >= _SYMBOL_CACHE_MAX:
         _symbol_cache.clear()
     _symbol_cache[name] = encoded
+    return encoded
+
+
+def _string_key_bytes(key: str) -> bytes:
+    try:
+        data = key.encode()
+    except UnicodeEncodeError as exc:
+        raise _bad_string(key, exc) from None
+    encoded = b'%d"%s' % (len(data), data)
+    if len(key) <= _KEY_CACHE_LENGTH:
+        if len(_key_cache) >= _KEY_CACHE_MAX:
+            _key_cache.clear()
+        _key_cache[key] = encoded
     return encoded
 
 
