@@ -46,8 +46,11 @@ _unpack_f: Final = struct.Struct(">f").unpack_from
 _DIGITS: Final = re.compile(rb"[0-9]*")
 
 # Decoded symbols by their raw UTF-8 bytes.  Symbols are immutable, so one
-# object can be shared.  Bounded: emptied when full.
+# object can be shared.  Bounded so that a peer sending many (or huge)
+# symbols costs us time, not memory: only short symbols are kept (CapTP's
+# are 5 to 30 bytes), and the cache is emptied when full.
 _SYMBOL_CACHE_MAX: Final = 4096
+_SYMBOL_CACHE_BYTES: Final = 64
 _symbols: dict[bytes, Symbol] = {}
 
 # Building a Record through its slot descriptors skips the Python-level
@@ -487,9 +490,10 @@ def _new_symbol(raw: bytes, start: int) -> Symbol:
     except UnicodeDecodeError as exc:
         raise _bad_utf8("symbol", exc, start) from None
     sym = Symbol(name)
-    if len(_symbols) >= _SYMBOL_CACHE_MAX:
-        _symbols.clear()
-    _symbols[raw] = sym
+    if len(raw) <= _SYMBOL_CACHE_BYTES:
+        if len(_symbols) >= _SYMBOL_CACHE_MAX:
+            _symbols.clear()
+        _symbols[raw] = sym
     return sym
 
 

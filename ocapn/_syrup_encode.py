@@ -31,15 +31,13 @@ _CANONICAL_NAN32: Final = b"F\x7f\xc0\x00\x00"
 _SMALL_INT_LIMIT: Final = 1024
 _SMALL_INTS: Final = tuple(b"%d+" % i for i in range(_SMALL_INT_LIMIT))
 
-# Encoded symbols by name.  Bounded: the cache is emptied when full, so a
-# peer that makes us echo many distinct symbols costs time, not memory.
-_SYMBOL_CACHE_MAX: Final = 4096
+# Encoded symbols by name, and encoded string dictionary keys (struct field
+# names repeat).  Bounded so that a peer that makes us echo many (or huge)
+# names costs time, not memory: only short names are kept, and a cache is
+# emptied when full.
+_CACHE_MAX: Final = 4096
+_CACHE_NAME_LENGTH: Final = 64
 _symbol_cache: dict[str, bytes] = {}
-
-# Encoded string dictionary keys (struct field names repeat).  Bounded the
-# same way; long keys are not kept.
-_KEY_CACHE_MAX: Final = 4096
-_KEY_CACHE_LENGTH: Final = 64
 _key_cache: dict[str, bytes] = {}
 
 # CPython refuses to format ints above this many digits with %d / str()
@@ -232,9 +230,10 @@ def _symbol_bytes(name: str) -> bytes:
     except UnicodeEncodeError as exc:
         raise _bad_string(name, exc, "symbol") from None
     encoded = b"%d'%s" % (len(data), data)
-    if len(_symbol_cache) >= _SYMBOL_CACHE_MAX:
-        _symbol_cache.clear()
-    _symbol_cache[name] = encoded
+    if len(name) <= _CACHE_NAME_LENGTH:
+        if len(_symbol_cache) >= _CACHE_MAX:
+            _symbol_cache.clear()
+        _symbol_cache[name] = encoded
     return encoded
 
 
@@ -244,8 +243,8 @@ def _string_key_bytes(key: str) -> bytes:
     except UnicodeEncodeError as exc:
         raise _bad_string(key, exc) from None
     encoded = b'%d"%s' % (len(data), data)
-    if len(key) <= _KEY_CACHE_LENGTH:
-        if len(_key_cache) >= _KEY_CACHE_MAX:
+    if len(key) <= _CACHE_NAME_LENGTH:
+        if len(_key_cache) >= _CACHE_MAX:
             _key_cache.clear()
         _key_cache[key] = encoded
     return encoded

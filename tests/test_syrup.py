@@ -717,3 +717,20 @@ def test_integer_digit_limit() -> None:
     assert decode(b"999+", limits=limits) == 999
     rejects(b"[1000+]", 1, "more than 3 digits", limits=limits)
     rejects(b"1000:", 0, "more than 3 digits", limits=limits)
+
+
+def test_caches_stay_bounded() -> None:
+    import ocapn._syrup_decode as decoder
+    import ocapn._syrup_encode as encoder
+
+    names = [f"sym-{i}" for i in range(10_000)]
+    symbols = decode(encode([S(name) for name in names]))
+    assert symbols == [S(name) for name in names]
+    assert encode({name: 1 for name in names}).count(b'"') == 10_000
+    for cache in (decoder._symbols, encoder._symbol_cache, encoder._key_cache):
+        assert 0 < len(cache) <= 4096
+    huge = "x" * 100_000
+    assert decode(encode(S(huge))) == S(huge)
+    assert decode(encode({huge: 1})) == {huge: 1}
+    for cache in (decoder._symbols, encoder._symbol_cache, encoder._key_cache):
+        assert all(len(key) <= 64 for key in cache)
