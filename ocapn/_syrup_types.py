@@ -50,7 +50,9 @@ class Limits:
 
     ``max_depth``: how deeply lists, dictionaries, records and sets may nest
     (the outermost container is depth 1).  ``max_size``: the most input bytes
-    one value may occupy (for :func:`decode`, the whole input).
+    one value may occupy (for :func:`decode`, the whole input).  It is also
+    the memory bound: decoded Python objects take at most about 40 times the
+    input size (empty dictionaries, the worst case, measure 36x; strings 15x).
     ``max_int_digits``: the most decimal digits an integer or a length prefix
     may have; converting digits to an ``int`` costs time quadratic in their
     number, so this bounds the CPU a hostile peer can make us spend.
