@@ -1,13 +1,14 @@
 """Syrup decoder: bytes to Python values, strict (canonical) by default.
 
-The parser works on one ``bytes`` object with index arithmetic.  Lists and
-records, the containers CapTP messages are made of, are parsed by
-:func:`_items`, which handles the common atoms (short integers, strings,
-symbols, bytestrings, booleans) inline; everything else goes through
-:func:`_one`.  Reading past the end of the input raises ``IndexError`` (or
-:class:`Truncated` for a length prefix that claims more bytes than there are);
-the callers turn that into "truncated" (one-shot decoding) or "wait for more"
-(stream decoding).
+The parser works on one ``bytes`` object with index arithmetic.  The items
+of every container are parsed by :func:`_items`, which handles the common
+atoms (integers, strings, symbols, bytestrings, booleans) and lists, records
+and dictionaries inline; everything else goes through :func:`_one`.
+
+Reading past the end of the input raises ``IndexError`` (or :class:`Truncated`
+for a length prefix that claims more bytes than there are); the callers turn
+that into "truncated" (one-shot decoding) or "wait for more" (stream
+decoding).
 """
 
 from __future__ import annotations
@@ -115,8 +116,9 @@ class Config:
         self.max_size = limits.max_size
         self.max_int_digits = limits.max_int_digits
         self.hook = hook
-        # Numbers the list loop converts itself (digits beyond the first);
-        # longer ones, and any over the limit, go to _digit_atom.
+        # The item loop converts numbers of up to 1 + inline_digits digits
+        # itself (at most 18, never more than the limit); longer ones go to
+        # _digit_atom, which enforces the limit.
         self.inline_digits = min(18, limits.max_int_digits) - 1
         # Records become Record objects, built the fast way.
         self.plain_records = hook is None and _FAST_RECORDS
@@ -125,26 +127,20 @@ class Config:
 
 
 _DEFAULT_CONFIG: Final = Config(False, DEFAULT_LIMITS, None)
-_CONFIG_CACHE_MAX: Final = 64
-_configs: dict[tuple[bool, Limits, RecordHook | None], Config] = {}
 
 
 def make_config(lenient: bool, limits: Limits, hook: RecordHook | None) -> Config:
-    """The :class:`Config` for these options (cached: callers repeat the same ones)."""
+    """The :class:`Config` for these options.
+
+    Not cached beyond the default: making one costs about as much as a cache
+    lookup would, and a cache would keep hooks (and the sessions they are
+    bound to) alive.
+    """
     if not lenient and hook is None and limits is DEFAULT_LIMITS:
         return _DEFAULT_CONFIG
     if not isinstance(limits, Limits):
         raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
-    key = (bool(lenient), limits, hook)
-    try:
-        config = _configs.get(key)
-    except TypeError:  # an unhashable hook (a callable object without __hash__)
-        return Config(lenient, limits, hook)
-    if config is None:
-        if len(_configs) >= _CONFIG_CACHE_MAX:
-            _configs.clear()
-        config = _configs[key] = Config(lenient, limits, hook)
-    return config
+    return Config(lenient, limits, hook)
 
 
 def decode(
@@ -282,7 +278,7 @@ def _items(
         if offsets is not None:
             offsets.append(pos)
         if 47 < c < 58:
-            # Integers and length prefixes of one or two digits, inline.
+            # An integer or a length prefix.
             j = pos + 1
             m = data[j]
             if m == 43:  # a one-digit integer, the commonest token of all
@@ -291,8 +287,8 @@ def _items(
                 continue
             num = c - 48
             if 47 < m < 58:
-                # Up to 18 digits inline; leading zeros and longer numbers
-                # are left to the general path.
+                # Up to 18 digits here; leading zeros, longer numbers and
+                # numbers over the limit go to the general path.
                 last = pos + config.inline_digits
                 while 47 < m < 58 and j <= last:
                     num = num * 10 + m - 48
