@@ -3,7 +3,7 @@
 The encoder appends byte pieces to one list and joins them once.  Types are
 tested by identity (``type(v) is int``) in order of how often they occur in
 CapTP traffic; subclasses and foreign types take a slower path.  Encoded
-symbols and small integers are cached.
+symbols, string dictionary keys and small integers are cached.
 """
 
 from __future__ import annotations
@@ -138,14 +138,15 @@ def _enc_other(v: Any, append: _Append, default: Default) -> None:
     """Encode a subclass of a Syrup type, a bytes-like object, or ask ``default``."""
     if isinstance(v, bool):
         append(b"t" if v else b"f")
+    # A subclass's own value, whatever its dunder methods say.
     elif isinstance(v, int):
-        append(_int_bytes(int(v)))
+        append(_int_bytes(int.__int__(v)))
     elif isinstance(v, Float32):
-        _enc(Float32(v), append, default)
+        _enc(Float32(float.__float__(v)), append, default)
     elif isinstance(v, float):
-        _enc(float(v), append, default)
+        _enc(float.__float__(v), append, default)
     elif isinstance(v, str):
-        _enc(str(v), append, default)
+        _enc(str.__str__(v), append, default)
     elif isinstance(v, (bytes, bytearray)):
         append(b"%d:" % len(v))
         append(bytes(v))
