@@ -32,6 +32,7 @@ __all__ = [
     "decode",
     "decode_one",
     "make_config",
+    "out_of_memory",
     "parse_digits",
 ]
 
@@ -194,6 +195,8 @@ def decode(
         if n == 0:
             raise SyrupDecodeError("empty input", 0) from None
         raise SyrupDecodeError("input ends in the middle of a value", n) from None
+    except MemoryError:  # what was built so far is garbage once we unwind
+        raise out_of_memory(n) from None
     # Re-raised outside the handler so the hook's exception gains no __context__.
     raise failure
 
@@ -600,6 +603,11 @@ def _unexpected(data: bytes, pos: int) -> SyrupDecodeError:
     if c in WHITESPACE:
         return SyrupDecodeError(f"whitespace ({_show(c)}) is not allowed in strict mode", pos)
     return SyrupDecodeError(f"{_show(c)} does not start a Syrup value", pos)
+
+
+def out_of_memory(size: int) -> SyrupDecodeError:
+    """The error for a value whose objects did not fit in memory."""
+    return SyrupDecodeError(f"out of memory decoding {size} bytes (lower Limits.max_size)", 0)
 
 
 def _too_deep(pos: int, config: Config) -> SyrupDecodeError:

@@ -22,6 +22,7 @@ from ocapn._syrup_decode import (
     TooDeep,
     Truncated,
     decode_one,
+    out_of_memory,
     parse_digits,
 )
 from ocapn._syrup_types import DEFAULT_LIMITS, Limits, SyrupDecodeError
@@ -187,6 +188,8 @@ class StreamDecoder:
             ) from None
         except SyrupDecodeError as exc:
             raise SyrupDecodeError(exc.message, self._consumed + (exc.offset or 0)) from None
+        except MemoryError:
+            raise out_of_memory(len(data) - pos) from None
         else:
             if end - pos > config.max_size:
                 raise SyrupDecodeError(

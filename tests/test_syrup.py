@@ -735,3 +735,13 @@ def test_caches_stay_bounded() -> None:
     assert decode(encode({huge: 1})) == {huge: 1}
     for cache in (decoder._symbols, encoder._symbol_cache, encoder._key_cache):
         assert all(len(key) <= 64 for key in cache)
+
+
+def test_running_out_of_memory_is_a_decode_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ocapn._syrup_decode as decoder
+
+    def exhausted(*args: object) -> tuple[object, int]:
+        raise MemoryError
+
+    monkeypatch.setattr(decoder, "_one", exhausted)
+    rejects(b"[1+]", 0, "out of memory decoding 4 bytes")
