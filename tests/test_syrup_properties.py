@@ -220,7 +220,7 @@ def _count_records(value: object) -> int:
     return 0
 
 
-@FAST
+@_examples(100)
 @given(
     st.lists(syrup_values, min_size=1, max_size=4),
     st.lists(st.integers(min_value=0), max_size=20),
