@@ -16,6 +16,7 @@ The last line of output is one JSON object holding every figure.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import platform
 import statistics
@@ -161,8 +162,8 @@ def main(argv: list[str]) -> None:
             value = convert(message)
             data = encode(value)
             assert data == encode(decode(data)) or fmt == "json", (fmt, name)
-            enc = measure(lambda value=value, encode=encode: encode(value), repeats, budget)
-            dec = measure(lambda data=data, decode=decode: decode(data), repeats, budget)
+            enc = measure(functools.partial(encode, value), repeats, budget)
+            dec = measure(functools.partial(decode, data), repeats, budget)
             results[fmt][name] = {
                 "bytes": len(data),
                 "encode_us": enc * 1e6,

@@ -137,7 +137,8 @@ def test_big_integer_over_the_digit_limit_is_rejected() -> None:
 
 
 def _ones(n: int) -> int:
-    return (10**n - 1) // 9
+    ones: int = (10**n - 1) // 9
+    return ones
 
 
 def test_bool_is_not_an_integer() -> None:
@@ -493,7 +494,9 @@ def test_records_without_hook_are_records() -> None:
 
 
 def test_decoded_symbols_are_shared_and_equal() -> None:
-    first, second = decode(b"[5'fetch5'fetch]")  # type: ignore[misc]
+    decoded = decode(b"[5'fetch5'fetch]")
+    assert isinstance(decoded, list)
+    first, second = decoded
     assert first == S("fetch") and first is second
 
 

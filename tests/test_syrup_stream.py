@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from _syrup_util import same
 
+import ocapn._syrup_decode as decoder_module
 import ocapn._syrup_stream as stream_module
 from captp import Record, Symbol
 from captp.errors import ProtocolError
@@ -240,7 +241,7 @@ def test_large_bytestring_in_small_chunks_is_parsed_once(
 ) -> None:
     # Not quadratic: while the payload streams in, nothing re-parses it.
     calls: list[int] = []
-    real = stream_module.decode_one
+    real = decoder_module.decode_one
 
     def counting(data: bytes, pos: int, config: Any) -> tuple[object, int]:
         calls.append(len(data) - pos)
@@ -259,7 +260,7 @@ def test_many_small_items_in_small_chunks_are_parsed_a_bounded_number_of_times(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[int] = []
-    real = stream_module.decode_one
+    real = decoder_module.decode_one
 
     def counting(data: bytes, pos: int, config: Any) -> tuple[object, int]:
         calls.append(len(data) - pos)
