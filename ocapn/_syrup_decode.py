@@ -79,7 +79,10 @@ _new_object: Final = object.__new__
 
 
 class Truncated(Exception):
-    """Internal: a length prefix claims bytes past the end of the buffer."""
+    """Internal: a length prefix claims bytes past the end of the buffer.
+
+    Arguments: the prefix's offset, a message, and the claimed length.
+    """
 
 
 class TooDeep(Exception):
@@ -190,7 +193,10 @@ def decode(
     except RecursionError:  # the caller left too little stack to start with
         raise _stack_exhausted(0) from None
     except Truncated as exc:
-        raise SyrupDecodeError(exc.args[1], exc.args[0]) from None
+        offset, message, length = exc.args
+        if length > config.max_size:
+            message = f"length {length} is over the size limit of {config.max_size}"
+        raise SyrupDecodeError(message, offset) from None
     except IndexError:
         if n == 0:
             raise SyrupDecodeError("empty input", 0) from None
@@ -620,7 +626,9 @@ def _stack_exhausted(pos: int) -> SyrupDecodeError:
 
 def _past_end(what: str, pos: int, length: int, start: int, n: int) -> Truncated:
     return Truncated(
-        pos, f"{what} of {length} bytes runs past the end of the input ({n - start} bytes left)"
+        pos,
+        f"{what} of {length} bytes runs past the end of the input ({n - start} bytes left)",
+        length,
     )
 
 

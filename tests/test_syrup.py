@@ -589,8 +589,9 @@ def test_truncated_input(data: bytes, offset: int, match: str) -> None:
 
 
 def test_huge_length_claim_allocates_nothing() -> None:
-    rejects(b"1000000000000000:abc", 0, "runs past the end")
-    rejects(b'[1000000000000000"abc]', 1, "runs past the end")
+    rejects(b"1000000000000000:abc", 0, "over the size limit")
+    rejects(b'[1000000000000000"abc]', 1, "over the size limit")
+    rejects(b'[100"abc]', 1, "runs past the end")
 
 
 @pytest.mark.parametrize(
@@ -714,6 +715,8 @@ def test_size_limit() -> None:
     limits = Limits(max_size=10)
     assert decode(b"7:abcdefg", limits=limits) == b"abcdefg"
     rejects(b"9:abcdefghi", 10, "over the size limit of 10", limits=limits)
+    rejects(b"[11:abc]", 1, "length 11 is over the size limit of 10", limits=limits)
+    rejects(b"[1000000000000000:]", 1, "over the size limit of 67108864")
 
 
 def test_integer_digit_limit() -> None:
