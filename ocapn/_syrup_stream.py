@@ -200,6 +200,22 @@ class StreamDecoder:
                 config.hook_results.clear()  # the value is whole: its records are done
             return value, end
 
+    def _first_fault(self, error: SyrupDecodeError) -> SyrupDecodeError:
+        """``error``, found by the scanner, or an earlier fault the parser finds first.
+
+        The scanner does not check canonical form, so the bytes before the
+        point where it gave up may hold a fault that :func:`decode` would
+        report instead; report the same one.
+        """
+        try:
+            self._decode_at(bytes(self._buffer), 0)
+        except SyrupDecodeError as earlier:
+            if earlier.offset is not None and earlier.offset <= (error.offset or 0):
+                return earlier
+        except (IndexError, Truncated):
+            pass
+        return error
+
     def _scan(self) -> int | None:
         """Advance over the incomplete value at the front of the buffer.
 
@@ -237,9 +253,11 @@ class StreamDecoder:
                 elif m in _LENGTH_MARKERS:
                     length = parse_digits(bytes(buffer[i:j]))
                     if length > config.max_size:
-                        raise SyrupDecodeError(
-                            f"length {length} is over the size limit of {config.max_size}",
-                            self._consumed + i,
+                        raise self._first_fault(
+                            SyrupDecodeError(
+                                f"length {length} is over the size limit of {config.max_size}",
+                                self._consumed + i,
+                            )
                         )
                     i = j + 1 + length
                 else:
@@ -272,9 +290,11 @@ class StreamDecoder:
         if depth == 0 and i <= n and i > 0 and self._scan_digits == 0:
             return i
         if max(i, n) > config.max_size:
-            raise SyrupDecodeError(
-                f"value is over the size limit of {config.max_size} bytes",
-                self._consumed + config.max_size,
+            raise self._first_fault(
+                SyrupDecodeError(
+                    f"value is over the size limit of {config.max_size} bytes",
+                    self._consumed + config.max_size,
+                )
             )
         self._scan_pos = i
         self._scan_depth = depth

@@ -397,3 +397,16 @@ def test_record_hook_exception_in_a_stream() -> None:
     assert info.value is error
     with pytest.raises(ProtocolError):
         decoder.close()
+
+
+def test_the_first_fault_is_reported_even_when_the_scanner_finds_a_later_one() -> None:
+    decoder = StreamDecoder()
+    assert decoder.feed(b"[") == []
+    with pytest.raises(SyrupDecodeError, match="out of canonical order") as info:
+        decoder.feed(b"#2+1+$100000000000:")  # an unsorted set, then a length over the limit
+    assert info.value.offset == 4
+    decoder = StreamDecoder()
+    assert decoder.feed(b"[") == []
+    with pytest.raises(SyrupDecodeError, match="over the size limit") as info:
+        decoder.feed(b"#1+2+$100000000000:")
+    assert info.value.offset == 7
