@@ -1,0 +1,260 @@
+"""Syrup codec benchmark: Syrup next to cbor2 and json on the same CapTP-shaped data.
+
+Run from the repository root: ``python -m bench.codec`` (``--quick`` for a
+shorter run).  Every figure comes from this one run, so compare ratios, not
+absolute numbers across machines.  Times are medians over repeats, each
+repeat timing many calls with the garbage collector paused (as ``timeit``
+does).  MB is 10**6 bytes of encoded output.
+
+The other formats get the natural equivalent of each message: for cbor2 the
+draft OCapN CBOR mapping (records as tag 27 over ``[label, *fields]``,
+symbols as tag 280 over their name, bytes as bytes); for json, records as
+``[label, *fields]`` lists, symbols as strings and bytes as base64 text.
+The last line of output is one JSON object holding every figure.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import platform
+import statistics
+import sys
+import time
+import timeit
+from collections.abc import Callable
+from typing import Any
+
+import cbor2
+
+from captp import Record, Symbol
+from ocapn import syrup
+
+S = Symbol
+ENCODE_TARGET_US = 5.0
+DECODE_TARGET_US = 8.0
+
+# The ~100-byte op:deliver the targets are stated for.
+DELIVER = Record(
+    S("op:deliver"),
+    (
+        Record(S("desc:export"), (5,)),
+        [S("deposit-gift"), "hello world", 42, b"\x00\x01\x02\x03", [1, 2, 3]],
+        3,
+        Record(S("desc:import-object"), (7,)),
+    ),
+)
+
+# A message carrying a 4 KiB bytestring (a file chunk sent to a store).
+BLOB = bytes((i * 7 + 3) % 256 for i in range(4096))
+DELIVER_4K = Record(
+    S("op:deliver"),
+    (
+        Record(S("desc:export"), (12,)),
+        [S("write-chunk"), 40960, BLOB],
+        8,
+        Record(S("desc:import-object"), (3,)),
+    ),
+)
+
+# A message carrying a nested struct: dicts, lists, strings and integers.
+ORDER = {
+    "id": 918273645,
+    "customer": {
+        "name": "Ada Lovelace",
+        "email": "ada@example.org",
+        "address": {"street": "12 St James's Square", "city": "London", "zip": "SW1Y 4JH"},
+        "tags": ["vip", "engine", "notes"],
+    },
+    "lines": [
+        {"sku": f"SKU-{n:05d}", "qty": n % 7 + 1, "price": 1999 + 250 * n, "gift": n % 3 == 0}
+        for n in range(6)
+    ],
+    "total": 28_944,
+    "currency": "GBP",
+    "notes": "Leave with the porter; do not bend.",
+}
+DELIVER_STRUCT = Record(
+    S("op:deliver"),
+    (
+        Record(S("desc:answer"), (4,)),
+        [S("place-order"), ORDER],
+        9,
+        Record(S("desc:import-object"), (11,)),
+    ),
+)
+
+MESSAGES: dict[str, Any] = {
+    "deliver": DELIVER,
+    "deliver_4k_bytes": DELIVER_4K,
+    "deliver_struct": DELIVER_STRUCT,
+}
+
+
+def to_cbor(value: Any) -> Any:
+    """The draft OCapN CBOR form of a Syrup value (records tag 27, symbols tag 280)."""
+    if type(value) is Record:
+        return cbor2.CBORTag(27, [to_cbor(value.label), *(to_cbor(f) for f in value.fields)])
+    if type(value) is Symbol:
+        return cbor2.CBORTag(280, value.name)
+    if type(value) is list:
+        return [to_cbor(x) for x in value]
+    if type(value) is dict:
+        return {k: to_cbor(v) for k, v in value.items()}
+    return value
+
+
+def to_json(value: Any) -> Any:
+    """A JSON form: records as lists, symbols as strings, bytes as base64."""
+    if type(value) is Record:
+        return [to_json(value.label), *(to_json(f) for f in value.fields)]
+    if type(value) is Symbol:
+        return value.name
+    if type(value) is bytes:
+        return base64.b64encode(value).decode("ascii")
+    if type(value) is list:
+        return [to_json(x) for x in value]
+    if type(value) is dict:
+        return {k: to_json(v) for k, v in value.items()}
+    return value
+
+
+def json_encode(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def measure(fn: Callable[[], object], repeats: int, budget: float) -> float:
+    """Median seconds per call of ``fn``."""
+    timer = timeit.Timer(fn)
+    number = 1
+    while True:  # calibrate: one repeat should take about `budget` seconds
+        elapsed = timer.timeit(number)
+        if elapsed >= budget / 4:
+            break
+        number *= 4
+    number = max(1, int(number * budget / max(elapsed, 1e-9)))
+    return statistics.median(t / number for t in timer.repeat(repeat=repeats, number=number))
+
+
+def main(argv: list[str]) -> None:
+    quick = "--quick" in argv
+    repeats, budget = (5, 0.01) if quick else (9, 0.04)
+    started = time.perf_counter()
+
+    hook_calls = 0
+
+    def hook(label: object, fields: list[object]) -> object:
+        nonlocal hook_calls
+        hook_calls += 1
+        return Record(label, tuple(fields))
+
+    formats: dict[str, tuple[Callable[[Any], bytes], Callable[[bytes], Any], Callable[[Any], Any]]]
+    formats = {
+        "syrup": (syrup.encode, syrup.decode, lambda v: v),
+        "cbor2": (cbor2.dumps, cbor2.loads, to_cbor),
+        "json": (json_encode, json.loads, to_json),
+    }
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for fmt, (encode, decode, convert) in formats.items():
+        results[fmt] = {}
+        for name, message in MESSAGES.items():
+            value = convert(message)
+            data = encode(value)
+            assert data == encode(decode(data)) or fmt == "json", (fmt, name)
+            enc = measure(functools.partial(encode, value), repeats, budget)
+            dec = measure(functools.partial(decode, data), repeats, budget)
+            results[fmt][name] = {
+                "bytes": len(data),
+                "encode_us": enc * 1e6,
+                "decode_us": dec * 1e6,
+                "encode_msgs_per_s": 1 / enc,
+                "decode_msgs_per_s": 1 / dec,
+                "encode_mb_per_s": len(data) / enc / 1e6,
+                "decode_mb_per_s": len(data) / dec / 1e6,
+            }
+        # The mix: one of each message, back to back.
+        total_bytes = sum(r["bytes"] for r in results[fmt].values())
+        enc_s = sum(r["encode_us"] for r in results[fmt].values()) / 1e6
+        dec_s = sum(r["decode_us"] for r in results[fmt].values()) / 1e6
+        results[fmt]["mix"] = {
+            "bytes": total_bytes,
+            "encode_us": enc_s * 1e6,
+            "decode_us": dec_s * 1e6,
+            "encode_msgs_per_s": 3 / enc_s,
+            "decode_msgs_per_s": 3 / dec_s,
+            "encode_mb_per_s": total_bytes / enc_s / 1e6,
+            "decode_mb_per_s": total_bytes / dec_s / 1e6,
+        }
+
+    # The target figures, measured again on their own, plus the paths the
+    # message layer will use: a record_hook, and a stream read in 1 KiB chunks.
+    deliver_bytes = syrup.encode(DELIVER)
+    encode_us = measure(lambda: syrup.encode(DELIVER), repeats * 2, budget) * 1e6
+    decode_us = measure(lambda: syrup.decode(deliver_bytes), repeats * 2, budget) * 1e6
+    hook_us = measure(lambda: syrup.decode(deliver_bytes, record_hook=hook), repeats, budget) * 1e6
+    stream_data = b"".join(syrup.encode(m) for m in MESSAGES.values()) * 20
+    chunks = [stream_data[i : i + 1024] for i in range(0, len(stream_data), 1024)]
+
+    def read_stream() -> None:
+        decoder = syrup.StreamDecoder()
+        for chunk in chunks:
+            decoder.feed(chunk)
+        decoder.close()
+
+    stream_s = measure(read_stream, repeats, budget * 4)
+
+    print(f"Syrup codec benchmark (Python {platform.python_version()}, {platform.machine()})")
+    print("median per message; MB = 10**6 encoded bytes\n")
+    header = f"{'message':18s} {'format':6s} {'bytes':>6s} {'enc us':>8s} {'dec us':>8s}"
+    header += f" {'enc MB/s':>9s} {'dec MB/s':>9s} {'enc msg/s':>10s} {'dec msg/s':>10s}"
+    print(header)
+    for name in [*MESSAGES, "mix"]:
+        for fmt in formats:
+            r = results[fmt][name]
+            print(
+                f"{name:18s} {fmt:6s} {r['bytes']:6d} {r['encode_us']:8.2f} {r['decode_us']:8.2f}"
+                f" {r['encode_mb_per_s']:9.1f} {r['decode_mb_per_s']:9.1f}"
+                f" {r['encode_msgs_per_s']:10.0f} {r['decode_msgs_per_s']:10.0f}"
+            )
+    print()
+    print(f"op:deliver ({len(deliver_bytes)} bytes):")
+    print(
+        f"  encode {encode_us:.2f} us  = {encode_us / ENCODE_TARGET_US:.2f} x the "
+        f"{ENCODE_TARGET_US:g} us target"
+    )
+    print(
+        f"  decode {decode_us:.2f} us  = {decode_us / DECODE_TARGET_US:.2f} x the "
+        f"{DECODE_TARGET_US:g} us target"
+    )
+    print(f"  decode with a record_hook {hook_us:.2f} us")
+    per_message_stream_us = stream_s / 60 * 1e6
+    print(
+        f"StreamDecoder, the mix x20 in 1 KiB chunks: {len(stream_data) / stream_s / 1e6:.1f} MB/s,"
+        f" {per_message_stream_us:.2f} us per message"
+    )
+    elapsed = time.perf_counter() - started
+    print(f"(run took {elapsed:.1f} s)")
+    summary = {
+        "bench": "codec",
+        "python": platform.python_version(),
+        "quick": quick,
+        "deliver_bytes": len(deliver_bytes),
+        "deliver_encode_us": round(encode_us, 3),
+        "deliver_decode_us": round(decode_us, 3),
+        "deliver_encode_target_ratio": round(encode_us / ENCODE_TARGET_US, 3),
+        "deliver_decode_target_ratio": round(decode_us / DECODE_TARGET_US, 3),
+        "deliver_decode_with_hook_us": round(hook_us, 3),
+        "stream_mb_per_s": round(len(stream_data) / stream_s / 1e6, 2),
+        "stream_us_per_message": round(per_message_stream_us, 3),
+        "results": {
+            fmt: {name: {k: round(v, 3) for k, v in r.items()} for name, r in by_msg.items()}
+            for fmt, by_msg in results.items()
+        },
+        "seconds": round(elapsed, 1),
+    }
+    print(json.dumps(summary, separators=(",", ":")))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,287 @@
+"""Syrup encoder: Python values to canonical Syrup bytes.
+
+The encoder appends byte pieces to one list and joins them once.  Types are
+tested by identity (``type(v) is int``) in order of how often they occur in
+CapTP traffic; subclasses and foreign types take a slower path.  Encoded
+symbols, string dictionary keys and small integers are cached.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from operator import itemgetter
+from typing import Any, Final
+
+from captp._passable import Record, Symbol
+from ocapn._syrup_types import Float32, SyrupEncodeError
+
+__all__ = ["encode"]
+
+Default = Callable[[object], object] | None
+_Append = Callable[[bytes], None]
+
+_pack_d: Final = struct.Struct(">d").pack
+_pack_f: Final = struct.Struct(">f").pack
+
+_CANONICAL_NAN64: Final = b"D\x7f\xf8\x00\x00\x00\x00\x00\x00"
+_CANONICAL_NAN32: Final = b"F\x7f\xc0\x00\x00"
+
+# Integers 0..1023 cover positions, counts and most small numbers in messages.
+_SMALL_INT_LIMIT: Final = 1024
+_SMALL_INTS: Final = tuple(b"%d+" % i for i in range(_SMALL_INT_LIMIT))
+
+# Encoded symbols by name, and encoded string dictionary keys (struct field
+# names repeat).  Bounded so that a peer that makes us echo many (or huge)
+# names costs time, not memory: only short names are kept, and a cache is
+# emptied when full.
+_CACHE_MAX: Final = 4096
+_CACHE_NAME_LENGTH: Final = 64
+_symbol_cache: dict[str, bytes] = {}
+_key_cache: dict[str, bytes] = {}
+
+# CPython refuses to format ints above this many digits with %d / str()
+# (sys.int_info.str_digits_check_threshold is 640; the default limit is 4300).
+_SAFE_DIGITS: Final = 4000
+_SAFE_BITS: Final = int(_SAFE_DIGITS * 3.32)  # fewer bits than this => fewer than 4000 digits
+
+_key0: Final = itemgetter(0)
+
+
+def encode(value: object, *, default: Default = None) -> bytes:
+    """Encode ``value`` as canonical Syrup bytes.
+
+    ``default`` is called with any object that is not a Syrup value; what it
+    returns is encoded in its place.  Raises :class:`SyrupEncodeError` for a
+    value that cannot be encoded.
+    """
+    out: list[bytes] = []
+    try:
+        _enc(value, out.append, default)
+    except RecursionError:
+        raise SyrupEncodeError("value nests too deeply to encode (or contains itself)") from None
+    return b"".join(out)
+
+
+def _enc(v: Any, append: _Append, default: Default) -> None:
+    t = type(v)
+    if t is Record:
+        append(b"<")
+        _enc(v.label, append, default)
+        _enc_items(v.fields, append, default)
+        append(b">")
+    elif t is Symbol:
+        name = v.name
+        data = _symbol_cache.get(name)
+        if data is None:
+            data = _symbol_bytes(name)
+        append(data)
+    elif t is int:
+        if 0 <= v < _SMALL_INT_LIMIT:
+            append(_SMALL_INTS[v])
+        else:
+            append(_int_bytes(v))
+    elif t is str:
+        try:
+            data = v.encode()
+        except UnicodeEncodeError as exc:
+            raise _bad_string(v, exc) from None
+        append(b'%d"' % len(data))
+        append(data)
+    elif t is list or t is tuple:
+        append(b"[")
+        _enc_items(v, append, default)
+        append(b"]")
+    elif t is bytes:
+        append(b"%d:" % len(v))
+        append(v)
+    elif t is bool:
+        append(b"t" if v else b"f")
+    elif t is float:
+        append(b"D" + _pack_d(v) if v == v else _CANONICAL_NAN64)
+    elif t is dict:
+        _enc_dict(v, append, default)
+    elif t is Float32:
+        append(b"F" + _pack_f(v) if v == v else _CANONICAL_NAN32)
+    elif t is frozenset or t is set:
+        _enc_set(v, append, default)
+    else:
+        _enc_other(v, append, default)
+
+
+def _enc_items(items: Any, append: _Append, default: Default) -> None:
+    """Encode the items of a list or record (the commonest atoms inline)."""
+    for x in items:
+        t = type(x)
+        if t is int:
+            if 0 <= x < _SMALL_INT_LIMIT:
+                append(_SMALL_INTS[x])
+            else:
+                append(_int_bytes(x))
+        elif t is Symbol:
+            data = _symbol_cache.get(x.name)
+            if data is None:
+                data = _symbol_bytes(x.name)
+            append(data)
+        elif t is str:
+            try:
+                data = x.encode()
+            except UnicodeEncodeError as exc:
+                raise _bad_string(x, exc) from None
+            append(b'%d"' % len(data))
+            append(data)
+        else:
+            _enc(x, append, default)
+
+
+def _enc_other(v: Any, append: _Append, default: Default) -> None:
+    """Encode a subclass of a Syrup type, a bytes-like object, or ask ``default``."""
+    if isinstance(v, bool):
+        append(b"t" if v else b"f")
+    # A subclass's own value, whatever its dunder methods say.
+    elif isinstance(v, int):
+        append(_int_bytes(int.__int__(v)))
+    elif isinstance(v, Float32):
+        _enc(Float32(float.__float__(v)), append, default)
+    elif isinstance(v, float):
+        _enc(float.__float__(v), append, default)
+    elif isinstance(v, str):
+        _enc(str.__str__(v), append, default)
+    elif isinstance(v, (bytes, bytearray)):
+        append(b"%d:" % len(v))
+        append(bytes(v))
+    elif isinstance(v, memoryview):
+        data = v.tobytes()
+        append(b"%d:" % len(data))
+        append(data)
+    elif isinstance(v, Symbol):
+        append(_symbol_bytes(v.name))
+    elif isinstance(v, Record):
+        _enc(Record(v.label, v.fields), append, default)
+    elif isinstance(v, (list, tuple)):
+        _enc(list(v), append, default)
+    elif isinstance(v, dict):
+        _enc_dict(v, append, default)
+    elif isinstance(v, (set, frozenset)):
+        _enc_set(v, append, default)
+    elif default is None:
+        raise SyrupEncodeError(f"cannot encode {_type_name(v)} as Syrup (no default given)")
+    else:
+        replacement = default(v)
+        if replacement is v:
+            raise SyrupEncodeError(f"default() returned the {_type_name(v)} it was given")
+        _enc(replacement, append, default)
+
+
+def _enc_dict(v: dict[Any, Any], append: _Append, default: Default) -> None:
+    # Canonical order: by the full encoded bytes of each key (spec section 2.1).
+    pairs = []
+    for key, value in v.items():
+        if type(key) is str:
+            data = _key_cache.get(key)
+            if data is None:
+                data = _string_key_bytes(key)
+            pairs.append((data, value))
+        else:
+            pairs.append((_to_bytes(key, default), value))
+    pairs.sort(key=_key0)
+    append(b"{")
+    previous = None
+    for key_bytes, value in pairs:
+        if key_bytes == previous:
+            raise _duplicate("dictionary key", key_bytes)
+        previous = key_bytes
+        append(key_bytes)
+        t = type(value)
+        if t is str:
+            try:
+                data = value.encode()
+            except UnicodeEncodeError as exc:
+                raise _bad_string(value, exc) from None
+            append(b'%d"' % len(data))
+            append(data)
+        elif t is int and 0 <= value < _SMALL_INT_LIMIT:
+            append(_SMALL_INTS[value])
+        else:
+            _enc(value, append, default)
+    append(b"}")
+
+
+def _enc_set(v: set[Any] | frozenset[Any], append: _Append, default: Default) -> None:
+    items = sorted(_to_bytes(x, default) for x in v)
+    append(b"#")
+    previous = None
+    for data in items:
+        if data == previous:
+            raise _duplicate("set item", data)
+        previous = data
+        append(data)
+    append(b"$")
+
+
+def _to_bytes(v: object, default: Default) -> bytes:
+    out: list[bytes] = []
+    _enc(v, out.append, default)
+    return b"".join(out)
+
+
+def _symbol_bytes(name: str) -> bytes:
+    try:
+        data = name.encode()
+    except UnicodeEncodeError as exc:
+        raise _bad_string(name, exc, "symbol") from None
+    encoded = b"%d'%s" % (len(data), data)
+    if len(name) <= _CACHE_NAME_LENGTH:
+        if len(_symbol_cache) >= _CACHE_MAX:
+            _symbol_cache.clear()
+        _symbol_cache[name] = encoded
+    return encoded
+
+
+def _string_key_bytes(key: str) -> bytes:
+    try:
+        data = key.encode()
+    except UnicodeEncodeError as exc:
+        raise _bad_string(key, exc) from None
+    encoded = b'%d"%s' % (len(data), data)
+    if len(key) <= _CACHE_NAME_LENGTH:
+        if len(_key_cache) >= _CACHE_MAX:
+            _key_cache.clear()
+        _key_cache[key] = encoded
+    return encoded
+
+
+def _int_bytes(v: int) -> bytes:
+    if v >= 0:
+        if v.bit_length() < _SAFE_BITS:
+            return b"%d+" % v
+        return _big_decimal(v) + b"+"
+    if v.bit_length() < _SAFE_BITS:
+        return b"%d-" % -v
+    return _big_decimal(-v) + b"-"
+
+
+def _big_decimal(v: int) -> bytes:
+    """Decimal digits of a non-negative int too large for ``%d`` (divide and conquer)."""
+    if v.bit_length() < _SAFE_BITS:
+        return b"%d" % v
+    # Split at a power of ten about half the size: hi * 10**k + lo.
+    k = int(v.bit_length() * 0.30103) // 2
+    hi, lo = divmod(v, 10**k)
+    return _big_decimal(hi) + _big_decimal(lo).rjust(k, b"0")
+
+
+def _type_name(v: object) -> str:
+    t = type(v)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def _bad_string(s: str, exc: UnicodeEncodeError, kind: str = "string") -> SyrupEncodeError:
+    return SyrupEncodeError(
+        f"{kind} is not valid Unicode (lone surrogate at index {exc.start}): {s!r}"
+    )
+
+
+def _duplicate(what: str, data: bytes) -> SyrupEncodeError:
+    shown = data if len(data) <= 40 else data[:40] + b"..."
+    return SyrupEncodeError(f"two {what}s encode to the same bytes {shown!r}")

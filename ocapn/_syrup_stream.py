@@ -1,0 +1,402 @@
+"""Incremental Syrup decoding and the ``len:`` message framing (spec section 13.2).
+
+:class:`StreamDecoder` reads back-to-back Syrup values from a byte stream
+(the unframed ``tcp-testing-only`` netlayer).  When a chunk holds whole
+values it decodes them at once.  When a value is cut short it switches to a
+light scanner that only tracks nesting and skips over length-prefixed
+payloads, remembering where it stopped; the value is decoded once the
+scanner has found its end.  So a value that arrives in many pieces costs
+a constant number of passes over its bytes, not one pass per piece, and a
+large bytestring costs O(1) per chunk while its payload streams in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from ocapn._syrup_decode import (
+    WHITESPACE,
+    Config,
+    HookFailed,
+    TooDeep,
+    Truncated,
+    decode_one,
+    out_of_memory,
+    parse_digits,
+)
+from ocapn._syrup_types import DEFAULT_LIMITS, Limits, SyrupDecodeError
+
+__all__ = ["FrameDecoder", "StreamDecoder", "frame"]
+
+RecordHook = Callable[[object, list[object]], object]
+
+_OPENERS: Final = frozenset(b"[{<#")
+_CLOSERS: Final = frozenset(b"]}>$")
+_LENGTH_MARKERS: Final = frozenset(b":\"'")
+
+
+class StreamDecoder:
+    """Decode a stream of back-to-back Syrup values fed in arbitrary chunks.
+
+    Takes the same options as :func:`ocapn.syrup.decode`; ``limits.max_size``
+    bounds each value.  Error offsets count bytes from the start of the
+    stream.  ``record_hook`` is called exactly once for each record of each
+    value, possibly before the value's last bytes have arrived, and always
+    before :meth:`feed` returns the values decoded before it.
+
+    After an error (or an exception from ``record_hook``) the decoder is
+    spent: every later call raises the same exception.
+    """
+
+    def __init__(
+        self,
+        *,
+        lenient: bool = False,
+        limits: Limits = DEFAULT_LIMITS,
+        record_hook: RecordHook | None = None,
+    ) -> None:
+        if not isinstance(limits, Limits):
+            raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
+        self._config = Config(lenient, limits, record_hook)
+        if record_hook is not None:
+            self._config.hook_results = {}
+        self._buffer = bytearray()
+        self._consumed = 0  # stream offset of self._buffer[0]
+        self._error: BaseException | None = None
+        # Scanner state for a value that did not arrive whole (None: not scanning).
+        self._scan_pos: int | None = None  # next buffer index to look at
+        self._scan_depth = 0
+        self._scan_digits = 0  # digits of a number seen so far at _scan_pos
+
+    @property
+    def buffered(self) -> int:
+        """How many bytes of an incomplete value are held."""
+        return len(self._buffer)
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> list[object]:
+        """Add bytes; return every value they complete, in order.
+
+        If the bytes hold good values followed by a fault, the good values
+        are returned and the fault is raised by the next call.
+        """
+        if self._error is not None:
+            raise self._error
+        self._buffer += chunk
+        out: list[object] = []
+        failure: BaseException
+        try:
+            self._drain(out)
+            return out
+        except SyrupDecodeError as exc:
+            failure = exc
+        except HookFailed as wrapper:
+            failure = wrapper.args[0]
+        self._error = failure
+        if out:
+            return out
+        raise failure
+
+    def close(self) -> None:
+        """Declare the end of the stream; raise if it ends in the middle of a value."""
+        if self._error is not None:
+            raise self._error
+        buffer = self._buffer
+        if self._config.lenient and all(b in WHITESPACE for b in buffer):
+            buffer.clear()
+        if not buffer:
+            return
+        failure: BaseException = SyrupDecodeError(
+            f"stream ends in the middle of a value ({len(buffer)} bytes buffered)",
+            self._consumed + len(buffer),
+        )
+        try:
+            # A value still being scanned has not been checked in full yet:
+            # report its first real fault, as decode() would, if it has one.
+            self._decode_at(bytes(buffer), 0)
+        except SyrupDecodeError as exc:
+            failure = exc
+        except HookFailed as wrapper:
+            failure = wrapper.args[0]
+        except (IndexError, Truncated):
+            pass
+        self._error = failure
+        raise failure
+
+    # -- internals ---------------------------------------------------------------
+
+    def _drain(self, out: list[object]) -> None:
+        buffer = self._buffer
+        while buffer:
+            if self._scan_pos is None:
+                self._decode_whole_values(out)
+                if not buffer:
+                    break
+                self._scan_pos, self._scan_depth, self._scan_digits = 0, 0, 0
+            end = self._scan()
+            if end is None:
+                break
+            self._scan_pos = None
+            try:
+                value, stop = self._decode_at(bytes(buffer[:end]), 0)
+            except (IndexError, Truncated):
+                stop = -1
+            if stop != end:  # the scanner and the parser disagree: a bug, not bad input
+                raise AssertionError(f"scanner found a value of {end} bytes, parser {stop}")
+            out.append(value)
+            del buffer[:end]
+            self._consumed += end
+
+    def _decode_whole_values(self, out: list[object]) -> None:
+        """Decode the complete values at the front of the buffer; keep the rest."""
+        buffer = self._buffer
+        data = bytes(buffer)
+        n = len(data)
+        lenient = self._config.lenient
+        pos = 0
+        while pos < n:
+            if lenient and data[pos] in WHITESPACE:
+                pos += 1
+                continue
+            try:
+                value, end = self._decode_at(data, pos)
+            except (IndexError, Truncated):
+                break  # incomplete: the scanner takes over from pos
+            except (SyrupDecodeError, HookFailed):
+                del buffer[:pos]  # the values before the fault are delivered
+                self._consumed += pos
+                raise
+            out.append(value)
+            pos = end
+        del buffer[:pos]
+        self._consumed += pos
+
+    def _decode_at(self, data: bytes, pos: int) -> tuple[object, int]:
+        """Decode the value at ``pos``; errors get stream offsets.
+
+        Raises ``IndexError`` or :class:`Truncated` if the value is incomplete,
+        and :class:`HookFailed` if ``record_hook`` raised.
+        """
+        config = self._config
+        config.base = self._consumed
+        try:
+            value, end = decode_one(data, pos, config)
+        except TooDeep as exc:
+            raise SyrupDecodeError(
+                "nesting too deep for the Python stack (lower max_depth)",
+                self._consumed + exc.args[0],
+            ) from None
+        except SyrupDecodeError as exc:
+            raise SyrupDecodeError(exc.message, self._consumed + (exc.offset or 0)) from None
+        except MemoryError:
+            raise out_of_memory(len(data) - pos) from None
+        else:
+            if end - pos > config.max_size:
+                raise SyrupDecodeError(
+                    f"value of {end - pos} bytes is over the size limit of {config.max_size}",
+                    self._consumed + pos + config.max_size,
+                )
+            if config.hook_results:
+                config.hook_results.clear()  # the value is whole: its records are done
+            return value, end
+
+    def _first_fault(self, error: SyrupDecodeError) -> SyrupDecodeError:
+        """``error``, found by the scanner, or an earlier fault the parser finds first.
+
+        The scanner does not check canonical form, so the bytes before the
+        point where it gave up may hold a fault that :func:`decode` would
+        report instead; report the same one.
+        """
+        try:
+            self._decode_at(bytes(self._buffer), 0)
+        except SyrupDecodeError as earlier:
+            if earlier.offset is not None and earlier.offset <= (error.offset or 0):
+                return earlier
+        except (IndexError, Truncated):
+            pass
+        return error
+
+    def _scan(self) -> int | None:
+        """Advance over the incomplete value at the front of the buffer.
+
+        Returns the value's length once its last byte has arrived, else None.
+        Only structure is checked here (nesting, lengths, limits); anything
+        odd ends the scan early so that the parser reports it properly.
+        """
+        buffer = self._buffer
+        config = self._config
+        n = len(buffer)
+        i = self._scan_pos
+        assert i is not None
+        depth = self._scan_depth
+        if i > n:
+            return None  # still waiting for the rest of a payload
+        if depth == 0 and i > 0:
+            return i  # the value was one atom, now complete
+        lenient = config.lenient
+        max_digits = config.max_int_digits
+        while i < n:
+            c = buffer[i]
+            if 47 < c < 58:
+                j = i + self._scan_digits
+                while j < n and 47 < buffer[j] < 58:
+                    j += 1
+                if j - i > max_digits:
+                    return j  # the parser reports the over-long number
+                if j == n:
+                    self._scan_digits = j - i
+                    break
+                self._scan_digits = 0
+                m = buffer[j]
+                if m == 43 or m == 45:  # + -
+                    i = j + 1
+                elif m in _LENGTH_MARKERS:
+                    length = parse_digits(bytes(buffer[i:j]))
+                    if length > config.max_size:
+                        raise self._first_fault(
+                            SyrupDecodeError(
+                                f"length {length} is over the size limit of {config.max_size}",
+                                self._consumed + i,
+                            )
+                        )
+                    i = j + 1 + length
+                else:
+                    return j + 1
+            elif c in _OPENERS:
+                depth += 1
+                if depth > config.max_depth:
+                    return i + 1
+                i += 1
+                continue
+            elif c in _CLOSERS:
+                depth -= 1
+                i += 1
+                if depth <= 0:
+                    return i  # the value's last byte (a stray closer: the parser objects)
+                continue
+            elif c == 116 or c == 102:  # t f
+                i += 1
+            elif c == 68:  # D
+                i += 9
+            elif c == 70:  # F
+                i += 5
+            elif lenient and c in WHITESPACE:
+                i += 1
+                continue
+            else:
+                return i + 1
+            if depth == 0:
+                break  # one atom: complete once its last byte is in
+        if depth == 0 and i <= n and i > 0 and self._scan_digits == 0:
+            return i
+        if max(i, n) > config.max_size:
+            raise self._first_fault(
+                SyrupDecodeError(
+                    f"value is over the size limit of {config.max_size} bytes",
+                    self._consumed + config.max_size,
+                )
+            )
+        self._scan_pos = i
+        self._scan_depth = depth
+        return None
+
+
+def frame(payload: bytes | bytearray | memoryview) -> bytes:
+    """Wrap one message as ``<decimal length>:<payload>`` (spec section 13.2)."""
+    data = bytes(payload)
+    return b"%d:%s" % (len(data), data)
+
+
+class FrameDecoder:
+    """Split a byte stream of ``len:payload`` frames into payloads.
+
+    The length is ASCII decimal without leading zeros (``0:`` is an empty
+    frame) and at most ``max_frame_size``.  Error offsets count bytes from
+    the start of the stream; after an error the decoder is spent.
+    """
+
+    def __init__(self, *, max_frame_size: int = DEFAULT_LIMITS.max_size) -> None:
+        if type(max_frame_size) is not int or max_frame_size < 0:
+            raise ValueError(f"max_frame_size must be a non-negative int, not {max_frame_size!r}")
+        self._max = max_frame_size
+        self._max_digits = len(str(max_frame_size))
+        self._buffer = bytearray()
+        self._consumed = 0  # stream offset of self._buffer[0]
+        self._need: int | None = None  # header + payload length of the frame being read
+        self._header = 0  # header length (digits and colon) of that frame
+        self._error: SyrupDecodeError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """How many bytes of an incomplete frame are held."""
+        return len(self._buffer)
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> list[bytes]:
+        """Add bytes; return the payload of every frame they complete."""
+        if self._error is not None:
+            raise self._error
+        buffer = self._buffer
+        buffer += chunk
+        out: list[bytes] = []
+        try:
+            while True:
+                need = self._need
+                if need is None:
+                    need = self._read_header()
+                    if need is None:
+                        break
+                if len(buffer) < need:
+                    break
+                out.append(bytes(buffer[self._header : need]))
+                del buffer[:need]
+                self._consumed += need
+                self._need = None
+        except SyrupDecodeError as exc:
+            self._error = exc
+            raise
+        return out
+
+    def close(self) -> None:
+        """Declare the end of the stream; raise if it ends inside a frame."""
+        if self._error is not None:
+            raise self._error
+        if self._buffer:
+            self._error = SyrupDecodeError(
+                f"stream ends inside a frame ({len(self._buffer)} bytes buffered)",
+                self._consumed + len(self._buffer),
+            )
+            raise self._error
+
+    def _read_header(self) -> int | None:
+        buffer = self._buffer
+        colon = buffer.find(b":", 0, self._max_digits + 1)
+        digits = buffer[: self._max_digits + 1] if colon < 0 else buffer[:colon]
+        for k, c in enumerate(digits):
+            if not 47 < c < 58:
+                raise SyrupDecodeError(
+                    f"frame length has {_show(c)}; expected a decimal digit or ':'",
+                    self._consumed + k,
+                )
+        if len(digits) > 1 and digits[0] == 48:
+            raise SyrupDecodeError("frame length has a leading zero", self._consumed)
+        if colon < 0:
+            if len(digits) > self._max_digits:
+                raise self._too_big(int(digits))
+            return None
+        if colon == 0:
+            raise SyrupDecodeError("frame length is empty", self._consumed)
+        length = int(digits)
+        if length > self._max:
+            raise self._too_big(length)
+        self._header = colon + 1
+        self._need = colon + 1 + length
+        return self._need
+
+    def _too_big(self, length: int) -> SyrupDecodeError:
+        return SyrupDecodeError(
+            f"frame length {length} is over the limit of {self._max}", self._consumed
+        )
+
+
+def _show(byte: int) -> str:
+    return repr(chr(byte)) if 32 < byte < 127 else f"byte 0x{byte:02x}"

@@ -1,0 +1,50 @@
+"""Syrup, the canonical binary encoding OCapN messages travel in.
+
+=====================  ==========================  ==============================
+Syrup                  bytes                       Python
+=====================  ==========================  ==============================
+boolean                ``t`` / ``f``               ``bool``
+integer                ``72+`` / ``5-``            ``int`` (any size)
+float64                ``D`` + 8 bytes             ``float``
+float32                ``F`` + 4 bytes             :class:`Float32`
+bytestring             ``3:cat``                   ``bytes`` (also bytearray, memoryview
+                                                   when encoding)
+string                 ``6"björn``                 ``str``
+symbol                 ``5'fetch``                 :class:`captp.Symbol`
+list                   ``[...]``                   ``list`` (also tuple when encoding)
+dictionary             ``{k v ...}``               ``dict``
+record                 ``<label field ...>``       :class:`captp.Record`
+set                    ``#...$``                   ``frozenset`` (also set when encoding)
+=====================  ==========================  ==============================
+
+:func:`encode` writes the canonical form (sorted dictionaries and sets,
+minimal integers, one NaN); :func:`decode` accepts only that form unless
+asked to be lenient.  :class:`StreamDecoder` reads back-to-back values from a
+stream; :func:`frame` and :class:`FrameDecoder` implement the ``len:payload``
+framing of stream netlayers.  Decisions the spec leaves open are recorded in
+``spec-notes/0003-syrup-codec.md``.
+"""
+
+from ocapn._syrup_decode import decode
+from ocapn._syrup_encode import encode
+from ocapn._syrup_stream import FrameDecoder, StreamDecoder, frame
+from ocapn._syrup_types import (
+    DEFAULT_LIMITS,
+    Float32,
+    Limits,
+    SyrupDecodeError,
+    SyrupEncodeError,
+)
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "Float32",
+    "FrameDecoder",
+    "Limits",
+    "StreamDecoder",
+    "SyrupDecodeError",
+    "SyrupEncodeError",
+    "decode",
+    "encode",
+    "frame",
+]
