@@ -12,7 +12,7 @@ large bytestring costs O(1) per chunk while its payload streams in.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from typing import Final
 
 from ocapn._syrup_decode import (
@@ -68,6 +68,7 @@ class StreamDecoder:
         self._scan_pos: int | None = None  # next buffer index to look at
         self._scan_depth = 0
         self._scan_digits = 0  # digits of a number seen so far at _scan_pos
+        self._lazy: Generator[object, None, None] | None = None  # from feed_lazily
 
     @property
     def buffered(self) -> int:
@@ -82,11 +83,12 @@ class StreamDecoder:
         """
         if self._error is not None:
             raise self._error
+        self._finish_lazy()
         self._buffer += chunk
         out: list[object] = []
         failure: BaseException
         try:
-            self._drain(out)
+            out.extend(self._values())
             return out
         except SyrupDecodeError as exc:
             failure = exc
@@ -97,10 +99,43 @@ class StreamDecoder:
             return out
         raise failure
 
+    def feed_lazily(self, chunk: bytes | bytearray | memoryview) -> Iterator[object]:
+        """Add bytes; return an iterator that decodes each completed value only when asked.
+
+        For a consumer whose handling of one value changes how the next is
+        decoded (a message that refers to what the previous one created):
+        nothing of value N+1, not even its ``record_hook`` calls, happens
+        before the consumer asks for it.  A fault is raised when it is
+        reached.  Abandoning the iterator is fine: the next call resumes at
+        the first value not yet returned.
+        """
+        if self._error is not None:
+            raise self._error
+        self._finish_lazy()
+        self._buffer += chunk
+        self._lazy = self._lazy_values()
+        return self._lazy
+
+    def _lazy_values(self) -> Generator[object, None, None]:
+        try:
+            yield from self._values()
+        except SyrupDecodeError as exc:
+            self._error = exc
+            raise
+        except HookFailed as wrapper:
+            self._error = wrapper.args[0]
+            raise wrapper.args[0] from None
+
+    def _finish_lazy(self) -> None:
+        lazy, self._lazy = self._lazy, None
+        if lazy is not None:
+            lazy.close()  # runs its cleanup: the buffer drops what it returned
+
     def close(self) -> None:
         """Declare the end of the stream; raise if it ends in the middle of a value."""
         if self._error is not None:
             raise self._error
+        self._finish_lazy()
         buffer = self._buffer
         if self._config.lenient and all(b in WHITESPACE for b in buffer):
             buffer.clear()
@@ -125,11 +160,12 @@ class StreamDecoder:
 
     # -- internals ---------------------------------------------------------------
 
-    def _drain(self, out: list[object]) -> None:
+    def _values(self) -> Iterator[object]:
+        """Decode values from the front of the buffer, one per step, until it runs dry."""
         buffer = self._buffer
         while buffer:
             if self._scan_pos is None:
-                self._decode_whole_values(out)
+                yield from self._whole_values()
                 if not buffer:
                     break
                 self._scan_pos, self._scan_depth, self._scan_digits = 0, 0, 0
@@ -143,33 +179,35 @@ class StreamDecoder:
                 stop = -1
             if stop != end:  # the scanner and the parser disagree: a bug, not bad input
                 raise AssertionError(f"scanner found a value of {end} bytes, parser {stop}")
-            out.append(value)
             del buffer[:end]
             self._consumed += end
+            yield value
 
-    def _decode_whole_values(self, out: list[object]) -> None:
-        """Decode the complete values at the front of the buffer; keep the rest."""
+    def _whole_values(self) -> Iterator[object]:
+        """Decode the complete values at the front of the buffer; keep the rest.
+
+        The buffer is trimmed once, when the generator ends or is closed, so
+        that error offsets (``_consumed``) stay put while it runs.
+        """
         buffer = self._buffer
         data = bytes(buffer)
         n = len(data)
         lenient = self._config.lenient
         pos = 0
-        while pos < n:
-            if lenient and data[pos] in WHITESPACE:
-                pos += 1
-                continue
-            try:
-                value, end = self._decode_at(data, pos)
-            except (IndexError, Truncated):
-                break  # incomplete: the scanner takes over from pos
-            except (SyrupDecodeError, HookFailed):
-                del buffer[:pos]  # the values before the fault are delivered
-                self._consumed += pos
-                raise
-            out.append(value)
-            pos = end
-        del buffer[:pos]
-        self._consumed += pos
+        try:
+            while pos < n:
+                if lenient and data[pos] in WHITESPACE:
+                    pos += 1
+                    continue
+                try:
+                    value, end = self._decode_at(data, pos)
+                except (IndexError, Truncated):
+                    break  # incomplete: the scanner takes over from pos
+                pos = end
+                yield value
+        finally:
+            del buffer[:pos]  # the values before a fault, or before a pause, are done
+            self._consumed += pos
 
     def _decode_at(self, data: bytes, pos: int) -> tuple[object, int]:
         """Decode the value at ``pos``; errors get stream offsets.

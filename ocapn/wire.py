@@ -12,7 +12,7 @@ Peers disagree on a few shapes (``spec/ocapn.md`` section 15): the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -225,10 +225,14 @@ class OCapNWire:
 
     # == decoding ====================================================================
 
-    def feed(self, data: bytes) -> list[Any]:
-        """The messages completed by ``data`` (a whole message, or a slice of a stream)."""
+    def feed(self, data: bytes) -> Iterator[Any]:
+        """The messages completed by ``data`` (a whole message, or a slice of a stream).
+
+        Lazy: each message is decoded only when the previous one has been
+        handled, because a message may name an answer the previous one made.
+        """
         if not data:
-            return []
+            return
         if not self._detected:
             self._detected = True
             if data[:1] == b"<":
@@ -238,14 +242,17 @@ class OCapNWire:
             else:
                 raise ProtocolError(f"stream starts with {data[:1]!r}: neither a record nor len:")
         if self._framing == "message":
-            return [self.decode_message(data)]
-        if self._framing == "len":
+            yield self.decode_message(data)
+        elif self._framing == "len":
             if self._frames is None:
                 self._frames = syrup.FrameDecoder(max_frame_size=self._limits.max_size)
-            return [self.decode_message(frame) for frame in self._frames.feed(data)]
-        if self._stream is None:
-            self._stream = syrup.StreamDecoder(limits=self._limits, record_hook=self._hook)
-        return [self.from_record(value) for value in self._stream.feed(data)]
+            for frame in self._frames.feed(data):
+                yield self.decode_message(frame)
+        else:
+            if self._stream is None:
+                self._stream = syrup.StreamDecoder(limits=self._limits, record_hook=self._hook)
+            for value in self._stream.feed_lazily(data):
+                yield self.from_record(value)
 
     def decode_message(self, data: bytes) -> Any:
         """The message in one complete Syrup record."""
@@ -319,14 +326,13 @@ class OCapNWire:
         _arity(OP_DELIVER, f, 4)
         target, args, answer, resolver = f
         method, args = _method_and_args(args)
-        if answer is False:
-            answer = None
-        else:
-            answer = _position(answer, "op:deliver answer")
+        answer = None if answer is False else _position(answer, "op:deliver answer")
         if resolver is False:
             resolver = None
         elif not _is_reference(resolver):
-            raise ProtocolError(f"op:deliver: resolve-me-desc must be a reference, not {resolver!r}")
+            raise ProtocolError(
+                f"op:deliver: resolve-me-desc must be a reference, not {resolver!r}"
+            )
         return Deliver(_checked_target(target, self.session), method, args, answer, resolver)
 
     def _dec_deliver_only(self, f: list[Any]) -> Deliver:
@@ -347,7 +353,8 @@ class OCapNWire:
         _arity(OP_GET, f, 3)
         if type(f[1]) is not str:
             raise ProtocolError("op:get: field name must be a string")
-        return Get(_checked_target(f[0], self.session), "get", f[1], _position(f[2], "op:get answer"))
+        target = _checked_target(f[0], self.session)
+        return Get(target, "get", f[1], _position(f[2], "op:get answer"))
 
     def _dec_index(self, f: list[Any]) -> Get:
         _arity(OP_INDEX, f, 3)
@@ -358,7 +365,8 @@ class OCapNWire:
         _arity(OP_UNTAG, f, 3)
         if type(f[1]) is not str:
             raise ProtocolError("op:untag: tag must be a string")
-        return Get(_checked_target(f[0], self.session), "untag", f[1], _position(f[2], "op:untag answer"))
+        target = _checked_target(f[0], self.session)
+        return Get(target, "untag", f[1], _position(f[2], "op:untag answer"))
 
     def _dec_gc_exports(self, f: list[Any]) -> GcExports:
         _arity(OP_GC_EXPORTS, f, 2)

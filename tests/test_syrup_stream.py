@@ -410,3 +410,49 @@ def test_the_first_fault_is_reported_even_when_the_scanner_finds_a_later_one() -
     with pytest.raises(SyrupDecodeError, match="over the size limit") as info:
         decoder.feed(b"#1+2+$100000000000:")
     assert info.value.offset == 7
+
+
+# -- lazy decoding: a value is decoded only when the consumer asks for it ---------
+
+
+def test_feed_lazily_runs_no_hook_of_a_later_value_early() -> None:
+    seen: list[object] = []
+
+    def hook(label: object, fields: list[object]) -> object:
+        seen.append(fields[0])
+        return fields[0]
+
+    decoder = StreamDecoder(record_hook=hook)
+    values = decoder.feed_lazily(b"<1'a1+><1'a2+><1'a3+>")
+    assert next(values) == 1
+    assert seen == [1]  # the second and third records are not touched yet
+    assert next(values) == 2
+    assert seen == [1, 2]
+    assert list(values) == [3]
+
+
+def test_feed_lazily_abandoned_resumes_without_repeats() -> None:
+    calls: list[object] = []
+
+    def hook(label: object, fields: list[object]) -> object:
+        calls.append(fields[0])
+        return fields[0]
+
+    decoder = StreamDecoder(record_hook=hook)
+    values = decoder.feed_lazily(b"<1'a1+><1'a2+><1'a")
+    assert next(values) == 1  # then the consumer walks away
+    assert list(decoder.feed_lazily(b"3+>")) == [2, 3]
+    assert calls == [1, 2, 3]
+    assert decoder.buffered == 0
+    decoder.close()
+
+
+def test_feed_lazily_raises_a_fault_when_reached() -> None:
+    decoder = StreamDecoder()
+    values = decoder.feed_lazily(b"1+01+")
+    assert next(values) == 1
+    with pytest.raises(SyrupDecodeError) as info:
+        next(values)
+    assert info.value.offset == 2
+    with pytest.raises(SyrupDecodeError):
+        decoder.feed(b"2+")  # spent

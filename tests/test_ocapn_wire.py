@@ -1,0 +1,216 @@
+"""The OCapN message codec: engine messages <-> op:/desc: records, byte for byte."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from captp import (
+    E,
+    ProtocolError,
+    RemoteError,
+    RemoteRef,
+    Symbol,
+    Tagged,
+    far,
+    null,
+)
+from captp._promise import Promise, Resolver
+from captp._vat import ManualVat
+from captp.messages import Abort, Deliver, GcAnswers, GcExports, Get, Listen
+from captp.session import Session
+from ocapn import syrup
+from ocapn.wire import SPEC_PROFILE, OCapNWire, WireProfile
+
+SUITE = WireProfile(name="suite-main", deliver_only=True, gc_plural=False, listen_fields=3)
+
+
+@far
+class Echo:
+    def __call__(self, *args: Any) -> list[Any]:
+        return list(args)
+
+    def echo(self, *args: Any) -> list[Any]:
+        return list(args)
+
+    def me(self) -> Echo:
+        return self
+
+
+def make(profile: WireProfile = SPEC_PROFILE, bootstrap: Any = None) -> tuple[OCapNWire, list[Any]]:
+    out: list[Any] = []
+    vat = ManualVat()
+    session = Session(out.append, vat, bootstrap=bootstrap if bootstrap is not None else Echo())
+    return OCapNWire(session, profile), out
+
+
+def test_deliver_bytes() -> None:
+    wire, _ = make()
+    ref = wire.session.import_object(5)
+    resolver = Resolver(Promise())
+    data = wire.encode(Deliver(ref, "say-hi", ("hi", 1, b"\x00"), 3, resolver))
+    assert data == (
+        b"<10'op:deliver<11'desc:export5+>[6'say-hi2\"hi1+1:\x00]3+<18'desc:import-object1+>>"
+    )
+
+
+def test_deliver_without_answer_spec_and_suite_forms() -> None:
+    wire, _ = make()
+    ref = wire.session.import_object(2)
+    assert wire.encode(Deliver(ref, None, ("x",))) == (
+        b"<10'op:deliver<11'desc:export2+>[1\"x]ff>"
+    )
+    suite, _ = make(SUITE)
+    ref = suite.session.import_object(2)
+    assert suite.encode(Deliver(ref, "fulfill", (Symbol("ok"),))) == (
+        b"<15'op:deliver-only<11'desc:export2+>[7'fulfill2'ok]>"
+    )
+
+
+def test_gc_and_abort_forms_per_profile() -> None:
+    spec, _ = make()
+    suite, _ = make(SUITE)
+    assert spec.encode(GcExports((1, 2), (3, 1))) == b"<13'op:gc-exports[1+2+][3+1+]>"
+    assert suite.encode(GcExports((1,), (3,))) == b"<12'op:gc-export[1+][3+]>"
+    assert spec.encode(GcAnswers((0,))) == b"<13'op:gc-answers[0+]>"
+    assert suite.encode(GcAnswers((0,))) == b"<12'op:gc-answer[0+]>"
+    assert spec.encode(Abort("bye")) == b"<8'op:abort3\"bye>"
+
+
+def test_listen_three_fields_by_default_two_on_request() -> None:
+    wire, _ = make()
+    promise = wire.session.import_promise(4)
+    data = wire.encode(Listen(promise, Resolver(Promise())))
+    assert data == b"<9'op:listen<11'desc:export4+><18'desc:import-object1+>f>"
+    two, _ = make(WireProfile(listen_fields=2))
+    promise = two.session.import_promise(4)
+    assert two.encode(Listen(promise, Resolver(Promise()))).endswith(b"1+>>")
+
+
+def test_passable_forms() -> None:
+    wire, _ = make()
+    ref = wire.session.import_object(1)
+    data = wire.encode(
+        Deliver(ref, None, (None, null, Tagged("copySet", [1]), TypeError("boom")))
+    )
+    assert data == (
+        b"<10'op:deliver<11'desc:export1+>[<4'void><4'null><11'desc:tagged7'copySet[1+]>"
+        b"<10'desc:error15\"TypeError: boom>]ff>"
+    )
+
+
+def test_decoding_every_variant() -> None:
+    wire, _ = make(bootstrap=Echo())
+    boot = wire.session.lookup_export(0)
+    [d] = wire.feed(b"<10'op:deliver<11'desc:export0+>[4'echo1+]1+<18'desc:import-object7+>>")
+    assert d.target is boot and d.method == "echo" and d.args == (1,) and d.answer == 1
+    assert type(d.resolver) is RemoteRef and d.resolver.position == 7
+    with wire.session._vat:  # type: ignore[attr-defined]
+        wire.session.receive(d)  # creates answer 1, which the next messages name
+    [only] = wire.feed(b"<15'op:deliver-only<11'desc:export0+>[1+2+]>")
+    assert only == Deliver(boot, None, (1, 2))
+    [listen2] = wire.feed(b"<9'op:listen<11'desc:answer1+><18'desc:import-object8+>>")
+    assert isinstance(listen2, Listen) and listen2.wants_partial is False
+    [listen3] = wire.feed(b"<9'op:listen<11'desc:answer1+><18'desc:import-object8+>t>")
+    assert listen3.wants_partial is True
+    assert list(wire.feed(b"<13'op:gc-exports[1+][2+]>")) == [GcExports((1,), (2,))]
+    assert list(wire.feed(b"<12'op:gc-export[1+][2+]>")) == [GcExports((1,), (2,))]
+    assert list(wire.feed(b"<12'op:gc-export1+2+>")) == [GcExports((1,), (2,))]
+    assert list(wire.feed(b"<12'op:gc-answer[3+]>")) == [GcAnswers((3,))]
+    assert list(wire.feed(b"<12'op:gc-answer3+>")) == [GcAnswers((3,))]
+    [get] = wire.feed(b"<6'op:get<11'desc:answer1+>3\"foo2+>")
+    assert get == Get(wire.session.lookup_answer(1), "get", "foo", 2)
+    [index] = wire.feed(b"<8'op:index<11'desc:answer1+>0+3+>")
+    assert index == Get(wire.session.lookup_answer(1), "index", 0, 3)
+
+
+def test_passables_decoded() -> None:
+    wire, _ = make()
+    [d] = wire.feed(
+        b"<15'op:deliver-only<11'desc:export0+>[<4'void><4'null><11'desc:tagged1't1+>"
+        b"<8'desc:tag1\"u2+><10'desc:error4\"oops><5'other1+>]>"
+    )
+    void, nul, tagged, tag, err, other = d.args
+    assert void is None and nul is null
+    assert tagged == Tagged("t", 1) and tag == Tagged("u", 2)
+    assert isinstance(err, RemoteError) and str(err) == "oops"
+    assert other.label == Symbol("other") and other.fields == (1,)
+
+
+def test_pipelined_messages_in_one_stream_read() -> None:
+    """A message may name the answer the previous message in the same read creates."""
+    wire, out = make()
+    wire._framing = "none"  # as on an unframed TCP stream
+    wire._detected = True
+    chunk = (
+        b"<10'op:deliver<11'desc:export0+>[2'me]0+f>"
+        b"<10'op:deliver<11'desc:answer0+>[4'echo2\"hi]1+<18'desc:import-object9+>>"
+    )
+    handled = []
+    with wire.session._vat:  # type: ignore[attr-defined]
+        for msg in wire.feed(chunk):
+            wire.session.receive(msg)  # creates answer 0 before the next is decoded
+            handled.append(msg)
+        wire.session._vat.run()  # type: ignore[attr-defined]
+    assert len(handled) == 2
+    assert [m.method for m in out] == ["fulfill"]
+    assert out[0].args == (["hi"],)
+
+
+def test_len_framing_detected_and_written() -> None:
+    framed = WireProfile(stream_framing="len")
+    wire = OCapNWire(make()[0].session, framed, framing="none")
+    assert wire.encode(Abort("x")) == b"15:<8'op:abort1\"x>"
+    msgs = list(wire.feed(b"15:<8'op:abort1\"x>15:<8'op:abort1\"y>"))
+    assert msgs == [Abort("x"), Abort("y")]
+
+
+@pytest.mark.parametrize(
+    ("data", "complaint"),
+    [
+        (b"<10'op:deliver<11'desc:export99+>[]ff>", "no export at position 99"),
+        (b"<10'op:deliver<11'desc:export0+>[]f>", "takes 4 fields"),
+        (b"<10'op:deliver<11'desc:export0+>5+ff>", "args must be a list"),
+        (b"<10'op:deliver1+[]ff>", "target must be"),
+        (b"<10'op:deliver<11'desc:export0+>[]1-f>", "position"),
+        (b"<10'op:deliver<11'desc:export0+>[]f5+>", "resolve-me-desc"),
+        (b"<7'op:nope>", "unknown operation <op:nope>"),
+        (b"[1+]", "expected an op: record"),
+        (b"<13'op:gc-exports[1+][0+]>", "positive integer"),
+        (b"<13'op:gc-exports[1+2+][1+]>", "differ in length"),
+        (b"<18'desc:import-object1+>", "expected an op: record"),
+        (b"<10'op:deliver<18'desc:import-object1+>[]ff>", "target must be"),
+        (b"<10'op:deliver<11'desc:export0+>[<18'desc:import-object1->]ff>", "position"),
+    ],
+)
+def test_malformed_messages_are_protocol_errors(data: bytes, complaint: str) -> None:
+    wire, _ = make()
+    with pytest.raises(ProtocolError, match=complaint):
+        list(wire.feed(data))
+
+
+def test_bad_syrup_is_a_decode_error_with_offset() -> None:
+    wire, _ = make()
+    with pytest.raises(syrup.SyrupDecodeError) as info:
+        list(wire.feed(b"<10'op:deliver<11'desc:export00+>[]ff>"))
+    assert info.value.offset is not None
+
+
+def test_round_trip_through_two_wires() -> None:
+    vat = ManualVat()
+    a_out: list[bytes] = []
+    b_out: list[bytes] = []
+    a = Session(lambda m: a_out.append(wa.encode(m)), vat, name="a")
+    b = Session(lambda m: b_out.append(wb.encode(m)), vat, bootstrap=Echo(), name="b")
+    wa, wb = OCapNWire(a), OCapNWire(b)
+    with vat:
+        p = E(a.bootstrap()).echo(Symbol("s"), 2**100, -0.0, {"k": [b"v"]})
+    for data in a_out:
+        for m in wb.feed(data):
+            b.receive(m)
+    vat.run()
+    for data in b_out:
+        for m in wa.feed(data):
+            a.receive(m)
+    assert p.result() == [Symbol("s"), 2**100, -0.0, {"k": [b"v"]}]
