@@ -8,6 +8,15 @@ are converted in the codec's own single pass: ``default`` turns references,
 
 Peers disagree on a few shapes (``spec/ocapn.md`` section 15): the
 :class:`WireProfile` says which one to *write*; every known variant is *read*.
+:data:`PROFILES` names the three we ship: ``spec`` (the default), ``suite-main``
+and ``endo``; ``spec-notes/0020-ocapn-node.md`` says why each is what it is.
+
+Besides the engine's messages, the codec knows the records of the OCapN
+layer: ``op:start-session`` (:class:`StartSession`), locators
+(``ocapn-peer`` -> :class:`~ocapn.locators.PeerLocation`, ``ocapn-sturdyref``
+-> :class:`~ocapn.locators.Sturdyref`) and signed envelopes
+(``desc:sig-envelope`` -> :class:`~ocapn.handoffs.SignedEnvelope`), in both
+directions.
 """
 
 from __future__ import annotations
@@ -32,8 +41,20 @@ from captp.messages import (
 )
 from captp.session import Session
 from ocapn import syrup
+from ocapn.crypto import PublicKey, encode_signature, parse_signature
+from ocapn.errors import HandshakeError, LocatorError, SignatureError
+from ocapn.handoffs import DESC_SIG_ENVELOPE, SignedEnvelope
+from ocapn.locators import OCAPN_PEER, OCAPN_STURDYREF, PeerLocation, Sturdyref
 
-__all__ = ["OCapNWire", "SPEC_PROFILE", "WireProfile"]
+__all__ = [
+    "ENDO_PROFILE",
+    "PROFILES",
+    "SPEC_PROFILE",
+    "SUITE_MAIN_PROFILE",
+    "OCapNWire",
+    "StartSession",
+    "WireProfile",
+]
 
 Framing = Literal["message", "none", "len"]
 
@@ -60,6 +81,34 @@ class WireProfile:
 
 
 SPEC_PROFILE: Final = WireProfile()
+"""The current spec draft (9279671), which Spritely Goblins 0.18 also speaks."""
+
+SUITE_MAIN_PROFILE: Final = WireProfile(
+    name="suite-main", deliver_only=True, gc_plural=False, listen_fields=3, stream_framing="none"
+)
+"""The conformance suite's main branch (6c146dc): ``op:deliver-only``, singular GC labels."""
+
+ENDO_PROFILE: Final = WireProfile(name="endo", stream_framing="len")
+"""Endo's ``@endo/ocapn`` (master 1fa6c22): the spec's shapes, ``len:`` framing on TCP."""
+
+PROFILES: Final[dict[str, WireProfile]] = {
+    p.name: p for p in (SPEC_PROFILE, SUITE_MAIN_PROFILE, ENDO_PROFILE)
+}
+"""The profiles by name, as the command line and the test-suite peer take them."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartSession:
+    """``<op:start-session version session-pubkey acceptable-location location-sig>``.
+
+    ``signature`` signs ``<my-location location>`` (spec section 4) with
+    ``public_key``; the node checks it.
+    """
+
+    version: str
+    public_key: PublicKey
+    location: PeerLocation
+    signature: bytes
 
 
 # -- labels -------------------------------------------------------------------------
@@ -79,6 +128,7 @@ OP_GC_EXPORTS: Final = _sym("op:gc-exports")
 OP_GC_EXPORT: Final = _sym("op:gc-export")
 OP_GC_ANSWERS: Final = _sym("op:gc-answers")
 OP_GC_ANSWER: Final = _sym("op:gc-answer")
+OP_START_SESSION: Final = _sym("op:start-session")
 DESC_IMPORT_OBJECT: Final = _sym("desc:import-object")
 DESC_IMPORT_PROMISE: Final = _sym("desc:import-promise")
 DESC_EXPORT: Final = _sym("desc:export")
@@ -147,15 +197,52 @@ class OCapNWire:
             DESC_TAGGED: self._in_tagged,
             DESC_TAG: self._in_tag,
             DESC_ERROR: self._in_error,
+            OCAPN_PEER: self._in_peer,
+            OCAPN_STURDYREF: self._in_sturdyref,
+            DESC_SIG_ENVELOPE: self._in_sig_envelope,
         }
         if extra_records:
             self._records.update(extra_records)
-        # Hooks for the node: values it writes itself (sturdyrefs, handoffs).
+        # A hook for values the application writes itself.
         self.extra_default: Callable[[Any], Any] | None = None
+        # How many signed handoff gives the decoder has met since the node last
+        # reset this: the node then swaps them for promises (it reads this
+        # after each message, so it knows which message carried them).
+        self.gives_seen = 0
+
+    # == framing =======================================================================
+
+    @property
+    def in_framing(self) -> Framing | None:
+        """How incoming messages are framed (None: not known until the first bytes)."""
+        return self._framing if self._detected else None
+
+    @property
+    def out_framing(self) -> Framing:
+        """How outgoing messages are framed."""
+        return self._out_framing
+
+    @out_framing.setter
+    def out_framing(self, framing: Framing) -> None:
+        if (framing == "message") != (self._framing == "message"):
+            raise ValueError("a stream needs stream framing, a message channel 'message'")
+        self._out_framing = framing
+
+    def detect(self, data: bytes) -> Framing:
+        """Learn the incoming framing from the first bytes of a stream (``<`` or a digit)."""
+        if not self._detected and data:
+            self._detected = True
+            if data[:1] == b"<":
+                self._framing = "none"
+            elif data[:1].isdigit():
+                self._framing = "len"
+            else:
+                raise ProtocolError(f"stream starts with {data[:1]!r}: neither a record nor len:")
+        return self._framing
 
     # == encoding ====================================================================
 
-    def encode(self, message: Message) -> bytes:
+    def encode(self, message: Message | StartSession) -> bytes:
         """The framed bytes of one message."""
         record = self.to_record(message)
         data = syrup.encode(record, default=self._default)
@@ -163,7 +250,7 @@ class OCapNWire:
             return syrup.frame(data)
         return data
 
-    def to_record(self, message: Message) -> Record:
+    def to_record(self, message: Message | StartSession) -> Record:
         """The ``op:`` record for an engine message (values still live)."""
         encoder = _ENCODERS.get(type(message))
         if encoder is None:
@@ -184,6 +271,8 @@ class OCapNWire:
             return Record(DESC_TAGGED, (Symbol(value.tag), value.payload))
         if isinstance(value, BaseException):
             return Record(DESC_ERROR, (describe_error(value),))
+        if t is SignedEnvelope or t is PeerLocation or t is Sturdyref:
+            return value.to_record()
         if self.extra_default is not None:
             replacement = self.extra_default(value)
             if replacement is not None:
@@ -234,13 +323,7 @@ class OCapNWire:
         if not data:
             return
         if not self._detected:
-            self._detected = True
-            if data[:1] == b"<":
-                self._framing = "none"
-            elif data[:1].isdigit():
-                self._framing = "len"
-            else:
-                raise ProtocolError(f"stream starts with {data[:1]!r}: neither a record nor len:")
+            self.detect(data)
         if self._framing == "message":
             yield self.decode_message(data)
         elif self._framing == "len":
@@ -321,6 +404,54 @@ class OCapNWire:
         if not 1 <= len(fields) <= 3 or type(fields[0]) is not str:
             raise ProtocolError("desc:error: expected a message string (and optional fields)")
         return RemoteError(fields[0])
+
+    def _in_peer(self, fields: list[Any]) -> PeerLocation:
+        try:
+            return PeerLocation.from_record(Record(OCAPN_PEER, fields))
+        except LocatorError as exc:
+            raise ProtocolError(str(exc)) from None
+
+    def _in_sturdyref(self, fields: list[Any]) -> Sturdyref:
+        if len(fields) == 2 and type(fields[0]) is PeerLocation:
+            fields = [fields[0].to_record(), fields[1]]
+        try:
+            return Sturdyref.from_record(Record(OCAPN_STURDYREF, fields))
+        except LocatorError as exc:
+            raise ProtocolError(str(exc)) from None
+
+    def _in_sig_envelope(self, fields: list[Any]) -> SignedEnvelope:
+        try:
+            envelope = SignedEnvelope.from_fields(fields)
+        except SignatureError as exc:
+            raise ProtocolError(str(exc)) from None
+        if envelope.is_give:
+            self.gives_seen += 1
+        return envelope
+
+    def _dec_start_session(self, f: list[Any]) -> StartSession:
+        if not f or type(f[0]) is not str:
+            raise HandshakeError("op:start-session: the first field must be the version string")
+        _arity(OP_START_SESSION, f, 4)
+        version, key, location, signature = f
+        try:
+            public_key = PublicKey.from_descriptor(key)
+            sig = parse_signature(signature)
+        except SignatureError as exc:
+            raise HandshakeError(f"op:start-session: {exc}") from None
+        if type(location) is not PeerLocation:
+            raise HandshakeError("op:start-session: acceptable-location must be <ocapn-peer>")
+        return StartSession(version, public_key, location, sig)
+
+    def _enc_start_session(self, msg: StartSession) -> Record:
+        return Record(
+            OP_START_SESSION,
+            (
+                msg.version,
+                msg.public_key.descriptor(),
+                msg.location.to_record(),
+                encode_signature(msg.signature),
+            ),
+        )
 
     def _dec_deliver(self, f: list[Any]) -> Deliver:
         _arity(OP_DELIVER, f, 4)
@@ -427,6 +558,7 @@ _ENCODERS: Final[dict[type, Callable[[OCapNWire, Any], Record]]] = {
     GcExports: OCapNWire._enc_gc_exports,
     GcAnswers: OCapNWire._enc_gc_answers,
     Abort: OCapNWire._enc_abort,
+    StartSession: OCapNWire._enc_start_session,
 }
 
 _DECODERS: Final[dict[Symbol, Callable[[OCapNWire, list[Any]], Any]]] = {
@@ -441,4 +573,5 @@ _DECODERS: Final[dict[Symbol, Callable[[OCapNWire, list[Any]], Any]]] = {
     OP_GC_ANSWERS: OCapNWire._dec_gc_answers,
     OP_GC_ANSWER: OCapNWire._dec_gc_answers,
     OP_ABORT: OCapNWire._dec_abort,
+    OP_START_SESSION: OCapNWire._dec_start_session,
 }
