@@ -1,11 +1,26 @@
-"""Transports that carry CapTP sessions.
+"""Transports that carry CapTP sessions (see :mod:`ocapn.netlayer` for the interface).
 
-* :mod:`netlayers.memory`: an in-memory pipe (:func:`connect_pair` joins two
-  OCapN connections in one process, for tests of your own far objects);
-* :mod:`netlayers.stream`: a channel over any anyio byte stream (TCP).
+* :mod:`netlayers.tcp_testing`: ``tcp-testing-only``, plain TCP over IPv4 for
+  tests and local use (:func:`tcp_testing_only`);
+* :mod:`netlayers.memory`: in-memory pipes: :func:`connect_pair` joins two
+  bare connections, a :class:`MemoryNetwork` lets several nodes in one
+  process reach each other;
+* :mod:`netlayers.stream`: a channel over any anyio byte stream.
 """
 
-from netlayers.memory import MemoryChannel, connect_pair, memory_pipe
+from netlayers.memory import MemoryChannel, MemoryNetlayer, MemoryNetwork, connect_pair, memory_pipe
 from netlayers.stream import StreamChannel
+from netlayers.tcp_testing import TcpTestingNetlayer, tcp_testing_only
+from ocapn.netlayer import Netlayer
 
-__all__ = ["MemoryChannel", "StreamChannel", "connect_pair", "memory_pipe"]
+__all__ = [
+    "MemoryChannel",
+    "MemoryNetlayer",
+    "MemoryNetwork",
+    "Netlayer",
+    "StreamChannel",
+    "TcpTestingNetlayer",
+    "connect_pair",
+    "memory_pipe",
+    "tcp_testing_only",
+]

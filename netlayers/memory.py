@@ -1,25 +1,43 @@
-"""The in-memory netlayer: two connected channels in one process.
+"""The in-memory netlayer: connected channels in one process.
 
 It carries real encoded bytes, one message per send, so a test of your own
 far objects exercises exactly the code a socket would, without the socket.
+:func:`connect_pair` joins two bare connections; a :class:`MemoryNetwork`
+lets several OCapN nodes in one process find each other by designator
+(transport ``memory-testing-only``, a message transport).
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final, Literal
 
 import anyio
+import anyio.abc
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectSendStream
 
-from captp._connection import Connection
+from captp._connection import Channel, Connection
 from captp._vat import open_vat
+from ocapn.locators import PeerLocation
+from ocapn.netlayer import ConnectionHandler
 from ocapn.wire import SPEC_PROFILE, OCapNWire, WireProfile
 
-__all__ = ["MemoryChannel", "connect_pair", "memory_pipe"]
+__all__ = [
+    "MEMORY_TRANSPORT",
+    "MemoryChannel",
+    "MemoryNetlayer",
+    "MemoryNetwork",
+    "connect_pair",
+    "memory_pipe",
+]
+
+MEMORY_TRANSPORT: Final = "memory-testing-only"
 
 
 class _Mailbox:
@@ -156,3 +174,91 @@ async def connect_pair(
             await a.aclose("pair closed")
             await b.aclose("pair closed")
             tg.cancel_scope.cancel()
+
+
+class MemoryNetwork:
+    """A registry of in-memory netlayers: several nodes in one process can reach each other.
+
+    Each :class:`MemoryNetlayer` joined to the same network is a peer at
+    ``<ocapn-peer 'memory-testing-only "<designator>" false>``.
+    """
+
+    def __init__(self, latency: float = 0.0) -> None:
+        self.latency = latency
+        self._listeners: dict[str, MemoryObjectSendStream[MemoryChannel]] = {}
+
+    def netlayer(self, designator: str | None = None) -> MemoryNetlayer:
+        """A new netlayer on this network (``designator``: random if not given)."""
+        return MemoryNetlayer(self, designator)
+
+    def _listen(self, designator: str, inbox: MemoryObjectSendStream[MemoryChannel]) -> None:
+        if designator in self._listeners:
+            raise ValueError(f"designator {designator!r} is taken on this memory network")
+        self._listeners[designator] = inbox
+
+    def _unlisten(self, designator: str) -> None:
+        self._listeners.pop(designator, None)
+
+    def _dial(self, designator: str) -> MemoryChannel:
+        inbox = self._listeners.get(designator)
+        if inbox is None:
+            raise ConnectionRefusedError(f"nobody listens at {designator!r} on this memory network")
+        ours, theirs = memory_pipe(self.latency)
+        try:
+            inbox.send_nowait(theirs)
+        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise ConnectionRefusedError(f"{designator!r} is not accepting connections") from None
+        return ours
+
+
+class MemoryNetlayer:
+    """A netlayer on a :class:`MemoryNetwork`: one message per send, no sockets."""
+
+    transport = MEMORY_TRANSPORT
+    framing: Literal["message"] = "message"
+
+    def __init__(self, network: MemoryNetwork, designator: str | None = None) -> None:
+        self.network = network
+        self.designator = designator or secrets.token_hex(8)
+        self._location: PeerLocation | None = None
+
+    @property
+    def location(self) -> PeerLocation:
+        """Our locator (valid once :meth:`serve` has started)."""
+        if self._location is None:
+            raise RuntimeError("the netlayer is not serving yet")
+        return self._location
+
+    async def serve(
+        self, handler: ConnectionHandler, *, task_status: TaskStatus[PeerLocation]
+    ) -> None:
+        """Accept connections from the network until cancelled, each in a task of its own."""
+        send, receive = anyio.create_memory_object_stream[MemoryChannel](1024)
+        self.network._listen(self.designator, send)
+        self._location = PeerLocation(MEMORY_TRANSPORT, self.designator)
+        try:
+            async with anyio.create_task_group() as tg, receive:
+
+                async def run(channel: MemoryChannel) -> None:
+                    try:
+                        await handler(channel)
+                    finally:
+                        await channel.aclose()
+
+                task_status.started(self._location)
+                async for channel in receive:
+                    tg.start_soon(run, channel)
+        finally:
+            self.network._unlisten(self.designator)
+            send.close()
+
+    @asynccontextmanager
+    async def connect(self, location: PeerLocation) -> AsyncIterator[Channel]:
+        """A channel to the peer with that designator on this network."""
+        if location.transport != MEMORY_TRANSPORT:
+            raise ValueError(f"not a {MEMORY_TRANSPORT} locator: {location}")
+        channel = self.network._dial(location.designator)
+        try:
+            yield channel
+        finally:
+            await channel.aclose()
