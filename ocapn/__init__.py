@@ -1,1 +1,85 @@
-"""OCapN over Syrup: the codec, op:/desc: messages, sessions, locators, handoffs and the node."""
+"""OCapN for Python: sessions, sturdyrefs and handoffs over the CapTP engine.
+
+The public surface::
+
+    from ocapn import Node, Sturdyref, PeerLocation, tcp_testing_only
+
+    async with Node(tcp_testing_only()) as node:
+        print(node.publish(my_far_object))        # ocapn://...tcp-testing-only/s/...
+        ref = await node.enliven("ocapn://...")   # a live reference
+
+What lives here:
+
+* :mod:`ocapn.node`: :class:`Node`, one session per peer, objects at swiss
+  numbers, the bootstrap object and the three roles of third-party handoffs;
+* :mod:`ocapn.session`: :class:`OCapNSession`, the handshake and one session;
+* :mod:`ocapn.locators`: :class:`PeerLocation`, :class:`Sturdyref`, ``ocapn://`` URIs;
+* :mod:`ocapn.crypto`: Ed25519 keys, signatures, public and session IDs;
+* :mod:`ocapn.handoffs`: handoff certificates and the gift table;
+* :mod:`ocapn.wire`: the ``op:``/``desc:`` codec and the wire profiles;
+* :mod:`ocapn.syrup`: the Syrup codec;
+* :mod:`ocapn.netlayer`: the interface netlayers implement (they live in
+  :mod:`netlayers`; ``tcp_testing_only`` and ``MemoryNetwork`` are
+  re-exported here for convenience, imported on first use).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ocapn.crypto import KeyPair, PublicKey
+from ocapn.errors import (
+    HandoffError,
+    HandshakeError,
+    LocatorError,
+    PeerUnreachable,
+    SignatureError,
+    UnknownSwissNum,
+    UnsupportedTransport,
+)
+from ocapn.handoffs import SignedEnvelope
+from ocapn.locators import PeerLocation, Sturdyref, parse_uri
+from ocapn.netlayer import Netlayer
+from ocapn.node import Node
+from ocapn.session import OCapNSession
+from ocapn.wire import ENDO_PROFILE, PROFILES, SPEC_PROFILE, SUITE_MAIN_PROFILE, WireProfile
+
+__all__ = [
+    "ENDO_PROFILE",
+    "PROFILES",
+    "SPEC_PROFILE",
+    "SUITE_MAIN_PROFILE",
+    "HandoffError",
+    "HandshakeError",
+    "KeyPair",
+    "LocatorError",
+    "MemoryNetwork",
+    "Netlayer",
+    "Node",
+    "OCapNSession",
+    "PeerLocation",
+    "PeerUnreachable",
+    "PublicKey",
+    "SignatureError",
+    "SignedEnvelope",
+    "Sturdyref",
+    "UnknownSwissNum",
+    "UnsupportedTransport",
+    "WireProfile",
+    "parse_uri",
+    "tcp_testing_only",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The netlayers build on this package, so they are imported on first use,
+    # not when ocapn itself is imported.
+    if name == "tcp_testing_only":
+        from netlayers.tcp_testing import tcp_testing_only
+
+        return tcp_testing_only
+    if name == "MemoryNetwork":
+        from netlayers.memory import MemoryNetwork
+
+        return MemoryNetwork
+    raise AttributeError(f"module 'ocapn' has no attribute {name!r}")

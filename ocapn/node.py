@@ -1,0 +1,475 @@
+"""The OCapN node: netlayers, one session per peer, objects at swiss numbers, handoffs.
+
+::
+
+    async with Node(tcp_testing_only()) as node:
+        sturdyref = node.publish(Greeter())        # print(sturdyref) -> ocapn://...
+        remote = await node.enliven("ocapn://.../s/...")
+        print(await E(remote).greet("world"))
+
+A node owns a task group: its netlayers listen in it, every session and
+every handoff runs in it, and leaving the ``async with`` aborts the sessions
+and cancels what is left.
+
+Sessions are found by peer, that is by transport and designator
+(:attr:`PeerLocation.key`); :meth:`Node.connect` reuses a live one and
+otherwise dials.  At most one session per peer stands: an inbound hello
+from a peer we already have a live session with is refused (after a short
+grace period, in case the old one is being torn down), and when both sides
+dial each other at once ("crossed hellos", spec section 4.1) the connection
+whose initiator has the lower public ID is aborted.
+
+Each session's bootstrap object (export 0) answers ``fetch`` from the
+node's registry, and ``deposit-gift`` / ``withdraw-gift`` for third-party
+handoffs.  The node plays all three handoff roles: as gifter it replaces a
+reference from another session with a signed give (and deposits the gift);
+as receiver it swaps a signed give for a promise and withdraws the gift; as
+exporter it checks withdrawals (:mod:`ocapn.handoffs`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import secrets
+from types import TracebackType
+from typing import Any, Final
+
+import anyio
+import anyio.abc
+
+from captp import E, Promise, RemoteRef, far, make_promise
+from captp._promise import Resolver, broken
+from captp._vat import Vat, _current_vat
+from captp.errors import ConnectionLost
+from ocapn.errors import (
+    HandoffError,
+    PeerUnreachable,
+    UnknownSwissNum,
+    UnsupportedTransport,
+)
+from ocapn.handoffs import GiftTable, HandoffGive, HandoffReceive, SignedEnvelope
+from ocapn.locators import PeerLocation, Sturdyref, parse_uri
+from ocapn.netlayer import Netlayer
+from ocapn.session import OCapNSession
+from ocapn.wire import SPEC_PROFILE, WireProfile
+
+__all__ = ["Bootstrap", "Node"]
+
+log = logging.getLogger("ocapn")
+
+# How long an inbound hello from a peer we already have a live session with
+# waits for that session to end before it is refused.  A peer that closes a
+# session and opens a new one at once (the conformance suite does, between
+# tests) has its old session's op:abort and FIN in flight on another socket.
+DUPLICATE_GRACE_SECONDS: Final = 2.0
+
+# Swiss numbers made by publish(): 32 random bytes, as Goblins makes them.
+SWISS_NUM_BYTES: Final = 32
+# Gift IDs made by the gifter (spec section 5: random, 32 bytes recommended).
+GIFT_ID_BYTES: Final = 32
+
+
+class _Dial:
+    """An outbound connection in progress, and who waits for its session."""
+
+    __slots__ = ("done", "error", "result", "session")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.session: OCapNSession | None = None  # the outbound session, once connected
+        self.result: OCapNSession | None = None  # the session that came of it
+        self.error: BaseException | None = None
+
+
+@far(name="OCapNBootstrap")
+class Bootstrap:
+    """The object each session exports at position 0 (spec section 10)."""
+
+    def __init__(self, node: Node, session: OCapNSession) -> None:
+        self._node = node
+        self._session = session
+
+    def fetch(self, swiss_num: bytes) -> Any:
+        """The object published at ``swiss_num`` (UnknownSwissNum if none)."""
+        return self._node.lookup(swiss_num)
+
+    def deposit_gift(self, gift_id: Any, gift: Any) -> None:
+        """Gifter: leave ``gift`` (our own object) for the receiver it gives ``gift_id`` to."""
+        self._node._deposit(self._session, gift_id, gift)
+
+    def withdraw_gift(self, envelope: Any) -> Any:
+        """Receiver: the gift a signed ``desc:handoff-receive`` names (maybe a promise)."""
+        return self._node._withdraw(self._session, envelope)
+
+
+class Node:
+    """An OCapN node over one or more netlayers.  Use ``async with``.
+
+    ``profile`` is the wire profile for sessions (``spec`` by default; see
+    :data:`ocapn.wire.PROFILES`); :meth:`connect` and :meth:`enliven` take a
+    profile for one peer.
+    """
+
+    def __init__(self, *netlayers: Netlayer, profile: WireProfile = SPEC_PROFILE) -> None:
+        if not netlayers:
+            raise ValueError("a node needs at least one netlayer")
+        self._netlayers: dict[str, Netlayer] = {}
+        for netlayer in netlayers:
+            if netlayer.transport in self._netlayers:
+                raise ValueError(f"two netlayers for transport {netlayer.transport!r}")
+            self._netlayers[netlayer.transport] = netlayer
+        self.profile = profile
+        self.gifts = GiftTable()
+        self._objects: dict[bytes, Any] = {}
+        self._sessions: dict[tuple[str, str], OCapNSession] = {}
+        self._dials: dict[tuple[str, str], _Dial] = {}
+        self._by_id: dict[bytes, OCapNSession] = {}
+        self._by_engine: dict[Any, OCapNSession] = {}
+        self._all: set[OCapNSession] = set()
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._vat: Vat | None = None
+        self._vat_token: Any = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        where = ", ".join(str(n.location) for n in self._netlayers.values()) if self._vat else ""
+        return f"<Node {where}>"
+
+    # == lifetime =======================================================================
+
+    async def __aenter__(self) -> Node:
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._task_group = tg
+        self._vat = Vat(tg)
+        self._vat_token = _current_vat.set(self._vat)
+        try:
+            for netlayer in self._netlayers.values():
+                handler = functools.partial(self._accepted, netlayer)
+                await tg.start(functools.partial(netlayer.serve, handler))
+        except BaseException as exc:
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self._closed = True
+        for session in list(self._all):
+            session.abort("node shutting down")
+        tg = self._task_group
+        assert tg is not None
+        tg.cancel_scope.cancel()
+        try:
+            return await tg.__aexit__(exc_type, exc, tb)
+        finally:
+            if self._vat is not None:
+                self._vat.close()
+            if self._vat_token is not None:
+                _current_vat.reset(self._vat_token)
+                self._vat_token = None
+
+    @property
+    def vat(self) -> Vat:
+        """The vat where this node's local objects run."""
+        if self._vat is None:
+            raise RuntimeError("the node is not running: use `async with node:`")
+        return self._vat
+
+    @property
+    def locations(self) -> list[PeerLocation]:
+        """Where peers reach this node, one location per netlayer."""
+        return [netlayer.location for netlayer in self._netlayers.values()]
+
+    @property
+    def location(self) -> PeerLocation:
+        """Where peers reach this node (its first netlayer)."""
+        return next(iter(self._netlayers.values())).location
+
+    def is_self(self, location: PeerLocation) -> bool:
+        """True if ``location`` names this node (same transport and designator)."""
+        netlayer = self._netlayers.get(location.transport)
+        return netlayer is not None and netlayer.location == location
+
+    # == objects at swiss numbers =========================================================
+
+    def publish(self, obj: Any, swiss_num: bytes | None = None) -> Sturdyref:
+        """Make ``obj`` fetchable; its sturdyref (``str()`` of it is the ``ocapn://`` URI).
+
+        ``swiss_num``: the swiss number to use (default: 32 random bytes).
+        """
+        if swiss_num is None:
+            swiss_num = secrets.token_bytes(SWISS_NUM_BYTES)
+        if type(swiss_num) is not bytes or not swiss_num:
+            raise TypeError("a swiss number is non-empty bytes")
+        self._objects[swiss_num] = obj
+        return Sturdyref(self.location, swiss_num)
+
+    def unpublish(self, swiss_num: bytes) -> None:
+        """Stop answering ``fetch`` for ``swiss_num`` (live references stay live)."""
+        self._objects.pop(swiss_num, None)
+
+    def lookup(self, swiss_num: bytes | str) -> Any:
+        """The object published at ``swiss_num``; :class:`UnknownSwissNum` if none."""
+        if type(swiss_num) is str:
+            swiss_num = swiss_num.encode("utf-8")
+        if type(swiss_num) is not bytes:
+            raise UnknownSwissNum(f"a swiss number is bytes, not {type(swiss_num).__name__}")
+        try:
+            return self._objects[swiss_num]
+        except KeyError:
+            raise UnknownSwissNum("no object at that swiss number") from None
+
+    # == sessions =========================================================================
+
+    @property
+    def sessions(self) -> list[OCapNSession]:
+        """The established sessions, one per peer."""
+        return [s for s in self._sessions.values() if s.alive]
+
+    async def connect(
+        self, location: PeerLocation, *, profile: WireProfile | None = None
+    ) -> OCapNSession:
+        """The session with the peer at ``location``: a live one, or a new one dialed now."""
+        if self.is_self(location):
+            raise PeerUnreachable(f"{location} is this node")
+        key = location.key
+        while True:
+            session = self._sessions.get(key)
+            if session is not None and session.alive:
+                return session
+            if self._closed:
+                raise PeerUnreachable("the node is shutting down")
+            dial = self._dials.get(key)
+            if dial is None:
+                netlayer = self._netlayers.get(location.transport)
+                if netlayer is None:
+                    raise UnsupportedTransport(
+                        f"no netlayer for transport {location.transport!r} "
+                        f"(this node speaks {sorted(self._netlayers)})"
+                    )
+                dial = self._dials[key] = _Dial()
+                self._spawn(self._dial, netlayer, location, dial, profile or self.profile)
+            await dial.done.wait()
+            if dial.result is None:
+                raise PeerUnreachable(f"no session with {location}: {dial.error}") from dial.error
+
+    async def enliven(
+        self, sturdyref: Sturdyref | str, *, profile: WireProfile | None = None
+    ) -> Any:
+        """A live reference to the object a sturdyref (or its ``ocapn://`` URI) names."""
+        if type(sturdyref) is str:
+            parsed = parse_uri(sturdyref)
+            if type(parsed) is not Sturdyref:
+                raise TypeError(f"not a sturdyref URI (no /s/<swiss>): {sturdyref!r}")
+            sturdyref = parsed
+        if type(sturdyref) is not Sturdyref:
+            raise TypeError(f"enliven takes a Sturdyref or a URI, not {type(sturdyref).__name__}")
+        if self.is_self(sturdyref.peer):
+            return self.lookup(sturdyref.swiss_num)
+        session = await self.connect(sturdyref.peer, profile=profile)
+        return await E(session.bootstrap()).fetch(sturdyref.swiss_num)
+
+    def session_of(self, ref: Any) -> OCapNSession | None:
+        """The session a remote reference (or remote promise) travels over, if it is ours."""
+        if type(ref) is RemoteRef:
+            return self._by_engine.get(ref.session)
+        return None
+
+    def _spawn(self, fn: Any, *args: Any) -> None:
+        if self._task_group is None:
+            raise RuntimeError("the node is not running: use `async with node:`")
+        self._task_group.start_soon(fn, *args)
+
+    async def _dial(
+        self, netlayer: Netlayer, location: PeerLocation, dial: _Dial, profile: WireProfile
+    ) -> None:
+        error: BaseException | None = None
+        try:
+            async with netlayer.connect(location) as channel:
+                session = OCapNSession(
+                    self, channel, netlayer, outbound=True, profile=profile, expected=location
+                )
+                dial.session = session
+                self._all.add(session)
+                try:
+                    await session.run()
+                finally:
+                    self._all.discard(session)
+                if not session.established:
+                    error = session.engine.dead
+        except Exception as exc:  # refused, unreachable, reset: the dial fails, nothing else
+            error = exc
+        finally:
+            if self._dials.get(location.key) is dial:
+                del self._dials[location.key]
+            if dial.result is None:
+                dial.error = error or PeerUnreachable("the connection ended before the handshake")
+            dial.done.set()
+
+    async def _accepted(self, netlayer: Netlayer, channel: Any) -> None:
+        session = OCapNSession(self, channel, netlayer, outbound=False, profile=self.profile)
+        self._all.add(session)
+        try:
+            await session.run()
+        finally:
+            self._all.discard(session)
+
+    async def _hello(self, session: OCapNSession) -> None:
+        """A peer's hello checked out: decide whether its session may stand."""
+        location = session.peer_location
+        assert location is not None
+        if self.is_self(location):
+            session.abort("that is this node's own location")
+            return
+        key = location.key
+        if session.outbound:
+            existing = self._sessions.get(key)
+            if existing is not None and existing.alive:
+                session.abort("a session with this peer is already open")
+                return
+            self._establish(session)
+            return
+        existing = self._sessions.get(key)
+        if existing is not None and existing.alive:
+            # Perhaps the peer is replacing a session whose end is still in flight.
+            with anyio.move_on_after(DUPLICATE_GRACE_SECONDS):
+                await existing.ended.wait()
+            existing = self._sessions.get(key)
+            if existing is not None and existing.alive:
+                session.abort("a session with this peer is already open")
+                return
+        dial = self._dials.get(key)
+        outbound = dial.session if dial is not None else None
+        if outbound is not None and not outbound.established and outbound.alive:
+            # Crossed hellos: both of us dialed.  Keep the connection whose
+            # initiator has the higher public ID (spec section 4.1).
+            mine = outbound.my_public_id
+            theirs = session.peer_public_id
+            if mine > theirs:
+                session.abort("crossed hellos mitigated")
+                return
+            self._establish(session)
+            outbound.abort("crossed hellos mitigated")
+            return
+        self._establish(session)
+
+    def _establish(self, session: OCapNSession) -> None:
+        assert session.peer_location is not None
+        key = session.peer_location.key
+        self._sessions[key] = session
+        self._by_id[session.session_id] = session
+        self._by_engine[session.engine] = session
+        session.engine.third_party_hook = functools.partial(self._give, session)
+        dial = self._dials.pop(key, None)
+        if dial is not None:
+            dial.result = session
+            dial.done.set()
+        log.info("session with %s established", session.peer_location)
+
+    def _ended(self, session: OCapNSession, error: ConnectionLost) -> None:
+        if session.peer_location is not None:
+            key = session.peer_location.key
+            if self._sessions.get(key) is session:
+                del self._sessions[key]
+        if self._by_id.get(session.session_id) is session:
+            del self._by_id[session.session_id]
+            self.gifts.drop_session(
+                session.session_id, lambda: HandoffError(f"the gifter's session ended: {error}")
+            )
+        self._by_engine.pop(session.engine, None)
+        log.info("session %r ended: %s", session, error.reason)
+
+    # == handoffs: gifter =================================================================
+
+    def _give(self, receiver: OCapNSession, ref: Any) -> SignedEnvelope | None:
+        """Called when ``ref`` (from another session) is about to be sent to ``receiver``."""
+        exporter = self.session_of(ref)
+        if exporter is None or not exporter.established or not exporter.alive:
+            return None  # not one of our OCapN sessions: pass it as a proxy
+        assert receiver.peer_key is not None and exporter.peer_location is not None
+        gift_id = os.urandom(GIFT_ID_BYTES)
+        E.send_only(exporter.bootstrap())["deposit-gift"](gift_id, ref)
+        give = HandoffGive(
+            receiver_key=receiver.peer_key,
+            exporter_location=exporter.peer_location,
+            session=exporter.session_id,
+            gifter_side=exporter.my_public_id,
+            gift_id=gift_id,
+        )
+        return SignedEnvelope.sign(give.to_record(), exporter.key_pair)
+
+    # == handoffs: receiver ===============================================================
+
+    def _receive_handoff(self, gifter: OCapNSession, envelope: SignedEnvelope) -> Promise:
+        """A signed give arrived from ``gifter``: a promise for the object it hands us."""
+        try:
+            give = HandoffGive.from_record(envelope.signed)
+        except HandoffError as exc:
+            return broken(exc)
+        if give.receiver_key != gifter.key_pair.public:
+            return broken(HandoffError("this handoff names another receiver"))
+        if self.is_self(give.exporter_location):
+            return broken(HandoffError("this handoff names this node as the exporter"))
+        promise, resolver = make_promise()
+        self._spawn(self._collect, gifter, envelope, give, resolver)
+        return promise
+
+    async def _collect(
+        self, gifter: OCapNSession, envelope: SignedEnvelope, give: HandoffGive,
+        resolver: Resolver,
+    ) -> None:
+        try:
+            exporter = await self.connect(give.exporter_location)
+            receive = HandoffReceive(
+                receiving_session=exporter.session_id,
+                receiving_side=exporter.my_public_id,
+                handoff_count=exporter.next_handoff_count(),
+                signed_give=envelope,
+            )
+            # Signed with our key from the gifter's session: the give names it.
+            signed = SignedEnvelope.sign(receive.to_record(), gifter.key_pair)
+            resolver.resolve(E(exporter.bootstrap())["withdraw-gift"](signed))
+        except Exception as exc:
+            resolver.break_(exc)
+
+    # == handoffs: exporter ===============================================================
+
+    def _deposit(self, gifter: OCapNSession, gift_id: Any, gift: Any) -> None:
+        if not gifter.established:
+            raise HandoffError("deposit-gift before the handshake")
+        self.gifts.deposit(gifter.session_id, gift_id, gift)
+
+    def _withdraw(self, receiver: OCapNSession, envelope: Any) -> Promise:
+        """Check a withdrawal (spec section 11.3); a promise for the gift, or HandoffError."""
+        if type(envelope) is not SignedEnvelope:
+            raise HandoffError("withdraw-gift takes a signed desc:handoff-receive")
+        receive = HandoffReceive.from_record(envelope.signed)
+        give = HandoffGive.from_record(receive.signed_give.signed)
+        gifter = self._by_id.get(give.session)
+        if gifter is None or not gifter.alive or gifter.peer_key is None:
+            raise HandoffError("the give names no session this node has open")
+        if give.gifter_side != gifter.peer_public_id:
+            raise HandoffError("the give's gifter-side is not the gifter's public ID")
+        if not receive.signed_give.verify(gifter.peer_key):
+            raise HandoffError("the give's signature does not verify with the gifter's key")
+        if give.exporter_location != gifter.my_location:
+            raise HandoffError(f"the give names another exporter: {give.exporter_location}")
+        if not envelope.verify(give.receiver_key):
+            raise HandoffError("the receive's signature does not verify with the receiver key")
+        if (
+            receive.receiving_session != receiver.session_id
+            or receive.receiving_side != receiver.peer_public_id
+        ):
+            raise HandoffError("the receive names another session than the one it came on")
+        if receive.handoff_count in receiver.used_handoff_counts:
+            raise HandoffError(f"handoff count {receive.handoff_count} was already used")
+        receiver.used_handoff_counts.add(receive.handoff_count)
+        return self.gifts.withdraw(give.session, give.gift_id)
+

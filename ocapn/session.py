@@ -1,0 +1,282 @@
+"""One OCapN session: the handshake, then the CapTP engine, over one netlayer connection.
+
+An :class:`OCapNSession` owns a fresh Ed25519 key pair, the channel, the
+wire codec and an engine :class:`captp.Session`.  :meth:`OCapNSession.run`
+reads the channel until the session ends:
+
+1. it sends our ``op:start-session`` at once (on a stream we *accepted*, right
+   after the peer's first bytes, written in the framing the peer used);
+2. the first message must be the peer's ``op:start-session`` (or an
+   ``op:abort``): version ``"1.0"``, a location signature that verifies, and
+   on a connection we dialed, the peer we dialed.  The node then decides
+   whether the session may stand (one session per peer, crossed hellos);
+3. every later message goes to the engine; a second ``op:start-session``
+   aborts the session.
+
+Whatever goes wrong with one session (a malformed message, a bad signature, a
+reset connection) aborts that session only.  When it ends the channel is
+closed gracefully: flush, FIN, drain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import math
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+
+from captp import Channel, Record, Tagged
+from captp._connection import TRANSPORT_ERRORS
+from captp.errors import ConnectionLost, ProtocolError
+from captp.messages import Abort, Deliver, Message
+from captp.session import OCAPN_POLICY, Session
+from ocapn.crypto import KeyPair, PublicKey, my_location_bytes, session_id
+from ocapn.errors import HandshakeError
+from ocapn.handoffs import SignedEnvelope
+from ocapn.locators import PeerLocation
+from ocapn.wire import OCapNWire, StartSession, WireProfile
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ocapn.netlayer import Netlayer
+    from ocapn.node import Node
+
+__all__ = ["CAPTP_VERSION", "HANDSHAKE_TIMEOUT_SECONDS", "OCapNSession"]
+
+log = logging.getLogger("ocapn")
+
+CAPTP_VERSION: Final = "1.0"
+
+# A connection that has not completed its handshake after this long is
+# aborted, so idle sockets cannot pile up.  The conformance suite waits up to
+# 60 s for a reply but always completes its handshakes in milliseconds.
+HANDSHAKE_TIMEOUT_SECONDS: Final = 30.0
+
+
+class OCapNSession:
+    """One session with one peer.  The node makes them; :meth:`run` drives one."""
+
+    def __init__(
+        self,
+        node: Node,
+        channel: Channel,
+        netlayer: Netlayer,
+        *,
+        outbound: bool,
+        profile: WireProfile,
+        expected: PeerLocation | None = None,
+    ) -> None:
+        self.node = node
+        self.outbound = outbound
+        self.profile = profile
+        self.key_pair = KeyPair()
+        self.my_location = netlayer.location
+        self.expected = expected
+        self.peer_location: PeerLocation | None = None
+        self.peer_key: PublicKey | None = None
+        self.session_id = b""
+        self.established = False
+        self.ended = anyio.Event()
+        self._channel = channel
+        self._send_bytes = channel.send_nowait
+        self._stream = netlayer.framing == "stream"
+        self._transport_failed = False
+        self._read_scope: anyio.CancelScope | None = None
+        self._handshake_scope: anyio.CancelScope | None = None
+        self._handoff_counts = itertools.count()
+        self.used_handoff_counts: set[int] = set()
+        from ocapn.node import Bootstrap
+
+        name = f"{'to' if outbound else 'from'} {netlayer.transport}"
+        self.engine = Session(
+            self._send, node.vat, bootstrap=Bootstrap(node, self), policy=OCAPN_POLICY, name=name
+        )
+        self.engine.on_lost = self._lost
+        self.wire = OCapNWire(self.engine, profile, framing="none" if self._stream else "message")
+        self._encode = self.wire.encode
+
+    def __repr__(self) -> str:
+        peer = self.peer_location.to_uri() if self.peer_location else "(handshake)"
+        state = "" if self.engine.dead is None else " ended"
+        return f"<OCapNSession {'to' if self.outbound else 'from'} {peer}{state}>"
+
+    # -- what the node and users see ------------------------------------------------
+
+    @property
+    def my_public_id(self) -> bytes:
+        """Our public ID ("side ID") in this session."""
+        return self.key_pair.public.public_id
+
+    @property
+    def peer_public_id(self) -> bytes:
+        """The peer's public ID in this session."""
+        if self.peer_key is None:
+            raise RuntimeError("the handshake is not done")
+        return self.peer_key.public_id
+
+    @property
+    def alive(self) -> bool:
+        """True until the session ends."""
+        return self.engine.dead is None
+
+    def bootstrap(self) -> Any:
+        """The peer's bootstrap object (export 0): fetch, deposit-gift, withdraw-gift."""
+        return self.engine.bootstrap()
+
+    def next_handoff_count(self) -> int:
+        """A handoff count never used before on this session (we are the receiver)."""
+        return next(self._handoff_counts)
+
+    def abort(self, reason: str) -> None:
+        """Send ``op:abort`` and end the session (the channel then closes gracefully)."""
+        self.engine.abort(reason)
+
+    # -- sending ---------------------------------------------------------------------
+
+    def _send(self, message: Message | StartSession) -> None:
+        data = self._encode(message)
+        try:
+            self._send_bytes(data)
+        except TRANSPORT_ERRORS as exc:
+            if not self._transport_failed:
+                self._transport_failed = True
+                self.node.vat.call_soon(self.engine.connection_lost, f"transport closed: {exc!r}")
+
+    def _send_hello(self) -> None:
+        location = self.my_location.to_record()
+        signature = self.key_pair.sign(my_location_bytes(location))
+        self._send(StartSession(CAPTP_VERSION, self.key_pair.public, self.my_location, signature))
+
+    # -- running ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Handshake, then read and act on messages until the session ends."""
+        mirror = self._stream and not self.outbound
+        if not mirror:
+            self._send_hello()
+        try:
+            with anyio.move_on_after(HANDSHAKE_TIMEOUT_SECONDS) as self._handshake_scope:
+                await self._read(mirror)
+            if self._handshake_scope.cancelled_caught and not self.established:
+                self.abort(f"no op:start-session within {HANDSHAKE_TIMEOUT_SECONDS:.0f} s")
+        finally:
+            if self.engine.dead is None:
+                self.engine.connection_lost("connection closed")
+
+    async def _read(self, mirror: bool) -> None:
+        engine = self.engine
+        receive = self._channel.receive
+        feed = self.wire.feed
+        while engine.dead is None:
+            with anyio.CancelScope() as self._read_scope:
+                try:
+                    data = await receive()
+                except TRANSPORT_ERRORS as exc:
+                    reason = (
+                        "peer closed the connection"
+                        if isinstance(exc, anyio.EndOfStream)
+                        else f"transport failed: {exc!r}"
+                    )
+                    engine.connection_lost(reason)
+                    break
+            if self._read_scope.cancelled_caught:
+                break  # the session ended while we waited
+            try:
+                if mirror:
+                    mirror = False
+                    # Answer in the framing the peer chose: every known peer
+                    # that dials speaks first, so we can tell before we write.
+                    self.wire.out_framing = self.wire.detect(data)
+                    self._send_hello()
+                message: Any = None
+                for message in feed(data):
+                    if self.established:
+                        self._handle(message)
+                    else:
+                        await self._handle_first(message)
+                    message = None  # hold no reference: the peer's gc depends on it
+                    if engine.dead is not None:
+                        break
+            except ProtocolError as exc:
+                log.info("%r: aborting: %s", self, exc)
+                self.abort(f"protocol error: {exc}")
+            except Exception as exc:  # a bug must not take down anything else
+                log.exception("%r: internal error while handling a message", self)
+                self.abort(f"internal error: {type(exc).__name__}: {exc}")
+
+    def _handle(self, message: Any) -> None:
+        if type(message) is StartSession:
+            raise HandshakeError("a second op:start-session on an established session")
+        if self.wire.gives_seen:
+            self.wire.gives_seen = 0
+            message = self._take_gives(message)
+        self.engine.receive(message)
+
+    async def _handle_first(self, message: Any) -> None:
+        if type(message) is Abort:
+            self.engine.receive(message)
+            return
+        if type(message) is not StartSession:
+            raise HandshakeError(
+                f"expected op:start-session, got {type(message).__name__} before the handshake"
+            )
+        if message.version != CAPTP_VERSION:
+            raise HandshakeError(
+                f"unsupported CapTP version {message.version!r} (this node speaks "
+                f"{CAPTP_VERSION!r})"
+            )
+        location = message.location
+        if not message.public_key.verify(
+            message.signature, my_location_bytes(location.to_record())
+        ):
+            raise HandshakeError("the location signature does not verify")
+        if self.expected is not None and location != self.expected:
+            raise HandshakeError(f"dialed {self.expected} but the peer says it is {location}")
+        self.peer_key = message.public_key
+        self.peer_location = location
+        self.session_id = session_id(self.my_public_id, message.public_key.public_id)
+        if self.wire.gives_seen:
+            raise HandshakeError("a signed handoff inside op:start-session")
+        await self.node._hello(self)
+        if self.engine.dead is None:
+            self.established = True
+            if self._handshake_scope is not None:
+                self._handshake_scope.deadline = math.inf
+
+    def _lost(self, error: ConnectionLost) -> None:
+        # Called by the engine, once, whatever ended the session.
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+        self.ended.set()
+        self.node._ended(self, error)
+
+    # -- handoffs: gives we receive become promises -------------------------------------
+
+    def _take_gives(self, message: Any) -> Any:
+        if type(message) is Deliver:
+            args = tuple(_swap(value, self._give) for value in message.args)
+            return dataclasses.replace(message, args=args)
+        return message
+
+    def _give(self, envelope: SignedEnvelope) -> Any:
+        return self.node._receive_handoff(self, envelope)
+
+
+def _swap(value: Any, give: Callable[[SignedEnvelope], Any]) -> Any:
+    """``value`` with every signed give in it (not inside another envelope) replaced."""
+    t = type(value)
+    if t is SignedEnvelope:
+        return give(value) if value.is_give else value
+    if t is list or t is tuple:
+        return t(_swap(v, give) for v in value)
+    if t is dict:
+        return {k: _swap(v, give) for k, v in value.items()}
+    if t is Record:
+        return Record(value.label, tuple(_swap(v, give) for v in value.fields))
+    if t is Tagged:
+        return Tagged(value.tag, _swap(value.payload, give))
+    return value
