@@ -1,17 +1,202 @@
-"""The ``ocapn`` command line."""
+"""The ``ocapn`` command line.
+
+::
+
+    ocapn demo                               # two nodes in one process, a few calls
+    ocapn serve MODULE:OBJECT [--port 0]     # publish an object, print its sturdyref URI
+    ocapn call URI [METHOD] [ARG ...]        # enliven a sturdyref, call it, print the result
+
+``call`` sends ``METHOD(ARG, ...)``; without a method, or with ``-`` as the
+method, it calls the object itself (a far function).  Arguments use the
+notation of :mod:`ocapn.notation`: ``42``, ``2.5``, ``"text"`` or a bare
+word, ``'symbol``, ``b"bytes"``, ``[lists]``, ``{"structs": 1}``, ``true``,
+``false``, ``null``, ``undefined``.  The result is printed in the same notation.
+
+Every command speaks ``tcp-testing-only`` (plain TCP, for tests and local
+use only) and takes ``--profile`` (``spec``, ``suite-main``, ``endo``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
+import importlib
 import sys
+from typing import Any
+
+import anyio
+
+from captp import E, far, is_remotable
+from captp.errors import CapTPError
+from netlayers.tcp_testing import tcp_testing_only
+from ocapn.node import Node
+from ocapn.notation import NotationError, format_value, parse_value
+from ocapn.wire import PROFILES
+
+__all__ = ["DemoCounter", "DemoGreeter", "main"]
+
+
+# == demo =================================================================================
+
+
+@far
+class DemoCounter:
+    """A counter the demo makes remotely."""
+
+    def __init__(self, start: int) -> None:
+        self.n = start
+
+    def incr(self) -> int:
+        """Add one; the new value."""
+        self.n += 1
+        return self.n
+
+
+@far
+class DemoGreeter:
+    """The object ``ocapn demo`` serves."""
+
+    def greet(self, name: str) -> str:
+        """A greeting for ``name``."""
+        return f"Hello, {name}!"
+
+    def make_counter(self, start: int = 0) -> DemoCounter:
+        """A new counter starting at ``start``."""
+        return DemoCounter(start)
+
+
+async def _demo(profile: str) -> None:
+    wire_profile = PROFILES[profile]
+    async with (
+        Node(tcp_testing_only(), profile=wire_profile) as server,
+        Node(tcp_testing_only(), profile=wire_profile) as client,
+    ):
+        sturdyref = server.publish(DemoGreeter())
+        print(f"server node serves a DemoGreeter at\n  {sturdyref}")
+        greeter = await client.enliven(str(sturdyref))
+        print(f"client node enlivened it: {format_value(greeter)}")
+        greeting = await E(greeter).greet("world")
+        print(f'E(greeter).greet("world")                  -> {format_value(greeting)}')
+        counter = E(greeter).make_counter(41)  # a promise: not awaited
+        first = await E(counter).incr()  # sent to the promise: pipelined
+        print(f"E(E(greeter).make_counter(41)).incr()      -> {first}  (pipelined, one trip)")
+        print(f"E(counter).incr()                          -> {await E(counter).incr()}")
+        wrong = E(greeter).no_such_method()
+        try:
+            await wrong
+        except CapTPError as exc:
+            print(f"E(greeter).no_such_method()                -> broken: {exc}")
+        print("done")
+
+
+# == serve =================================================================================
+
+
+def _load(spec: str) -> Any:
+    module_name, colon, attr = spec.partition(":")
+    if not colon or not module_name or not attr:
+        raise SystemExit(f"ocapn serve: expected MODULE:OBJECT, got {spec!r}")
+    sys.path.insert(0, ".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(f"ocapn serve: cannot import {module_name}: {exc}") from None
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise SystemExit(f"ocapn serve: {module_name} has no {attr!r}") from None
+    if isinstance(obj, type):
+        obj = obj()
+    if not is_remotable(obj):
+        raise SystemExit(
+            f"ocapn serve: {spec} is not a far object (mark its class with @captp.far)"
+        )
+    return obj
+
+
+async def _serve(
+    obj: Any, host: str, port: int, profile: str, swiss_num: bytes | None
+) -> None:
+    async with Node(tcp_testing_only(host, port), profile=PROFILES[profile]) as node:
+        print(node.publish(obj, swiss_num), flush=True)
+        await anyio.sleep_forever()
+
+
+# == call ==================================================================================
+
+
+async def _call(
+    uri: str, method: str | None, args: list[Any], profile: str, timeout: float
+) -> Any:
+    async with Node(tcp_testing_only(), profile=PROFILES[profile]) as node:
+        with anyio.fail_after(timeout):
+            target = await node.enliven(uri)
+            if method is None:
+                return await E(target)(*args)
+            return await E(target)[method](*args)
+
+
+# == main ==================================================================================
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``ocapn`` command."""
-    parser = argparse.ArgumentParser(prog="ocapn", description="OCapN for Python.")
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    """Run the ``ocapn`` command; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="ocapn", description="OCapN for Python: serve objects, call them, try a demo."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="two nodes in one process make a few calls")
+    call = commands.add_parser("call", help="enliven a sturdyref URI and call it")
+    call.add_argument("uri", help="ocapn://<designator>.tcp-testing-only/s/<swiss>?host=&port=")
+    call.add_argument("method", nargs="?", help="method name ('-' or none: call the object)")
+    call.add_argument("args", nargs="*", help="arguments in the ocapn notation")
+    call.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+    serve = commands.add_parser("serve", help="publish MODULE:OBJECT and print its URI")
+    serve.add_argument("object", metavar="MODULE:OBJECT", help="a far object (or far class)")
+    serve.add_argument("--host", default="127.0.0.1", help="IPv4 address to listen on")
+    serve.add_argument("--port", type=int, default=0, help="TCP port (default: any free)")
+    serve.add_argument("--swiss", help="swiss number, base64url (default: random)")
+    for command in (demo, call, serve):
+        command.add_argument("--profile", default="spec", choices=sorted(PROFILES))
+        command.add_argument(
+            "--backend", default="asyncio", choices=["asyncio", "trio"], help=argparse.SUPPRESS
+        )
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "demo":
+            anyio.run(_demo, args.profile, backend=args.backend)
+            return 0
+        if args.command == "serve":
+            obj = _load(args.object)
+            swiss = None
+            if args.swiss:
+                try:
+                    swiss = base64.urlsafe_b64decode(args.swiss + "=" * (-len(args.swiss) % 4))
+                except (binascii.Error, ValueError):
+                    raise SystemExit("ocapn serve: --swiss is base64url") from None
+            anyio.run(
+                _serve, obj, args.host, args.port, args.profile, swiss, backend=args.backend
+            )
+            return 0
+        method = None if args.method in (None, "-") else args.method
+        try:
+            values = [parse_value(a) for a in args.args]
+        except NotationError as exc:
+            print(f"ocapn call: {exc}", file=sys.stderr)
+            return 2
+        result = anyio.run(
+            _call, args.uri, method, values, args.profile, args.timeout, backend=args.backend
+        )
+        print(format_value(result))
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except (CapTPError, ValueError, OSError, TimeoutError) as exc:
+        print(f"ocapn {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
