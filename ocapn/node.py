@@ -39,7 +39,7 @@ from typing import Any, Final
 import anyio
 import anyio.abc
 
-from captp import E, Promise, RemoteRef, far, make_promise
+from captp import Channel, E, Promise, RemoteRef, far, make_promise
 from captp._promise import Resolver, broken
 from captp._vat import Vat, _current_vat
 from captp.errors import ConnectionLost
@@ -64,6 +64,10 @@ log = logging.getLogger("ocapn")
 # session and opens a new one at once (the conformance suite does, between
 # tests) has its old session's op:abort and FIN in flight on another socket.
 DUPLICATE_GRACE_SECONDS: Final = 2.0
+
+# How long closing a node waits for its sessions to close gracefully (their
+# op:abort flushed, FIN sent, the peer's FIN seen) before cancelling them.
+SHUTDOWN_GRACE_SECONDS: Final = 3.0
 
 # Swiss numbers made by publish(): 32 random bytes, as Goblins makes them.
 SWISS_NUM_BYTES: Final = 32
@@ -128,6 +132,8 @@ class Node:
         self._by_id: dict[bytes, OCapNSession] = {}
         self._by_engine: dict[Any, OCapNSession] = {}
         self._all: set[OCapNSession] = set()
+        self._open_channels = 0
+        self._all_closed = anyio.Event()
         self._task_group: anyio.abc.TaskGroup | None = None
         self._vat: Vat | None = None
         self._vat_token: Any = None
@@ -165,6 +171,9 @@ class Node:
             session.abort("node shutting down")
         tg = self._task_group
         assert tg is not None
+        with anyio.move_on_after(SHUTDOWN_GRACE_SECONDS, shield=True):
+            while self._open_channels:
+                await self._all_closed.wait()
         tg.cancel_scope.cancel()
         try:
             # The node's own tasks end quietly; an error from the body of the
@@ -290,6 +299,22 @@ class Node:
             raise RuntimeError("the node is not running: use `async with node:`")
         self._task_group.start_soon(fn, *args)
 
+    async def _run_session(self, session: OCapNSession, channel: Channel) -> None:
+        self._all.add(session)
+        self._open_channels += 1
+        try:
+            await session.run()
+        finally:
+            self._all.discard(session)
+            try:
+                with anyio.CancelScope(shield=True):
+                    await channel.aclose()  # flush, FIN, drain: the peer sees an orderly end
+            finally:
+                self._open_channels -= 1
+                if not self._open_channels:
+                    self._all_closed.set()
+                    self._all_closed = anyio.Event()
+
     async def _dial(
         self, netlayer: Netlayer, location: PeerLocation, dial: _Dial, profile: WireProfile
     ) -> None:
@@ -300,11 +325,7 @@ class Node:
                     self, channel, netlayer, outbound=True, profile=profile, expected=location
                 )
                 dial.session = session
-                self._all.add(session)
-                try:
-                    await session.run()
-                finally:
-                    self._all.discard(session)
+                await self._run_session(session, channel)
                 if not session.established:
                     error = session.engine.dead
         except Exception as exc:  # refused, unreachable, reset: the dial fails, nothing else
@@ -316,13 +337,9 @@ class Node:
                 dial.error = error or PeerUnreachable("the connection ended before the handshake")
             dial.done.set()
 
-    async def _accepted(self, netlayer: Netlayer, channel: Any) -> None:
+    async def _accepted(self, netlayer: Netlayer, channel: Channel) -> None:
         session = OCapNSession(self, channel, netlayer, outbound=False, profile=self.profile)
-        self._all.add(session)
-        try:
-            await session.run()
-        finally:
-            self._all.discard(session)
+        await self._run_session(session, channel)
 
     async def _hello(self, session: OCapNSession) -> None:
         """A peer's hello checked out: decide whether its session may stand."""
