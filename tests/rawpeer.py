@@ -134,6 +134,7 @@ class RawPeer:
         while True:
             record = await self.receive()
             if record.label == sym(label):
+                assert type(record) is Record
                 return record
 
     async def expect_to(self, position: int) -> Record:
@@ -143,6 +144,7 @@ class RawPeer:
             if record.label in (sym("op:deliver"), sym("op:deliver-only")) and record.fields[
                 0
             ] == desc("export", position):
+                assert type(record) is Record
                 return record
 
     async def expect_abort(self) -> str:

@@ -193,7 +193,7 @@ def test_certificates_read_back_from_the_wire_verify() -> None:
     receive = HandoffReceive(session_id(b"a" * 32, b"b" * 32), b"s" * 32, 7, _give())
     envelope = SignedEnvelope.sign(receive.to_record(), B)
     wire = OCapNWire(Session(lambda m: None, ManualVat()), framing="none")
-    data = syrup.encode(envelope.to_record(), default=lambda v: v.to_record())
+    data = encode_value(envelope.to_record())
     decoded = syrup.decode(data, record_hook=wire._hook)
     assert type(decoded) is SignedEnvelope
     assert decoded.verify(B.public)
