@@ -6,9 +6,12 @@ a few ``Event`` objects per message.  This channel is the protocol itself:
 
 * reads land with ``recv_into`` in one reused buffer (``BufferedProtocol``,
   about twice as fast as ``Protocol`` for small messages); ``receive()``
-  hands back everything that arrived since the last call;
-* writes queued in one turn go out as one ``transport.write`` in the next
-  (one system call for a burst of replies);
+  hands back everything that arrived since the last call, or, once the
+  consumer has called :meth:`AsyncioTcpChannel.push`, the protocol callback
+  hands each read to the consumer directly (no task wake-up per read);
+* the first send of a turn is written at once; the sends that follow it in
+  the same turn go out together in one ``transport.write`` (one system call
+  for a burst of replies);
 * closing is graceful, as :class:`~netlayers.stream.StreamChannel` does it:
   flush, half-close (FIN), read and discard until the peer's FIN (or a short
   grace period), then close, so the peer sees an orderly end, never a reset.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Final
 
 import anyio
@@ -56,6 +60,8 @@ class AsyncioTcpChannel(asyncio.BufferedProtocol):
         self._closed = self._loop.create_future()
         self._pending: list[bytes] = []
         self._flush_scheduled = False
+        self._on_data: Callable[[bytes], None] | None = None
+        self._on_end: Callable[[BaseException], None] | None = None
 
     # -- protocol callbacks ----------------------------------------------------
 
@@ -75,6 +81,12 @@ class AsyncioTcpChannel(asyncio.BufferedProtocol):
         if self._closing:
             return  # draining after our FIN: nobody reads it any more
         self._end += nbytes
+        if self._on_data is not None:
+            with memoryview(self._buf) as view:
+                data = bytes(view[: self._end])
+            self._end = 0
+            self._on_data(data)
+            return
         if self._end >= BUFFER_SIZE and not self._paused and self._transport is not None:
             self._paused = True
             self._transport.pause_reading()
@@ -83,6 +95,7 @@ class AsyncioTcpChannel(asyncio.BufferedProtocol):
     def eof_received(self) -> bool:
         self._eof = True
         self._wake()
+        self._ended()
         return True  # keep the transport: we may still write (an abort), then close
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -91,8 +104,18 @@ class AsyncioTcpChannel(asyncio.BufferedProtocol):
             self._error = exc
         self._pending.clear()
         self._wake()
+        self._ended()
         if not self._closed.done():
             self._closed.set_result(None)
+
+    def _ended(self) -> None:
+        on_end, self._on_end = self._on_end, None
+        self._on_data = None
+        if on_end is not None and not self._closing:
+            if self._error is not None:
+                on_end(anyio.BrokenResourceError(repr(self._error)))
+            else:
+                on_end(anyio.EndOfStream())
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -102,15 +125,17 @@ class AsyncioTcpChannel(asyncio.BufferedProtocol):
     # -- Channel ---------------------------------------------------------------
 
     def send_nowait(self, data: bytes) -> None:
-        """Queue ``data``; it is written with everything else queued in this turn."""
+        """Send ``data``: now if it is the first send of this turn, else with the others."""
         if self._closing:
             raise anyio.ClosedResourceError
         if self._lost:
             raise anyio.BrokenResourceError from self._error
-        self._pending.append(data)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        if self._flush_scheduled or self._transport is None:
+            self._pending.append(data)  # a burst: goes out in one write, soon
+            return
+        self._transport.write(data)
+        self._flush_scheduled = True
+        self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -129,6 +154,28 @@ class AsyncioTcpChannel(asyncio.BufferedProtocol):
                 f"the peer has not read {MAX_WRITE_BUFFER} bytes we sent it"
             )
             transport.abort()
+
+    def push(
+        self, on_data: Callable[[bytes], None], on_end: Callable[[BaseException], None]
+    ) -> None:
+        """From now on hand each read to ``on_data``, and the end of stream to ``on_end``.
+
+        Both run in the protocol's callbacks; what was received before the
+        call is handed to ``on_data`` at once.  After this, :meth:`receive`
+        must not be used.
+        """
+        self._on_data = on_data
+        self._on_end = on_end
+        if self._end:
+            with memoryview(self._buf) as view:
+                data = bytes(view[: self._end])
+            self._end = 0
+            if self._paused and self._transport is not None:
+                self._paused = False
+                self._transport.resume_reading()
+            on_data(data)
+        if self._eof or self._lost:
+            self._ended()
 
     async def receive(self) -> bytes:
         """Everything received since the last call; EndOfStream once the peer closed."""

@@ -15,6 +15,12 @@ messages:
 * ``framing = "message"``: each ``receive()`` returns exactly one message and
   each ``send_nowait()`` sends one (WebSocket, the in-memory pipe).
 
+A channel may also offer ``push(on_data, on_end)``: from then on it hands
+every read to ``on_data`` from its own transport callback and the end of
+the stream to ``on_end``, instead of waiting for ``receive()`` calls.  The
+node uses it, when offered, once a session's handshake is done (it saves a
+task wake-up per read; the asyncio TCP fast path offers it).
+
 The node runs :meth:`Netlayer.serve` in its task group; the netlayer runs the
 handler for each inbound connection in a task it owns and closes the channel
 (gracefully) when the handler returns.  :meth:`Netlayer.connect` is an async

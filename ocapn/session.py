@@ -172,6 +172,13 @@ class OCapNSession:
         receive = self._channel.receive
         feed = self.wire.feed
         while engine.dead is None:
+            push = getattr(self._channel, "push", None) if self.established else None
+            if push is not None:
+                # The channel can hand us each read from its own callback:
+                # no task wake-up per read.  Messages are handled the same way.
+                push(self._on_data, self._on_end)
+                await self.ended.wait()
+                break
             with anyio.CancelScope() as self._read_scope:
                 try:
                     data = await receive()
@@ -207,6 +214,30 @@ class OCapNSession:
             except Exception as exc:  # a bug must not take down anything else
                 log.exception("%r: internal error while handling a message", self)
                 self.abort(f"internal error: {type(exc).__name__}: {exc}")
+
+    def _on_data(self, data: bytes) -> None:
+        engine = self.engine
+        if engine.dead is not None:
+            return
+        try:
+            message: Any = None
+            for message in self.wire.feed(data):
+                self._handle(message)
+                message = None
+                if engine.dead is not None:
+                    break
+        except ProtocolError as exc:
+            log.info("%r: aborting: %s", self, exc)
+            self.abort(f"protocol error: {exc}")
+        except Exception as exc:
+            log.exception("%r: internal error while handling a message", self)
+            self.abort(f"internal error: {type(exc).__name__}: {exc}")
+
+    def _on_end(self, exc: BaseException) -> None:
+        if isinstance(exc, anyio.EndOfStream):
+            self.engine.connection_lost("peer closed the connection")
+        else:
+            self.engine.connection_lost(f"transport failed: {exc!r}")
 
     def _handle(self, message: Any) -> None:
         if type(message) is StartSession:
