@@ -21,7 +21,7 @@ directions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -139,6 +139,33 @@ DESC_ERROR: Final = _sym("desc:error")
 VOID: Final = _sym("void")
 NULL: Final = _sym("null")
 
+# Records are built many times per message: skip Record.__init__ (its checks
+# are for user code) and set the two slots directly, as the Syrup decoder does.
+_new_object: Final = object.__new__
+_set_label: Final = Record.__dict__["label"].__set__
+_set_fields: Final = Record.__dict__["fields"].__set__
+
+
+def _record(label: Any, fields: tuple[Any, ...]) -> Record:
+    record: Record = _new_object(Record)
+    _set_label(record, label)
+    _set_fields(record, fields)
+    return record
+
+
+# Method names as symbols, made once each (bounded: names may come from peers).
+_METHOD_SYMBOLS: dict[str, Symbol] = {}
+
+
+def _method_symbol(name: str) -> Symbol:
+    symbol = _METHOD_SYMBOLS.get(name)
+    if symbol is None:
+        symbol = Symbol(name)
+        if len(_METHOD_SYMBOLS) < 4096 and len(name) <= 64:
+            _METHOD_SYMBOLS[name] = symbol
+    return symbol
+
+
 _VOID_RECORD: Final = Record(VOID, ())
 _NULL_RECORD: Final = Record(NULL, ())
 _DESC_LABELS: Final[dict[str, Symbol]] = {
@@ -155,7 +182,7 @@ def _position(value: Any, what: str) -> int:
     return value
 
 
-def _arity(label: Symbol, fields: list[Any] | tuple[Any, ...], *counts: int) -> None:
+def _arity(label: Symbol, fields: Sequence[Any], *counts: int) -> None:
     if len(fields) not in counts:
         want = " or ".join(str(c) for c in counts)
         raise ProtocolError(f"<{label.name}> takes {want} fields, got {len(fields)}")
@@ -259,7 +286,7 @@ class OCapNWire:
 
     def _target(self, target: Any) -> Record:
         desc = self.session.describe_target(target)
-        return Record(_DESC_LABELS[desc.kind], (desc.position,))
+        return _record(_DESC_LABELS[desc.kind], (desc.position,))
 
     def _default(self, value: Any) -> Any:
         if value is None:
@@ -279,17 +306,18 @@ class OCapNWire:
                 return replacement
         desc = self.session.describe(value)
         if type(desc) is Desc:
-            return Record(_DESC_LABELS[desc.kind], (desc.position,))
+            return _record(_DESC_LABELS[desc.kind], (desc.position,))
         return desc
 
     def _enc_deliver(self, msg: Deliver) -> Record:
-        args = list(msg.args) if msg.method is None else [Symbol(msg.method), *msg.args]
+        method = msg.method
+        args = list(msg.args) if method is None else [_method_symbol(method), *msg.args]
         target = self._target(msg.target)
         if msg.answer is None and msg.resolver is None and self.profile.deliver_only:
-            return Record(OP_DELIVER_ONLY, (target, args))
+            return _record(OP_DELIVER_ONLY, (target, args))
         answer = False if msg.answer is None else msg.answer
         resolver = False if msg.resolver is None else msg.resolver
-        return Record(OP_DELIVER, (target, args, answer, resolver))
+        return _record(OP_DELIVER, (target, args, answer, resolver))
 
     def _enc_listen(self, msg: Listen) -> Record:
         fields: tuple[Any, ...] = (self._target(msg.target), msg.resolver)
@@ -349,28 +377,36 @@ class OCapNWire:
         decoder = _DECODERS.get(value.label)
         if decoder is None:
             raise ProtocolError(f"unknown operation <{value.label.name}>")
-        return decoder(self, list(value.fields))
+        return decoder(self, value.fields)
 
     def _hook(self, label: Any, fields: list[Any]) -> Any:
         if type(label) is Symbol:
             convert = self._records.get(label)
             if convert is not None:
                 return convert(fields)
-        return Record(label, tuple(fields))
+        return _record(label, tuple(fields))
 
     def _in_import_object(self, fields: list[Any]) -> Any:
+        if len(fields) == 1 and type(fields[0]) is int and fields[0] >= 0:  # the usual case
+            return self.session.import_object(fields[0])
         _arity(DESC_IMPORT_OBJECT, fields, 1)
         return self.session.import_object(_position(fields[0], "desc:import-object"))
 
     def _in_import_promise(self, fields: list[Any]) -> Any:
+        if len(fields) == 1 and type(fields[0]) is int and fields[0] >= 0:  # the usual case
+            return self.session.import_promise(fields[0])
         _arity(DESC_IMPORT_PROMISE, fields, 1)
         return self.session.import_promise(_position(fields[0], "desc:import-promise"))
 
     def _in_export(self, fields: list[Any]) -> Any:
+        if len(fields) == 1 and type(fields[0]) is int and fields[0] >= 0:  # the usual case
+            return self.session.lookup_export(fields[0])
         _arity(DESC_EXPORT, fields, 1)
         return self.session.lookup_export(_position(fields[0], "desc:export"))
 
     def _in_answer(self, fields: list[Any]) -> Any:
+        if len(fields) == 1 and type(fields[0]) is int and fields[0] >= 0:  # the usual case
+            return self.session.lookup_answer(fields[0])
         _arity(DESC_ANSWER, fields, 1)
         return self.session.lookup_answer(_position(fields[0], "desc:answer"))
 
@@ -428,7 +464,7 @@ class OCapNWire:
             self.gives_seen += 1
         return envelope
 
-    def _dec_start_session(self, f: list[Any]) -> StartSession:
+    def _dec_start_session(self, f: Sequence[Any]) -> StartSession:
         if not f or type(f[0]) is not str:
             raise HandshakeError("op:start-session: the first field must be the version string")
         _arity(OP_START_SESSION, f, 4)
@@ -453,7 +489,7 @@ class OCapNWire:
             ),
         )
 
-    def _dec_deliver(self, f: list[Any]) -> Deliver:
+    def _dec_deliver(self, f: Sequence[Any]) -> Deliver:
         _arity(OP_DELIVER, f, 4)
         target, args, answer, resolver = f
         method, args = _method_and_args(args)
@@ -466,12 +502,12 @@ class OCapNWire:
             )
         return Deliver(_checked_target(target, self.session), method, args, answer, resolver)
 
-    def _dec_deliver_only(self, f: list[Any]) -> Deliver:
+    def _dec_deliver_only(self, f: Sequence[Any]) -> Deliver:
         _arity(OP_DELIVER_ONLY, f, 2)
         method, args = _method_and_args(f[1])
         return Deliver(_checked_target(f[0], self.session), method, args)
 
-    def _dec_listen(self, f: list[Any]) -> Listen:
+    def _dec_listen(self, f: Sequence[Any]) -> Listen:
         _arity(OP_LISTEN, f, 2, 3)
         if not _is_reference(f[1]):
             raise ProtocolError(f"op:listen: listen-desc must be a reference, not {f[1]!r}")
@@ -480,26 +516,26 @@ class OCapNWire:
             raise ProtocolError("op:listen: wants-partial must be a boolean")
         return Listen(_checked_target(f[0], self.session), f[1], wants_partial)
 
-    def _dec_get(self, f: list[Any]) -> Get:
+    def _dec_get(self, f: Sequence[Any]) -> Get:
         _arity(OP_GET, f, 3)
         if type(f[1]) is not str:
             raise ProtocolError("op:get: field name must be a string")
         target = _checked_target(f[0], self.session)
         return Get(target, "get", f[1], _position(f[2], "op:get answer"))
 
-    def _dec_index(self, f: list[Any]) -> Get:
+    def _dec_index(self, f: Sequence[Any]) -> Get:
         _arity(OP_INDEX, f, 3)
         return Get(_checked_target(f[0], self.session), "index", _position(f[1], "op:index"),
                    _position(f[2], "op:index answer"))
 
-    def _dec_untag(self, f: list[Any]) -> Get:
+    def _dec_untag(self, f: Sequence[Any]) -> Get:
         _arity(OP_UNTAG, f, 3)
         if type(f[1]) is not str:
             raise ProtocolError("op:untag: tag must be a string")
         target = _checked_target(f[0], self.session)
         return Get(target, "untag", f[1], _position(f[2], "op:untag answer"))
 
-    def _dec_gc_exports(self, f: list[Any]) -> GcExports:
+    def _dec_gc_exports(self, f: Sequence[Any]) -> GcExports:
         _arity(OP_GC_EXPORTS, f, 2)
         positions, deltas = f
         if type(positions) is int and type(deltas) is int:  # pre-2025-12 single form
@@ -515,7 +551,7 @@ class OCapNWire:
             tuple(_position(p, "gc-exports") for p in positions), tuple(deltas)
         )
 
-    def _dec_gc_answers(self, f: list[Any]) -> GcAnswers:
+    def _dec_gc_answers(self, f: Sequence[Any]) -> GcAnswers:
         _arity(OP_GC_ANSWERS, f, 1)
         positions = f[0]
         if type(positions) is int:  # pre-2025-12 single form
@@ -524,7 +560,7 @@ class OCapNWire:
             raise ProtocolError("gc-answers: expected a list")
         return GcAnswers(tuple(_position(p, "gc-answers") for p in positions))
 
-    def _dec_abort(self, f: list[Any]) -> Abort:
+    def _dec_abort(self, f: Sequence[Any]) -> Abort:
         _arity(OP_ABORT, f, 1)
         reason = f[0]
         return Abort(reason if type(reason) is str else repr(reason))
@@ -561,7 +597,7 @@ _ENCODERS: Final[dict[type, Callable[[OCapNWire, Any], Record]]] = {
     StartSession: OCapNWire._enc_start_session,
 }
 
-_DECODERS: Final[dict[Symbol, Callable[[OCapNWire, list[Any]], Any]]] = {
+_DECODERS: Final[dict[Symbol, Callable[[OCapNWire, Sequence[Any]], Any]]] = {
     OP_DELIVER: OCapNWire._dec_deliver,
     OP_DELIVER_ONLY: OCapNWire._dec_deliver_only,
     OP_LISTEN: OCapNWire._dec_listen,
