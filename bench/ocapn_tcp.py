@@ -12,6 +12,9 @@ For each placement it measures, in one run, side by side:
   profile, unframed Syrup), sequential round trips per second, and the wall
   time of 10,000 concurrent ``E(ref).echo(i)`` calls.
 
+``--generic`` runs the OCapN side over the generic anyio path (the one trio
+uses) instead of the asyncio fast path, for comparison.
+
 "pinned" runs both processes on one CPU (``--cpu``, as ``taskset -c 1``
 would), which measures the CPU spent per call; "unpinned" lets the kernel
 place them, which adds cross-CPU wake-ups (roughly what a real link adds).
@@ -198,11 +201,11 @@ async def _sequential(call: Any, seconds: float) -> float:
 # == OCapN ==================================================================================
 
 
-def _ocapn_server() -> None:
+def _ocapn_server(generic: bool) -> None:
     import anyio
 
     from captp import far
-    from netlayers import tcp_testing_only
+    from netlayers import TcpTestingNetlayer
     from ocapn import Node
 
     @far
@@ -214,22 +217,22 @@ def _ocapn_server() -> None:
             return x
 
     async def main() -> None:
-        async with Node(tcp_testing_only()) as node:
+        async with Node(TcpTestingNetlayer(fast_path=not generic)) as node:
             print(node.publish(Bench()), flush=True)
             await anyio.sleep_forever()
 
     anyio.run(main)
 
 
-def _ocapn_client(uri: str, seconds: float) -> dict[str, float]:
+def _ocapn_client(uri: str, seconds: float, generic: bool) -> dict[str, float]:
     import anyio
 
     from captp import E
-    from netlayers import tcp_testing_only
+    from netlayers import TcpTestingNetlayer
     from ocapn import Node
 
     async def main() -> dict[str, float]:
-        async with Node(tcp_testing_only()) as node:
+        async with Node(TcpTestingNetlayer(fast_path=not generic)) as node:
             ref = await node.enliven(uri)
             ping = E(ref).ping
             await _sequential(ping, 0.3)
@@ -250,20 +253,24 @@ def _ocapn_client(uri: str, seconds: float) -> dict[str, float]:
 # == the driver =============================================================================
 
 
-def _child(args: list[str], cpu: int | None) -> subprocess.Popen[str]:
+def _child(args: list[str], cpu: int | None, generic: bool) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "bench.ocapn_tcp", *args]
     if cpu is not None:
         command += ["--cpu", str(cpu)]
+    if generic:
+        command.append("--generic")
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
 
 
-def _pair(server_role: str, client_role: str, seconds: float, cpu: int | None) -> dict[str, float]:
-    server = _child(["--role", server_role], cpu)
+def _pair(
+    server_role: str, client_role: str, seconds: float, cpu: int | None, generic: bool = False
+) -> dict[str, float]:
+    server = _child(["--role", server_role], cpu, generic)
     try:
         assert server.stdout is not None
         address = server.stdout.readline().strip()
         client = _child(["--role", client_role, "--address", address,
-                         "--seconds", str(seconds)], cpu)
+                         "--seconds", str(seconds)], cpu, generic)
         out, _ = client.communicate(timeout=600)
         result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
         return result
@@ -272,10 +279,10 @@ def _pair(server_role: str, client_role: str, seconds: float, cpu: int | None) -
         server.wait()
 
 
-def _measure(seconds: float, cpu: int | None) -> dict[str, Any]:
+def _measure(seconds: float, cpu: int | None, generic: bool) -> dict[str, Any]:
     protocol = _pair("plain-server", "plain-client", seconds, cpu)
     buffered = _pair("buffered-server", "buffered-client", seconds, cpu)
-    ocapn = _pair("ocapn-server", "ocapn-client", seconds, cpu)
+    ocapn = _pair("ocapn-server", "ocapn-client", seconds, cpu, generic)
     return {
         "plain_protocol_rt_per_s": round(protocol["rt_per_s"]),
         "plain_buffered_rt_per_s": round(buffered["rt_per_s"]),
@@ -294,6 +301,8 @@ def run() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="time per sequential series")
     parser.add_argument("--cpu", type=int, default=None, help="the CPU for the pinned runs")
     parser.add_argument("--placement", default="both", choices=["pinned", "unpinned", "both"])
+    parser.add_argument("--generic", action="store_true",
+                        help="OCapN over the generic anyio path, not the asyncio fast path")
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -310,17 +319,21 @@ def run() -> None:
             result = asyncio.run(_plain_client(int(args.address), args.seconds, buffered))
             print(json.dumps(result))
         elif args.role == "ocapn-server":
-            _ocapn_server()
+            _ocapn_server(args.generic)
         elif args.role == "ocapn-client":
-            print(json.dumps(_ocapn_client(args.address, args.seconds)))
+            print(json.dumps(_ocapn_client(args.address, args.seconds, args.generic)))
         return
 
     cpus = sorted(os.sched_getaffinity(0))
     cpu = args.cpu if args.cpu is not None else (1 if 1 in cpus else cpus[0])
-    figures: dict[str, Any] = {"bench": "ocapn_tcp", "python": sys.version.split()[0]}
+    figures: dict[str, Any] = {
+        "bench": "ocapn_tcp",
+        "python": sys.version.split()[0],
+        "ocapn_path": "generic anyio" if args.generic else "asyncio fast path",
+    }
     placements = ["pinned", "unpinned"] if args.placement == "both" else [args.placement]
     for placement in placements:
-        result = _measure(args.seconds, cpu if placement == "pinned" else None)
+        result = _measure(args.seconds, cpu if placement == "pinned" else None, args.generic)
         figures[placement] = result
         where = f"both on CPU {cpu}" if placement == "pinned" else "placed by the kernel"
         print(f"{placement} ({where}):")
