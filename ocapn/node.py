@@ -39,7 +39,7 @@ from typing import Any, Final
 import anyio
 import anyio.abc
 
-from captp import Channel, E, Promise, RemoteRef, far, make_promise
+from captp import Channel, E, Promise, RemoteRef, make_promise
 from captp._promise import Resolver, broken
 from captp._vat import Vat, _current_vat
 from captp.errors import ConnectionLost
@@ -55,7 +55,7 @@ from ocapn.netlayer import Netlayer
 from ocapn.session import OCapNSession
 from ocapn.wire import SPEC_PROFILE, WireProfile
 
-__all__ = ["Bootstrap", "Node"]
+__all__ = ["Node"]
 
 log = logging.getLogger("ocapn")
 
@@ -85,27 +85,6 @@ class _Dial:
         self.session: OCapNSession | None = None  # the outbound session, once connected
         self.result: OCapNSession | None = None  # the session that came of it
         self.error: BaseException | None = None
-
-
-@far(name="OCapNBootstrap")
-class Bootstrap:
-    """The object each session exports at position 0 (spec section 10)."""
-
-    def __init__(self, node: Node, session: OCapNSession) -> None:
-        self._node = node
-        self._session = session
-
-    def fetch(self, swiss_num: bytes) -> Any:
-        """The object published at ``swiss_num`` (UnknownSwissNum if none)."""
-        return self._node.lookup(swiss_num)
-
-    def deposit_gift(self, gift_id: Any, gift: Any) -> None:
-        """Gifter: leave ``gift`` (our own object) for the receiver it gives ``gift_id`` to."""
-        self._node._deposit(self._session, gift_id, gift)
-
-    def withdraw_gift(self, envelope: Any) -> Any:
-        """Receiver: the gift a signed ``desc:handoff-receive`` names (maybe a promise)."""
-        return self._node._withdraw(self._session, envelope)
 
 
 class Node:

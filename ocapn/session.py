@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
-from captp import Channel, Record, Tagged
+from captp import Channel, Record, Tagged, far
 from captp._connection import TRANSPORT_ERRORS
 from captp.errors import ConnectionLost, ProtocolError
 from captp.messages import Abort, Deliver, Message
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from ocapn.netlayer import Netlayer
     from ocapn.node import Node
 
-__all__ = ["CAPTP_VERSION", "HANDSHAKE_TIMEOUT_SECONDS", "OCapNSession"]
+__all__ = ["CAPTP_VERSION", "HANDSHAKE_TIMEOUT_SECONDS", "Bootstrap", "OCapNSession"]
 
 log = logging.getLogger("ocapn")
 
@@ -55,6 +55,27 @@ CAPTP_VERSION: Final = "1.0"
 # aborted, so idle sockets cannot pile up.  The conformance suite waits up to
 # 60 s for a reply but always completes its handshakes in milliseconds.
 HANDSHAKE_TIMEOUT_SECONDS: Final = 30.0
+
+
+@far(name="OCapNBootstrap")
+class Bootstrap:
+    """The object each session exports at position 0 (spec section 10)."""
+
+    def __init__(self, node: Node, session: OCapNSession) -> None:
+        self._node = node
+        self._session = session
+
+    def fetch(self, swiss_num: bytes) -> Any:
+        """The object published at ``swiss_num`` (UnknownSwissNum if none)."""
+        return self._node.lookup(swiss_num)
+
+    def deposit_gift(self, gift_id: Any, gift: Any) -> None:
+        """Gifter: leave ``gift`` (our own object) for the receiver it gives ``gift_id`` to."""
+        self._node._deposit(self._session, gift_id, gift)
+
+    def withdraw_gift(self, envelope: Any) -> Any:
+        """Receiver: the gift a signed ``desc:handoff-receive`` names (maybe a promise)."""
+        return self._node._withdraw(self._session, envelope)
 
 
 class OCapNSession:
@@ -89,8 +110,6 @@ class OCapNSession:
         self._handshake_scope: anyio.CancelScope | None = None
         self._handoff_counts = itertools.count()
         self.used_handoff_counts: set[int] = set()
-        from ocapn.node import Bootstrap
-
         name = f"{'to' if outbound else 'from'} {netlayer.transport}"
         self.engine = Session(
             self._send, node.vat, bootstrap=Bootstrap(node, self), policy=OCAPN_POLICY, name=name
