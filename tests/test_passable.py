@@ -78,7 +78,7 @@ def test_check_passable_looks_inside() -> None:
 
 
 def test_python_equality_is_wrong_and_same_value_is_right() -> None:
-    assert 1 == 1.0 == True  # noqa: E712, PLR0133 - the trap
+    assert 1 == 1.0 == True  # the trap that same_value avoids
     assert not same_value(1, 1.0)
     assert not same_value(1, True)
     assert not same_value(1.0, True)
