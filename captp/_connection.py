@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import anyio
@@ -59,8 +59,13 @@ class Wire(Protocol):
     def encode(self, message: Message) -> bytes:
         """The framed bytes of ``message`` (empty: nothing to send)."""
 
-    def feed(self, data: bytes) -> list[Message]:
-        """The messages completed by ``data``; raises ProtocolError on bad input."""
+    def feed(self, data: bytes) -> Iterable[Message]:
+        """The messages completed by ``data``; raises ProtocolError on bad input.
+
+        The connection handles each message before it takes the next, so a
+        wire may decode lazily (a generator): a message can then refer to an
+        answer the previous message in the same read created (pipelining).
+        """
 
 
 class Connection:
