@@ -89,7 +89,13 @@ class Vat:
         """Run ``await fn(*args)`` in a task of this vat's task group."""
         if self._closed:
             return
-        self._context.run(self._task_group.start_soon, fn, *args)  # type: ignore[arg-type]
+        if _current_vat.get() is self:
+            # Already in one of this vat's turns (which run inside
+            # self._context, so it cannot be entered again): the new task
+            # copies the current context, which names this vat.
+            self._task_group.start_soon(fn, *args)  # type: ignore[arg-type]
+        else:
+            self._context.run(self._task_group.start_soon, fn, *args)  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Stop accepting turns and cancel every task this vat owns."""
