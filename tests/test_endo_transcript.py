@@ -281,6 +281,7 @@ def test_every_frame_decodes(frame: Frame) -> None:
         return
     else:
         assert expected_type is not None and isinstance(message, expected_type)
+    assert message is not None
     with side.vat:
         side.session.receive(message)
     side.vat.run()
