@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final
 
@@ -20,6 +21,7 @@ from captp.endo.marshal import BodyFormat
 from captp.endo.wire import EndoPositions, EndoWire, Framing, Trace
 from captp.errors import CapTPError, ConnectionLost
 from captp.session import ENDO_POLICY, Session
+from netlayers import asyncio_tcp
 from netlayers.stream import StreamChannel
 
 __all__ = [
@@ -259,27 +261,36 @@ async def connect_tcp(
             boot = await conn.bootstrap()
             print(await E(boot).ping())
     """
+    options: dict[str, Any] = {
+        "bootstrap": bootstrap, "name": name, "question_timeout": question_timeout,
+        "body_format": body_format, "vat": vat, "trace": trace,
+    }
+    if _on_asyncio():  # the fast path: see netlayers.asyncio_tcp
+        channel = await asyncio_tcp.connect(host, port)
+        try:
+            async with open_connection(channel, **options) as conn:
+                yield conn
+        finally:
+            with anyio.CancelScope(shield=True):
+                await channel.aclose()
+        return
     stream = await anyio.connect_tcp(host, port)
-    async with StreamChannel(stream) as channel, open_connection(
-        channel,
-        bootstrap=bootstrap,
-        name=name,
-        question_timeout=question_timeout,
-        body_format=body_format,
-        vat=vat,
-        trace=trace,
+    async with StreamChannel(stream) as stream_channel, open_connection(
+        stream_channel, **options
     ) as conn:
         yield conn
+
+
+def _on_asyncio() -> bool:
+    return asyncio._get_running_loop() is not None
 
 
 class EndoServer:
     """A TCP listener serving Endo CapTP; see :func:`serve_tcp`."""
 
     def __init__(
-        self, listener: anyio.abc.Listener[Any], port: int, host: str,
-        make_connection: Callable[[Channel, str], EndoConnection],
+        self, port: int, host: str, make_connection: Callable[[Channel, str], EndoConnection]
     ) -> None:
-        self.listener = listener
         self.port = port
         self.host = host
         self.connections: set[EndoConnection] = set()
@@ -289,15 +300,18 @@ class EndoServer:
     def __repr__(self) -> str:
         return f"<EndoServer {self.host}:{self.port} ({len(self.connections)} connections)>"
 
-    async def _serve(self, stream: anyio.abc.ByteStream) -> None:
-        self._count += 1
+    async def _serve_stream(self, stream: anyio.abc.ByteStream) -> None:
         async with StreamChannel(stream) as channel:
-            conn = self._make_connection(channel, f"conn{self._count}")
-            self.connections.add(conn)
-            try:
-                await conn.run()
-            finally:
-                self.connections.discard(conn)
+            await self._serve(channel)
+
+    async def _serve(self, channel: Channel) -> None:
+        self._count += 1
+        conn = self._make_connection(channel, f"conn{self._count}")
+        self.connections.add(conn)
+        try:
+            await conn.run()  # closes the channel when it ends
+        finally:
+            self.connections.discard(conn)
 
     def abort_all(self, reason: str) -> None:
         """Abort every open connection with ``reason``."""
@@ -323,9 +337,19 @@ async def serve_tcp(
     (JS's ``makeCapTP`` accepts a function the same way).  Connection ``n`` is
     named ``<name>-conn<n>``.  Leaving the block disconnects every client.
     """
-    listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
-    bound_port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    async with listener, open_vat() as vat, anyio.create_task_group() as tg:
+    async with AsyncExitStack() as stack:
+        # The listener closes last, after the task group that accepts on it.
+        accept: Callable[[], Awaitable[Channel]] | None = None
+        if _on_asyncio():  # the fast path: see netlayers.asyncio_tcp
+            listener = await asyncio_tcp.listen(host, port)
+            stack.callback(listener.close)
+            bound, accept = listener.port, listener.accept
+        else:
+            stream_listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+            await stack.enter_async_context(stream_listener)
+            bound = stream_listener.extra(anyio.abc.SocketAttribute.local_port)
+        vat = await stack.enter_async_context(open_vat())
+        tg = await stack.enter_async_context(anyio.create_task_group())
 
         def make_connection(channel: Channel, suffix: str) -> EndoConnection:
             return EndoConnection(
@@ -338,8 +362,16 @@ async def serve_tcp(
                 trace=trace,
             )
 
-        server = EndoServer(listener, bound_port, host, make_connection)
-        tg.start_soon(listener.serve, server._serve)
+        server = EndoServer(bound, host, make_connection)
+        if accept is not None:
+
+            async def accept_forever(accept: Callable[[], Awaitable[Channel]]) -> None:
+                while True:
+                    tg.start_soon(server._serve, await accept())
+
+            tg.start_soon(accept_forever, accept)
+        else:
+            tg.start_soon(stream_listener.serve, server._serve_stream)
         try:
             yield server
         finally:
