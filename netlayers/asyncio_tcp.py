@@ -42,7 +42,12 @@ class ProtocolChannel(asyncio.Protocol):
         self._eof = False
         self._error: BaseException | None = None
         self._closing = False
-        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._lost: asyncio.Future[None] = self._loop.create_future()
+        # Writes after the first in one event-loop iteration wait here and go
+        # out together at the start of the next: a burst of replies becomes
+        # one system call, a lone reply is not delayed.
+        self._batch: list[bytes] | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -79,7 +84,10 @@ class ProtocolChannel(asyncio.Protocol):
     # -- Channel ----------------------------------------------------------------------
 
     def send_nowait(self, data: bytes) -> None:
-        """Write ``data`` now (the transport buffers what the socket does not take)."""
+        """Write ``data`` (now, or with the rest of this loop iteration's writes)."""
+        if self._batch is not None:
+            self._batch.append(data)
+            return
         transport = self._transport
         if self._error is not None:
             raise anyio.BrokenResourceError from self._error
@@ -88,6 +96,13 @@ class ProtocolChannel(asyncio.Protocol):
         if transport.is_closing():
             raise anyio.BrokenResourceError
         transport.write(data)
+        self._batch = []
+        self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(b"".join(batch))
 
     async def receive(self) -> bytes:
         """The next bytes from the peer (any amount); EndOfStream when it closed."""
@@ -112,6 +127,7 @@ class ProtocolChannel(asyncio.Protocol):
                 await self._lost
             return
         self._closing = True
+        self._flush()
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(CLOSE_GRACE_SECONDS):
                 if not transport.is_closing() and transport.can_write_eof():
