@@ -16,8 +16,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+# A copy of spec/endo-captp-transcript.txt, so the tests need nothing outside the repository.
 TRANSCRIPT = Path(
-    os.environ.get("ENDO_TRANSCRIPT", "/work/shared/spec/endo-captp-transcript.txt")
+    os.environ.get(
+        "ENDO_TRANSCRIPT", Path(__file__).resolve().parent / "data" / "endo-captp-transcript.txt"
+    )
 )
 
 _SECTION = re.compile(r"^### ([0-9]+[a-z]?|[RE][0-9]+)\. ")
