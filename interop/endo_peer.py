@@ -16,6 +16,7 @@ Numbers a JS peer sees are JS numbers: this peer counts in ``float``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -134,8 +135,8 @@ async def serve(host: str, port: int, question_timeout: float | None) -> None:
         question_timeout=question_timeout,
     ) as server:
         print(f"listening {server.port}", flush=True)
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for _ in signals:
+        with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:  # Ctrl-C arrives as KeyboardInterrupt instead
                 return
 
 
@@ -153,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
-    anyio.run(serve, args.host, args.port, args.question_timeout or None)
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(serve, args.host, args.port, args.question_timeout or None)
     return 0
 
 

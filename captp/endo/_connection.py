@@ -44,7 +44,7 @@ log = logging.getLogger("captp.endo")
 DEFAULT_QUESTION_TIMEOUT: Final = 60.0
 
 Bootstrap = Any
-"""A bootstrap object, or (server side) a function ``(connection) -> object``."""
+"""A bootstrap object, or a plain function ``(connection) -> object`` (see :func:`serve_tcp`)."""
 
 
 class QuestionTimeout(CapTPError, TimeoutError):
@@ -332,10 +332,12 @@ async def serve_tcp(
 ) -> AsyncIterator[EndoServer]:
     """Serve Endo CapTP on ``host:port`` (``port=0``: any free port; see ``server.port``).
 
-    ``bootstrap`` is the object every client gets, or a function called with
-    each new :class:`EndoConnection` that returns that connection's bootstrap
-    (JS's ``makeCapTP`` accepts a function the same way).  Connection ``n`` is
-    named ``<name>-conn<n>``.  Leaving the block disconnects every client.
+    ``bootstrap`` is the object every client gets, or a plain function (not a
+    far function) called with each new :class:`EndoConnection` that returns
+    that connection's bootstrap, as JS's ``makeCapTP`` accepts a function.  It
+    is called while the connection is being built: keep the connection for
+    later (its ``session`` does not exist yet).  Connection ``n`` is named
+    ``<name>-conn<n>``.  Leaving the block disconnects every client.
     """
     async with AsyncExitStack() as stack:
         # The listener closes last, after the task group that accepts on it.
