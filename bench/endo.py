@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Python server / Node server: seq {ratios['python_server_seq']:.2f}x, "
           f"conc {ratios['python_server_conc']:.2f}x")
     print(json.dumps({
+        "bench": "endo",
         **figures,
         "ratio": {k: round(v, 3) for k, v in ratios.items()},
         "trials": args.trials, "seconds": args.seconds, "calls": args.calls,
