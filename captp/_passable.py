@@ -170,6 +170,9 @@ class Tagged:
     def __repr__(self) -> str:
         return f"Tagged({self.tag!r}, {self.payload!r})"
 
+    def __reduce__(self) -> tuple[type[Tagged], tuple[str, Any]]:
+        return (Tagged, (self.tag, self.payload))
+
 
 class Null:
     """The type of :data:`null`, the passable ``null`` (distinct from ``None``)."""
@@ -249,38 +252,40 @@ def pass_style(value: object) -> PassStyle:
     )
 
 
-def check_passable(value: object, *, _depth: int = 0) -> PassStyle:
+def check_passable(value: object, *, max_depth: int = 1000) -> PassStyle:
     """Check ``value`` deeply and return its top-level pass style.
 
     Raises :class:`PassStyleError` naming the first offending part: an
     unpassable type, a struct key that is not a string, a string with a lone
-    surrogate, or nesting deeper than 1000 levels.
+    surrogate, or nesting deeper than ``max_depth`` levels.
     """
-    if _depth > 1000:
-        raise PassStyleError("passable nested deeper than 1000 levels")
-    style = pass_style(value)
-    if style == "string":
-        _check_string(value)  # type: ignore[arg-type]
-    elif style == "list":
-        for item in value:  # type: ignore[attr-defined]
-            check_passable(item, _depth=_depth + 1)
-    elif style == "struct":
-        for key, item in value.items():  # type: ignore[attr-defined]
-            if type(key) is not str:
-                raise PassStyleError(
-                    f"struct keys must be str, found {type(key).__name__} key {key!r}"
-                )
-            _check_string(key)
-            check_passable(item, _depth=_depth + 1)
-    elif style == "record":
-        check_passable(value.label, _depth=_depth + 1)  # type: ignore[attr-defined]
-        for item in value.fields:  # type: ignore[attr-defined]
-            check_passable(item, _depth=_depth + 1)
-    elif style == "tagged":
-        check_passable(value.payload, _depth=_depth + 1)  # type: ignore[attr-defined]
-    elif style == "symbol":
-        _check_string(value.name)  # type: ignore[attr-defined]
-    return style
+    top = pass_style(value)
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            raise PassStyleError(f"passable nested deeper than {max_depth} levels")
+        style = pass_style(item)
+        if style == "string":
+            _check_string(item)  # type: ignore[arg-type]
+        elif style == "symbol":
+            _check_string(item.name)  # type: ignore[attr-defined]
+        elif style == "list":
+            stack.extend((x, depth + 1) for x in item)  # type: ignore[attr-defined]
+        elif style == "struct":
+            for key, x in item.items():  # type: ignore[attr-defined]
+                if type(key) is not str:
+                    raise PassStyleError(
+                        f"struct keys must be str, found {type(key).__name__} key {key!r}"
+                    )
+                _check_string(key)
+                stack.append((x, depth + 1))
+        elif style == "record":
+            stack.append((item.label, depth + 1))  # type: ignore[attr-defined]
+            stack.extend((x, depth + 1) for x in item.fields)  # type: ignore[attr-defined]
+        elif style == "tagged":
+            stack.append((item.payload, depth + 1))  # type: ignore[attr-defined]
+    return top
 
 
 def _check_string(s: str) -> None:

@@ -92,7 +92,13 @@ class Vat:
         """Run ``await fn(*args)`` in a task of this vat's task group."""
         if self._closed:
             return
-        self._task_group.start_soon(fn, *args)  # type: ignore[arg-type]
+        if _current_vat.get() is self:
+            # Already in one of this vat's turns (which run inside
+            # self._context, so it cannot be entered again): the new task
+            # copies the current context, which names this vat.
+            self._task_group.start_soon(fn, *args)  # type: ignore[arg-type]
+        else:
+            self._context.run(self._task_group.start_soon, fn, *args)  # type: ignore[arg-type]
 
     def call_later(self, delay: float, fn: Callable[..., object], /, *args: Any) -> None:
         """Run ``fn(*args)`` in a turn about ``delay`` seconds from now."""
@@ -101,7 +107,7 @@ class Vat:
         if self._loop is not None:
             self._loop.call_later(delay, _run_turn, fn, args, context=self._context)
         else:
-            self._task_group.start_soon(self._later, delay, fn, args)
+            self.spawn(self._later, delay, fn, args)
 
     async def _later(self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
         await anyio.sleep(delay)

@@ -1,0 +1,505 @@
+"""The Endo CapTP wire: engine messages <-> the seven ``CTP_*`` JSON messages.
+
+Each message is written with exactly the key order ``@endo/captp`` 4.5 uses
+(``spec/endo-captp.md`` section 2), its CapData built by :mod:`.marshal`, and
+framed as a netstring (byte streams) or sent as one frame (message
+transports).  Mapping to the engine:
+
+==================  =====================================================
+engine              wire
+==================  =====================================================
+``Deliver``         ``CTP_CALL`` with method ``[prop, args]`` (``[null,
+                    args]`` applies a far function)
+``Get``             ``CTP_CALL`` with method ``[prop]``
+``Bootstrap``       ``CTP_BOOTSTRAP``
+``Return``          ``CTP_RETURN`` (``result`` / ``exception``)
+``Resolve``         ``CTP_RESOLVE`` (``res`` / ``rej``; no ``epoch``)
+``GcExports``       one ``CTP_DROP`` per position (``epoch`` last)
+``GcAnswers``       nothing is sent (JS never frees answers); a received
+                    ``CTP_DROP`` of a ``q-N`` frees our answer
+``Abort``           ``CTP_DISCONNECT``, echoed back when the peer sends it
+==================  =====================================================
+
+Positions are slot strings (see :class:`EndoPositions`): ours are ``o+N`` /
+``p+N`` / ``q-N``; the peer's exports are kept under the names we write them
+with (``o-N`` / ``p-N``).  A slot received as ``o+3`` is our import ``o-3``;
+``o-5`` is our export ``o+5``.
+
+The wire also guards against the JS peer's traps (section 11 of the spec):
+it refuses to pipeline on a pending bootstrap question (JS drops such a call
+silently), never writes a question id in ``slots`` (the engine exports a
+fresh promise instead), and answers a call that names an export we no longer
+have with an error instead of ending the session.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, Final, Literal
+
+from captp._far import interface_name
+from captp._passable import null
+from captp._promise import broken
+from captp._refs import RemoteRef
+from captp.endo import _json
+from captp.endo.framing import DEFAULT_MAX_FRAME_SIZE, NetstringDecoder, netstring
+from captp.endo.marshal import BodyFormat, Marshal, UnknownReference
+from captp.errors import CapTPError, DecodeError, EncodeError, ProtocolError
+from captp.messages import (
+    Abort,
+    Bootstrap,
+    Deliver,
+    Desc,
+    GcAnswers,
+    GcExports,
+    Get,
+    Listen,
+    Message,
+    Resolve,
+    Return,
+)
+from captp.session import Positions, Session
+
+__all__ = ["EndoPositions", "EndoWire", "Framing", "reverse_slot"]
+
+log = logging.getLogger("captp.endo")
+
+Framing = Literal["netstring", "message"]
+Trace = Callable[[str, str], None]
+
+_quote: Final = _json.quote
+
+
+def reverse_slot(slot: str) -> str:
+    """The same slot in the other side's namespace: ``o+3`` <-> ``o-3``."""
+    return f"{slot[0]}{'-' if slot[1] == '+' else '+'}{slot[2:]}"
+
+
+class EndoPositions(Positions):
+    """Slot names as ``@endo/captp`` allocates them.
+
+    Objects ``o+1, o+2, ...`` and promises ``p+1, ...`` on separate counters;
+    questions ``q-1, q-2, ...``.  Every counter starts at 1 and never reuses
+    a number.
+    """
+
+    def __init__(self) -> None:
+        self._objects = 0
+        self._promises = 0
+        self._question_count = 0
+
+    def next_export(self, is_promise: bool) -> str:
+        """``p+N`` for a promise, ``o+N`` for anything else."""
+        if is_promise:
+            self._promises += 1
+            return f"p+{self._promises}"
+        self._objects += 1
+        return f"o+{self._objects}"
+
+    def next_question(self) -> str:
+        """``q-N``: questions are written with ``-`` even by the side that asks."""
+        self._question_count += 1
+        return f"q-{self._question_count}"
+
+
+class EndoWire:
+    """Engine messages <-> ``CTP_*`` messages for one session.
+
+    ``framing``: ``"netstring"`` on byte streams (TCP, Unix sockets, as the
+    daemon does), ``"message"`` when the transport keeps message boundaries.
+    ``body_format``: the CapData format to write (JS writes ``"capdata"``;
+    both are always read).  ``our_id`` names this side in error ids
+    (``error:captp:<our_id>#20001``); default: the session's name.
+    ``send_raw`` writes extra frames (the echo of ``CTP_DISCONNECT``, and
+    each extra ``CTP_DROP`` on message transports).  ``trace(direction,
+    json_text)`` sees every message sent (``"send"``) and received
+    (``"recv"``).
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        framing: Framing = "netstring",
+        body_format: BodyFormat = "capdata",
+        epoch: int = 0,
+        our_id: str | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        send_raw: Callable[[bytes], None] | None = None,
+        trace: Trace | None = None,
+    ) -> None:
+        if framing not in ("netstring", "message"):
+            raise ValueError(f"unknown framing {framing!r}")
+        if type(epoch) is not int:
+            raise TypeError("epoch must be an int")
+        self.session = session
+        self.framing: Framing = framing
+        self.marshal = Marshal(
+            self._slot_for_value,
+            self._value_for_slot,
+            marshal_name=f"captp:{our_id if our_id is not None else session.name}",
+            body_format=body_format,
+        )
+        self.trace = trace
+        self._epoch = str(epoch)
+        self._netstring = framing == "netstring"
+        self._max_frame_size = max_frame_size
+        self._frames = NetstringDecoder(max_frame_size) if self._netstring else None
+        self._send_raw = send_raw
+        self._bootstrap_questions: set[str] = set()
+        self._encoders: dict[type, Callable[[Any], str | list[str]]] = {
+            Deliver: self._enc_deliver,
+            Return: self._enc_return,
+            Resolve: self._enc_resolve,
+            GcExports: self._enc_gc_exports,
+            Get: self._enc_get,
+            Bootstrap: self._enc_bootstrap,
+            Abort: self._enc_abort,
+            GcAnswers: self._enc_nothing,
+            Listen: self._enc_listen,
+        }
+        self._decoders: dict[str, Callable[[dict[str, Any]], Message | None]] = {
+            "CTP_CALL": self._dec_call,
+            "CTP_RETURN": self._dec_return,
+            "CTP_RESOLVE": self._dec_resolve,
+            "CTP_DROP": self._dec_drop,
+            "CTP_BOOTSTRAP": self._dec_bootstrap,
+            "CTP_DISCONNECT": self._dec_disconnect,
+            "CTP_TRAP_ITERATE": self._dec_trap_iterate,
+        }
+
+    # == encoding ====================================================================
+
+    def encode(self, message: Message) -> bytes:
+        """The framed bytes of ``message`` (empty when nothing is to be sent)."""
+        encoder = self._encoders.get(type(message))
+        if encoder is None:
+            raise EncodeError(f"no Endo CapTP encoding for {type(message).__name__}")
+        texts = encoder(message)
+        if type(texts) is str:
+            return self._frame(texts)
+        if not texts:
+            return b""
+        if self._netstring:
+            return b"".join(self._frame(t) for t in texts)
+        for text in texts[:-1]:  # a message transport: one frame per message
+            if self._send_raw is None:
+                raise EncodeError("message framing needs send_raw to send several messages")
+            self._send_raw(self._frame(text))
+        return self._frame(texts[-1])
+
+    def to_json(self, message: Message) -> list[str]:
+        """The JSON texts (usually one) for ``message``, unframed; for tests and tools."""
+        encoder = self._encoders.get(type(message))
+        if encoder is None:
+            raise EncodeError(f"no Endo CapTP encoding for {type(message).__name__}")
+        texts = encoder(message)
+        return [texts] if type(texts) is str else list(texts)
+
+    def _frame(self, text: str) -> bytes:
+        if self.trace is not None:
+            self.trace("send", text)
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:  # a peer-chosen id with a lone surrogate
+            data = _json.escape_surrogates(text).encode("utf-8")
+        return netstring(data) if self._netstring else data
+
+    def _capdata(self, value: Any) -> str:
+        body, slots = self.marshal.encode(value)
+        if not slots:
+            return '{"body":' + _quote(body) + ',"slots":[]}'
+        return '{"body":' + _quote(body) + ',"slots":[' + ",".join(map(_quote, slots)) + "]}"
+
+    def _target(self, target: Any) -> str:
+        desc = self.session.describe_target(target)
+        position: str = desc.position  # type: ignore[assignment]
+        if desc.kind == "answer" and position in self._bootstrap_questions:
+            # G1: JS records the bootstrap answer a microtask late and drops,
+            # without a reply, a call that arrives before that.
+            raise EncodeError(
+                "cannot pipeline on the pending Endo bootstrap question: @endo/captp "
+                "drops such a call without answering; await the bootstrap first"
+            )
+        return position
+
+    def _enc_deliver(self, m: Deliver) -> str:
+        target = self._target(m.target)
+        method = self._capdata((null if m.method is None else m.method, m.args))
+        return (
+            '{"type":"CTP_CALL","epoch":' + self._epoch
+            + ',"questionID":' + _quote(m.answer)  # type: ignore[arg-type]
+            + ',"target":' + _quote(target)
+            + ',"method":' + method + "}"
+        )
+
+    def _enc_get(self, m: Get) -> str:
+        if m.kind == "untag":
+            raise EncodeError("the Endo CapTP dialect has no untag operation")
+        target = self._target(m.target)
+        prop = m.key if m.kind == "get" else str(m.key)  # JS property keys are strings
+        return (
+            '{"type":"CTP_CALL","epoch":' + self._epoch
+            + ',"questionID":' + _quote(m.answer)  # type: ignore[arg-type]
+            + ',"target":' + _quote(target)
+            + ',"method":' + self._capdata((prop,)) + "}"
+        )
+
+    def _enc_bootstrap(self, m: Bootstrap) -> str:
+        self._bootstrap_questions.add(m.answer)  # type: ignore[arg-type]
+        return (
+            '{"type":"CTP_BOOTSTRAP","epoch":' + self._epoch
+            + ',"questionID":' + _quote(m.answer) + "}"  # type: ignore[arg-type]
+        )
+
+    def _enc_return(self, m: Return) -> str:
+        return (
+            '{"type":"CTP_RETURN","epoch":' + self._epoch
+            + ',"answerID":' + _quote(m.answer)  # type: ignore[arg-type]
+            + (',"result":' if m.ok else ',"exception":') + self._capdata(m.value) + "}"
+        )
+
+    def _enc_resolve(self, m: Resolve) -> str:
+        # promiseID is the importer's name for the promise: our p+2 is its p-2.
+        return (
+            '{"type":"CTP_RESOLVE","promiseID":' + _quote(reverse_slot(m.position))  # type: ignore[arg-type]
+            + (',"res":' if m.ok else ',"rej":') + self._capdata(m.value) + "}"
+        )
+
+    def _enc_gc_exports(self, m: GcExports) -> list[str]:
+        # The slotID is our (the importer's) name for the peer's export.
+        return [
+            '{"type":"CTP_DROP","slotID":' + _quote(position)  # type: ignore[arg-type]
+            + ',"decRefs":' + str(delta) + ',"epoch":' + self._epoch + "}"
+            for position, delta in zip(m.positions, m.deltas, strict=True)
+        ]
+
+    def _enc_abort(self, m: Abort) -> str:
+        # JS puts the abort reason through plain JSON.stringify (an Error
+        # becomes {}); we send an object with a message a JS catch can read.
+        reason = _json.stringify({"message": m.reason})
+        return '{"type":"CTP_DISCONNECT","epoch":' + self._epoch + ',"reason":' + reason + "}"
+
+    def _enc_nothing(self, m: Message) -> list[str]:
+        return []
+
+    def _enc_listen(self, m: Listen) -> str:
+        raise EncodeError("the Endo CapTP dialect reports promise settlement unasked (no listen)")
+
+    # -- references -------------------------------------------------------------------
+
+    def _slot_for_value(self, value: Any) -> tuple[str, str | None]:
+        desc = self.session.describe(value)
+        if type(desc) is not Desc:
+            raise EncodeError(f"{value!r} cannot be sent in the Endo CapTP dialect")
+        kind = desc.kind
+        position: str = desc.position  # type: ignore[assignment]
+        if kind == "import-object":
+            return position, _iface(value)
+        if kind == "import-promise":
+            return position, None
+        if kind == "export":  # the peer's own object, under the name we import it as
+            if type(value) is RemoteRef:
+                return position, value.iface
+            return position, None
+        # Never reached with ENDO_POLICY (questions go out as fresh promises):
+        # JS would reverse q-N to q+N and drop the message as "Unknown export".
+        raise EncodeError(f"question {position} cannot be written in slots")
+
+    def _value_for_slot(self, slot: str, iface: str | None) -> Any:
+        kind = slot[0]
+        if slot[1] == "+":  # the sender's export: our import, named with '-'
+            if kind == "o" or kind == "t":
+                return self.session.import_object(f"{kind}-{slot[2:]}", iface)
+            if kind == "p":
+                return self.session.import_promise(f"p-{slot[2:]}")
+        elif kind == "o" or kind == "p":  # our own export, named with '-' by the sender
+            return self._lookup_export(f"{kind}+{slot[2:]}")
+        elif kind == "q":
+            raise UnknownReference(
+                f"slot {slot!r} names a question; only objects and promises travel in slots"
+            )
+        raise DecodeError(f"unknown slot kind {slot!r}")
+
+    def _lookup_export(self, position: str) -> Any:
+        try:
+            return self.session.lookup_export(position)
+        except ProtocolError:
+            raise UnknownReference(
+                f"no export {position} here (never exported, or already freed after "
+                "the peer dropped it)"
+            ) from None
+
+    def _target_in(self, target: str) -> Any:
+        if len(target) > 2 and target[1] in "+-" and target[0] in "opt":
+            if target[1] == "-":
+                return self._lookup_export(f"{target[0]}+{target[2:]}")
+            raise UnknownReference(f"target {target!r} is the sender's own export")
+        try:
+            return self.session.lookup_answer(target)
+        except ProtocolError:
+            raise UnknownReference(f"no answer {target!r} here") from None
+
+    # == decoding ====================================================================
+
+    def feed(self, data: bytes) -> Iterator[Message]:
+        """The messages in ``data``, decoded one at a time as they are consumed.
+
+        Decoding is lazy on purpose: a message may target an answer that the
+        previous message in the same read creates (pipelining), so each
+        message must be handled before the next is decoded.
+        """
+        if self._frames is not None:
+            texts = self._frames.feed(data)
+        else:
+            try:
+                texts = [str(data, "utf-8")]
+            except UnicodeDecodeError as exc:
+                raise DecodeError(f"message is not valid UTF-8: {exc}") from None
+        for text in texts:
+            message = self.decode_json(text)
+            if message is not None:
+                yield message
+
+    def decode_json(self, text: str) -> Message | None:
+        """The engine message for one ``CTP_*`` JSON text (``None``: nothing to do)."""
+        if self.trace is not None:
+            self.trace("recv", text)
+        try:
+            obj = _json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise DecodeError(f"message is not JSON: {exc}") from None
+        if type(obj) is not dict:
+            raise DecodeError(f"message must be a JSON object, not {type(obj).__name__}")
+        decoder = self._decoders.get(obj.get("type"))  # type: ignore[arg-type]
+        if decoder is None:
+            # @endo/captp ignores unknown types too (onReject, no reply); a
+            # newer peer may send types we do not know yet.
+            log.warning("%s: ignoring unknown message type %r", self.session.name, obj.get("type"))
+            return None
+        return decoder(obj)
+
+    def _capdata_in(self, data: Any, what: str) -> Any:
+        if type(data) is not dict:
+            raise DecodeError(f"{what} must be a CapData object, not {data!r}")
+        slots = data.get("slots", [])
+        if type(slots) is not list or any(type(s) is not str for s in slots):
+            raise DecodeError(f"{what}.slots must be a list of strings")
+        body = data.get("body")
+        if type(body) is not str:
+            raise DecodeError(f"{what}.body must be a string, not {body!r}")
+        return self.marshal.decode(body, slots)
+
+    def _dec_call(self, obj: dict[str, Any]) -> Message:
+        question = _string(obj, "questionID", "CTP_CALL")
+        target = _string(obj, "target", "CTP_CALL")
+        if obj.get("trap"):
+            refusal = CapTPError("Trap() needs a guest and host sharing memory; not over a network")
+            return _refused(question, refusal)
+        try:
+            method = self._capdata_in(obj.get("method"), "CTP_CALL.method")
+            receiver = self._target_in(target)
+        except UnknownReference as exc:
+            # JS drops such a call silently and the caller hangs; we answer.
+            return _refused(question, exc)
+        if type(method) is not list or not 1 <= len(method) <= 2:
+            raise ProtocolError(f"CTP_CALL.method must be [prop] or [prop, args], not {method!r}")
+        prop = method[0]
+        if len(method) == 1:
+            if type(prop) is not str:
+                raise ProtocolError(f"CTP_CALL property get needs a string key, not {prop!r}")
+            return Get(receiver, "get", prop, question)
+        args = method[1]
+        if type(args) is not list:
+            raise ProtocolError(f"CTP_CALL arguments must be an array, not {args!r}")
+        if prop is null:
+            return Deliver(receiver, None, tuple(args), question)
+        if type(prop) is str:
+            return Deliver(receiver, prop, tuple(args), question)
+        if hasattr(prop, "name") and type(prop.name) is str:  # a Symbol method name
+            return Deliver(receiver, prop.name, tuple(args), question)
+        raise ProtocolError(f"CTP_CALL method name must be a string or null, not {prop!r}")
+
+    def _dec_return(self, obj: dict[str, Any]) -> Message:
+        answer = _string(obj, "answerID", "CTP_RETURN")
+        self._bootstrap_questions.discard(answer)
+        ok = "exception" not in obj
+        try:
+            value = self._capdata_in(obj.get("result" if ok else "exception"), "CTP_RETURN")
+        except UnknownReference as exc:
+            ok, value = False, exc
+        return Return(answer, ok, value)
+
+    def _dec_resolve(self, obj: dict[str, Any]) -> Message:
+        promise = _string(obj, "promiseID", "CTP_RESOLVE")  # already our name for it
+        ok = "rej" not in obj
+        try:
+            value = self._capdata_in(obj.get("res" if ok else "rej"), "CTP_RESOLVE")
+        except UnknownReference as exc:
+            ok, value = False, exc
+        return Resolve(promise, ok, value)
+
+    def _dec_drop(self, obj: dict[str, Any]) -> Message | None:
+        slot = _string(obj, "slotID", "CTP_DROP")
+        dec_refs = obj.get("decRefs", 0)
+        if type(dec_refs) is float and dec_refs.is_integer():
+            dec_refs = int(dec_refs)
+        if type(dec_refs) is not int or dec_refs < 0:
+            raise ProtocolError(f"CTP_DROP.decRefs must be a non-negative int, not {dec_refs!r}")
+        if len(slot) < 3 or slot[1] != "-":
+            raise ProtocolError(f"CTP_DROP of {slot!r}: only our exports (x-N) can be dropped")
+        if slot[0] == "q":
+            # The peer let go of its question: it can no longer pipeline on it.
+            return GcAnswers((slot,))
+        if dec_refs == 0:
+            return None
+        # decRefs may be larger than our count (JS counts message targets and
+        # questions under the same keys); the engine frees the export then.
+        return GcExports((reverse_slot(slot),), (dec_refs,))
+
+    def _dec_bootstrap(self, obj: dict[str, Any]) -> Message:
+        return Bootstrap(_string(obj, "questionID", "CTP_BOOTSTRAP"))
+
+    def _dec_disconnect(self, obj: dict[str, Any]) -> Message:
+        # JS echoes the disconnect back to its sender; so do we.
+        if self._send_raw is not None:
+            try:
+                self._send_raw(self._frame(_json.stringify(obj)))
+            except Exception as exc:  # the peer may be gone already
+                log.debug("%s: could not echo CTP_DISCONNECT: %r", self.session.name, exc)
+        return Abort(_disconnect_reason(obj))
+
+    def _dec_trap_iterate(self, obj: dict[str, Any]) -> None:
+        log.warning("%s: ignoring CTP_TRAP_ITERATE (Trap() is not supported)", self.session.name)
+        return None
+
+
+def _string(obj: dict[str, Any], key: str, what: str) -> str:
+    value = obj.get(key)
+    if type(value) is not str:
+        raise ProtocolError(f"{what}.{key} must be a string, not {value!r}")
+    return value
+
+
+def _refused(question: str, error: BaseException) -> Deliver:
+    # A call whose target is a broken promise is answered with its reason.
+    return Deliver(broken(error), None, (), question)
+
+
+def _iface(value: Any) -> str:
+    name = interface_name(value)
+    if name == "Remotable" or name.startswith(("Alleged: ", "DebugName: ")):
+        return name
+    return f"Alleged: {name}"
+
+
+def _disconnect_reason(obj: dict[str, Any]) -> str:
+    if "reason" not in obj:
+        return "peer disconnected"
+    reason = obj["reason"]
+    if type(reason) is str:
+        return reason
+    if type(reason) is dict and type(reason.get("message")) is str:
+        return str(reason["message"])
+    return f"peer disconnected (reason: {_json.stringify(reason)})"
