@@ -11,6 +11,11 @@ system calls.  Semantics are the same: ``receive`` returns any slice of the
 stream and raises :class:`anyio.EndOfStream` at the end; ``aclose`` flushes,
 sends FIN and waits briefly for the peer's.
 
+A consumer that handles bytes synchronously may call
+:meth:`ProtocolChannel.push` instead of looping on ``receive``: from then on
+each read is handed to it from the protocol callback, with no task wake-up
+per read (the OCapN node does this once a session's handshake is done).
+
 Use :func:`connect` / :func:`listen` only under asyncio (uvloop too);
 elsewhere use ``StreamChannel``.
 """
@@ -21,6 +26,7 @@ import asyncio
 import contextlib
 import socket
 from collections import deque
+from collections.abc import Callable
 from typing import Final
 
 import anyio
@@ -30,6 +36,10 @@ __all__ = ["Listener", "ProtocolChannel", "connect", "listen"]
 # How long a graceful close waits for the peer to finish after our FIN
 # (the same grace as StreamChannel).
 CLOSE_GRACE_SECONDS: Final = 2.0
+
+# Bytes queued for a peer that does not read before the connection is given
+# up: a peer that stops reading must not make us buffer without bound.
+MAX_WRITE_BUFFER: Final = 64 * 1024 * 1024
 
 
 class ProtocolChannel(asyncio.Protocol):
@@ -48,6 +58,8 @@ class ProtocolChannel(asyncio.Protocol):
         # out together at the start of the next: a burst of replies becomes
         # one system call, a lone reply is not delayed.
         self._batch: list[bytes] | None = None
+        self._on_data: Callable[[bytes], None] | None = None
+        self._on_end: Callable[[BaseException], None] | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -60,12 +72,17 @@ class ProtocolChannel(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
+        if self._on_data is not None:
+            if not self._closing:
+                self._on_data(data)
+            return
         self._chunks.append(data)
         self._wake()
 
     def eof_received(self) -> bool:
         self._eof = True
         self._wake()
+        self._ended()
         return True  # keep our side open: we may still be flushing
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -73,8 +90,17 @@ class ProtocolChannel(asyncio.Protocol):
         if exc is not None and self._error is None:
             self._error = exc
         self._wake()
+        self._ended()
         if not self._lost.done():
             self._lost.set_result(None)
+
+    def _ended(self) -> None:
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None and not self._closing:
+            if self._error is not None:
+                on_end(anyio.BrokenResourceError(repr(self._error)))
+            else:
+                on_end(anyio.EndOfStream())
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -101,8 +127,32 @@ class ProtocolChannel(asyncio.Protocol):
 
     def _flush(self) -> None:
         batch, self._batch = self._batch, None
-        if batch and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(b"".join(batch))
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if batch:
+            transport.write(b"".join(batch))
+        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            self._error = anyio.BrokenResourceError(
+                f"the peer has not read the {MAX_WRITE_BUFFER} bytes queued for it"
+            )
+            transport.abort()
+
+    def push(
+        self, on_data: Callable[[bytes], None], on_end: Callable[[BaseException], None]
+    ) -> None:
+        """From now on hand each read to ``on_data``, and the end of stream to ``on_end``.
+
+        Both run in the protocol's callbacks; what was received before the
+        call is handed to ``on_data`` at once.  After this, :meth:`receive`
+        must not be used.
+        """
+        self._on_data = on_data
+        self._on_end = on_end
+        while self._chunks and self._on_data is not None:
+            on_data(self._chunks.popleft())
+        if self._eof:
+            self._ended()
 
     async def receive(self) -> bytes:
         """The next bytes from the peer (any amount); EndOfStream when it closed."""

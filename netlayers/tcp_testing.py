@@ -8,7 +8,7 @@ Locator: ``<ocapn-peer 'tcp-testing-only "<designator>" {"host": "<ipv4>", "port
 (the port is a *string*).  The designator is any unique string; by default a
 random one per netlayer.
 
-Under asyncio the connections are :class:`~netlayers._asyncio_tcp.AsyncioTcpChannel`
+Under asyncio the connections are :class:`~netlayers.asyncio_tcp.ProtocolChannel`
 protocols (the fast path); under trio (or with ``fast_path=False``) they are
 anyio socket streams in a :class:`~netlayers.stream.StreamChannel`.  Both
 behave the same: every connection is served in its own task, sends never
@@ -31,7 +31,7 @@ import sniffio
 from anyio.abc import TaskStatus
 
 from captp import Channel
-from netlayers import _asyncio_tcp
+from netlayers import asyncio_tcp
 from netlayers.stream import StreamChannel
 from ocapn.errors import LocatorError
 from ocapn.locators import PeerLocation
@@ -119,8 +119,8 @@ class TcpTestingNetlayer:
     ) -> None:
         loop = asyncio.get_running_loop()
 
-        def accepted() -> _asyncio_tcp.AsyncioTcpChannel:
-            channel = _asyncio_tcp.AsyncioTcpChannel()
+        def accepted() -> asyncio_tcp.ProtocolChannel:
+            channel = asyncio_tcp.ProtocolChannel()
             tg.start_soon(run, channel)
             return channel
 
@@ -152,7 +152,7 @@ class TcpTestingNetlayer:
         """A channel to the ``tcp-testing-only`` peer at ``location``."""
         host, port = address_of(location)
         if self._use_fast_path():
-            channel = await _asyncio_tcp.connect(host, port)
+            channel = await asyncio_tcp.connect(host, port)
             try:
                 yield channel
             finally:
