@@ -117,3 +117,31 @@ async def test_memory_network() -> None:
         with pytest.raises(ValueError, match="taken"):
             async with Node(network.netlayer("a")):
                 pass
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_protocol_channel_push_hands_over_reads_in_order() -> None:
+    from netlayers import asyncio_tcp
+
+    listener = await asyncio_tcp.listen("127.0.0.1", 0)
+    client = await asyncio_tcp.connect("127.0.0.1", listener.port)
+    server = await listener.accept()
+    listener.close()
+    got: list[bytes] = []
+    ended: list[BaseException] = []
+    client.send_nowait(b"before push ")
+    with anyio.fail_after(10):
+        while not server._chunks:  # it is queued, not yet handed to anyone
+            await anyio.sleep(0.001)
+    server.push(got.append, ended.append)
+    assert got == [b"before push "]
+    for i in range(100):
+        client.send_nowait(b"%d " % i)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(client.aclose)  # flush, FIN, then wait for the server's FIN
+        with anyio.fail_after(10):
+            while not ended:
+                await anyio.sleep(0.001)
+        assert b"".join(got) == b"before push " + b"".join(b"%d " % i for i in range(100))
+        assert type(ended[0]) is anyio.EndOfStream
+        await server.aclose()
