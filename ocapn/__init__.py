@@ -25,7 +25,7 @@ What lives here:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ocapn.crypto import KeyPair, PublicKey
 from ocapn.errors import (
@@ -69,6 +69,10 @@ __all__ = [
     "parse_uri",
     "tcp_testing_only",
 ]
+
+if TYPE_CHECKING:  # what the lazy imports below give, for type checkers
+    from netlayers.memory import MemoryNetwork
+    from netlayers.tcp_testing import tcp_testing_only
 
 
 def __getattr__(name: str) -> Any:
