@@ -131,7 +131,7 @@ async def test_protocol_channel_push_hands_over_reads_in_order() -> None:
     ended: list[BaseException] = []
     client.send_nowait(b"before push ")
     with anyio.fail_after(10):
-        while not server._chunks:  # it is queued, not yet handed to anyone
+        while not server.buffered:  # it is received, not yet handed to anyone
             await anyio.sleep(0.001)
     server.push(got.append, ended.append)
     assert got == [b"before push "]
