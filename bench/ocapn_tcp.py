@@ -2,9 +2,12 @@
 
 Run from the repository root::
 
-    python -m bench.ocapn_tcp [--seconds 3] [--cpu 1] [--placement pinned|unpinned|both]
+    python -m bench.ocapn_tcp [--seconds 7] [--cpu 1] [--placement pinned|unpinned|both]
 
-For each placement it measures, in one run, side by side:
+For each placement it measures, in one run, side by side (the three
+client/server pairs run their series in turn, seven rounds of
+``--seconds``/7 each, so that a noisy machine's drift hits them alike; the
+ratios are the medians of the per-round ratios):
 
 * a plain asyncio length-prefixed ping-pong (``asyncio.Protocol``, 4-byte
   length + 50-byte payload), and the same with ``asyncio.BufferedProtocol``;
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -38,6 +42,7 @@ import time
 from typing import Any, Final
 
 TARGET_RATIO: Final = 0.40
+ROUNDS: Final = 7  # interleaved series per placement
 CONCURRENT: Final = 10_000
 PAYLOAD: Final = b"x" * 50
 HEADER: Final = struct.Struct(">I")
@@ -172,18 +177,33 @@ async def _plain_server(buffered: bool) -> None:
     await asyncio.Event().wait()
 
 
-async def _plain_client(port: int, seconds: float, buffered: bool) -> dict[str, float]:
+async def _plain_client(port: int, buffered: bool) -> None:
     loop = asyncio.get_running_loop()
     factory: Any = _BufferedClient if buffered else _ClientProtocol
     _, client = await loop.create_connection(factory, "127.0.0.1", port)
-    await _sequential(lambda: client.round_trips(1), 0.3)
-    rates = [await _sequential(lambda: client.round_trips(1), seconds / 3) for _ in range(3)]
-    walls = []
-    for _ in range(3):
-        start = time.perf_counter()
+
+    async def burst() -> None:
         await client.round_trips(CONCURRENT)
-        walls.append(time.perf_counter() - start)
-    return {"rt_per_s": statistics.median(rates), "concurrent_s": statistics.median(walls)}
+
+    await _serve_commands(lambda: client.round_trips(1), burst)
+
+
+async def _serve_commands(call: Any, burst: Any) -> None:
+    """Warm up, then run what the driver asks on stdin: ``seq SECONDS``, ``burst``, ``quit``."""
+    await _sequential(call, 0.3)
+    print("ready", flush=True)
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        command, *rest = line.split() or ["quit"]
+        if command == "seq":
+            print(json.dumps({"rt_per_s": await _sequential(call, float(rest[0]))}), flush=True)
+        elif command == "burst":
+            start = time.perf_counter()
+            await burst()
+            print(json.dumps({"burst_s": time.perf_counter() - start}), flush=True)
+        else:
+            return
 
 
 async def _sequential(call: Any, seconds: float) -> float:
@@ -224,30 +244,25 @@ def _ocapn_server(generic: bool) -> None:
     anyio.run(main)
 
 
-def _ocapn_client(uri: str, seconds: float, generic: bool) -> dict[str, float]:
+def _ocapn_client(uri: str, generic: bool) -> None:
     import anyio
 
     from captp import E
     from netlayers import TcpTestingNetlayer
     from ocapn import Node
 
-    async def main() -> dict[str, float]:
+    async def main() -> None:
         async with Node(TcpTestingNetlayer(fast_path=not generic)) as node:
             ref = await node.enliven(uri)
-            ping = E(ref).ping
-            await _sequential(ping, 0.3)
-            rates = [await _sequential(ping, seconds / 3) for _ in range(3)]
-            walls = []
-            for _ in range(3):
-                start = time.perf_counter()
+
+            async def burst() -> None:
                 promises = [E(ref).echo(i) for i in range(CONCURRENT)]
                 for i, p in enumerate(promises):
                     assert await p == i
-                walls.append(time.perf_counter() - start)
-                del promises
-            return {"rt_per_s": statistics.median(rates), "concurrent_s": statistics.median(walls)}
 
-    return anyio.run(main)
+            await _serve_commands(E(ref).ping, burst)
+
+    anyio.run(main)
 
 
 # == the driver =============================================================================
@@ -259,46 +274,74 @@ def _child(args: list[str], cpu: int | None, generic: bool) -> subprocess.Popen[
         command += ["--cpu", str(cpu)]
     if generic:
         command.append("--generic")
-    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
-def _pair(
-    server_role: str, client_role: str, seconds: float, cpu: int | None, generic: bool = False
-) -> dict[str, float]:
-    server = _child(["--role", server_role], cpu, generic)
-    try:
-        assert server.stdout is not None
-        address = server.stdout.readline().strip()
-        client = _child(["--role", client_role, "--address", address,
-                         "--seconds", str(seconds)], cpu, generic)
-        out, _ = client.communicate(timeout=600)
-        result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
-        return result
-    finally:
-        server.terminate()
-        server.wait()
+class _Pair:
+    """A server process and a client process that runs series on request."""
+
+    def __init__(self, kind: str, cpu: int | None, generic: bool) -> None:
+        self.server = _child(["--role", f"{kind}-server"], cpu, generic)
+        assert self.server.stdout is not None
+        address = self.server.stdout.readline().strip()
+        self.client = _child(["--role", f"{kind}-client", "--address", address], cpu, generic)
+        assert self.client.stdout is not None and self.client.stdin is not None
+        self._in, self._out = self.client.stdin, self.client.stdout
+        if self._out.readline().strip() != "ready":
+            raise RuntimeError(f"the {kind} client did not start")
+
+    def ask(self, command: str) -> dict[str, float]:
+        self._in.write(command + "\n")
+        self._in.flush()
+        answer: dict[str, float] = json.loads(self._out.readline())
+        return answer
+
+    def close(self) -> None:
+        with contextlib.suppress(BrokenPipeError):
+            self._in.write("quit\n")
+            self._in.flush()
+        self.client.wait(30)
+        self.server.terminate()
+        self.server.wait()
 
 
 def _measure(seconds: float, cpu: int | None, generic: bool) -> dict[str, Any]:
-    protocol = _pair("plain-server", "plain-client", seconds, cpu)
-    buffered = _pair("buffered-server", "buffered-client", seconds, cpu)
-    ocapn = _pair("ocapn-server", "ocapn-client", seconds, cpu, generic)
+    """Interleave series of the three pairs, so that the machine's drift hits all alike."""
+    kinds = ["plain", "buffered", "ocapn"]
+    pairs = {kind: _Pair(kind, cpu, generic) for kind in kinds}
+    try:
+        rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for round_number in range(ROUNDS):
+            order = kinds[round_number % 3:] + kinds[: round_number % 3]
+            for kind in order:
+                rates[kind].append(pairs[kind].ask(f"seq {seconds / ROUNDS}")["rt_per_s"])
+        bursts = {kind: statistics.median(pairs[kind].ask("burst")["burst_s"] for _ in range(3))
+                  for kind in kinds}
+    finally:
+        for pair in pairs.values():
+            pair.close()
+    median = {kind: statistics.median(values) for kind, values in rates.items()}
+    per_round = [o / p for o, p in zip(rates["ocapn"], rates["plain"], strict=True)]
+    per_round_buffered = [o / b for o, b in zip(rates["ocapn"], rates["buffered"], strict=True)]
     return {
-        "plain_protocol_rt_per_s": round(protocol["rt_per_s"]),
-        "plain_buffered_rt_per_s": round(buffered["rt_per_s"]),
-        "ocapn_rt_per_s": round(ocapn["rt_per_s"]),
-        "ocapn_rt_us": round(1e6 / ocapn["rt_per_s"], 1),
-        "ratio_to_protocol": round(ocapn["rt_per_s"] / protocol["rt_per_s"], 3),
-        "ratio_to_buffered": round(ocapn["rt_per_s"] / buffered["rt_per_s"], 3),
-        "plain_protocol_concurrent_10k_s": round(protocol["concurrent_s"], 3),
-        "plain_buffered_concurrent_10k_s": round(buffered["concurrent_s"], 3),
-        "ocapn_concurrent_10k_s": round(ocapn["concurrent_s"], 3),
+        "plain_protocol_rt_per_s": round(median["plain"]),
+        "plain_buffered_rt_per_s": round(median["buffered"]),
+        "ocapn_rt_per_s": round(median["ocapn"]),
+        "ocapn_rt_us": round(1e6 / median["ocapn"], 1),
+        "ratio_to_protocol": round(statistics.median(per_round), 3),
+        "ratio_to_protocol_range": [round(min(per_round), 3), round(max(per_round), 3)],
+        "ratio_to_buffered": round(statistics.median(per_round_buffered), 3),
+        "plain_protocol_concurrent_10k_s": round(bursts["plain"], 3),
+        "plain_buffered_concurrent_10k_s": round(bursts["buffered"], 3),
+        "ocapn_concurrent_10k_s": round(bursts["ocapn"], 3),
     }
 
 
 def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="time per sequential series")
+    parser.add_argument(
+        "--seconds", type=float, default=7.0, help="sequential time per pair, over all rounds"
+    )
     parser.add_argument("--cpu", type=int, default=None, help="the CPU for the pinned runs")
     parser.add_argument("--placement", default="both", choices=["pinned", "unpinned", "both"])
     parser.add_argument("--generic", action="store_true",
@@ -315,13 +358,11 @@ def run() -> None:
         elif args.role == "buffered-server":
             asyncio.run(_plain_server(True))
         elif args.role in ("plain-client", "buffered-client"):
-            buffered = args.role == "buffered-client"
-            result = asyncio.run(_plain_client(int(args.address), args.seconds, buffered))
-            print(json.dumps(result))
+            asyncio.run(_plain_client(int(args.address), args.role == "buffered-client"))
         elif args.role == "ocapn-server":
             _ocapn_server(args.generic)
         elif args.role == "ocapn-client":
-            print(json.dumps(_ocapn_client(args.address, args.seconds, args.generic)))
+            _ocapn_client(args.address, args.generic)
         return
 
     cpus = sorted(os.sched_getaffinity(0))
@@ -344,8 +385,10 @@ def run() -> None:
         print(f"  OCapN E(ref).ping():               {result['ocapn_rt_per_s']:8d} rt/s"
               f"   10k concurrent {result['ocapn_concurrent_10k_s']:.3f} s"
               f"   ({result['ocapn_rt_us']} us per round trip)")
-        print(f"  OCapN / Protocol: {result['ratio_to_protocol']:.0%}"
-              f"   OCapN / BufferedProtocol: {result['ratio_to_buffered']:.0%}")
+        low, high = result["ratio_to_protocol_range"]
+        print(f"  OCapN / Protocol: {result['ratio_to_protocol']:.0%} (median of {ROUNDS} rounds,"
+              f" {low:.0%}-{high:.0%})   OCapN / BufferedProtocol:"
+              f" {result['ratio_to_buffered']:.0%}")
     if "pinned" in figures:
         figures["target_ratio"] = TARGET_RATIO
         figures["target_met"] = figures["pinned"]["ratio_to_protocol"] >= TARGET_RATIO
