@@ -41,7 +41,7 @@ from typing import Any
 import anyio
 
 from captp import E
-from captp.endo import connect_tcp
+from netlayers.endo_tcp import connect_tcp
 
 ROOT = Path(__file__).resolve().parent.parent
 JS_DIR = ROOT / "interop" / "js"

@@ -25,7 +25,8 @@ from typing import Any
 import anyio
 
 from captp import E, Promise, far, make_promise
-from captp.endo import DEFAULT_QUESTION_TIMEOUT, serve_tcp
+from captp.endo import DEFAULT_QUESTION_TIMEOUT
+from netlayers.endo_tcp import serve_tcp
 
 __all__ = ["Counter", "PeerBootstrap", "main"]
 

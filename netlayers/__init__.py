@@ -5,6 +5,10 @@
 * :mod:`netlayers.memory`: in-memory pipes: :func:`connect_pair` joins two
   bare connections, a :class:`MemoryNetwork` lets several nodes in one
   process reach each other;
+* :mod:`netlayers.endo_tcp`: Endo CapTP over TCP (``connect_tcp``,
+  ``serve_tcp``), netstring-framed as the Endo daemon speaks it;
+* :mod:`netlayers.tcp`: TCP channels, dialled or accepted, with the asyncio
+  fast path (:mod:`netlayers.asyncio_tcp`) or anyio streams elsewhere;
 * :mod:`netlayers.stream`: a channel over any anyio byte stream.
 """
 

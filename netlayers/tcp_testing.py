@@ -8,31 +8,25 @@ Locator: ``<ocapn-peer 'tcp-testing-only "<designator>" {"host": "<ipv4>", "port
 (the port is a *string*).  The designator is any unique string; by default a
 random one per netlayer.
 
-Under asyncio the connections are :class:`~netlayers.asyncio_tcp.ProtocolChannel`
-protocols (the fast path); under trio (or with ``fast_path=False``) they are
-anyio socket streams in a :class:`~netlayers.stream.StreamChannel`.  Both
-behave the same: every connection is served in its own task, sends never
-block (a burst is written at once), and closing is graceful (FIN, not RST).
+Connections are the channels of :mod:`netlayers.tcp` (the asyncio fast path
+under asyncio, anyio streams elsewhere or with ``fast_path=False``): every
+connection is served in its own task, sends never block, and closing is
+graceful (FIN, not RST).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ipaddress
-import logging
 import secrets
-from collections.abc import AsyncIterator
-from typing import Any, Literal
+from contextlib import AbstractAsyncContextManager
+from functools import partial
+from typing import Literal
 
 import anyio
-import anyio.abc
-import sniffio
 from anyio.abc import TaskStatus
 
 from captp import Channel
-from netlayers import asyncio_tcp
-from netlayers.stream import StreamChannel
+from netlayers.tcp import connect_channel, serve_channels
 from ocapn.errors import LocatorError
 from ocapn.locators import PeerLocation
 from ocapn.netlayer import ConnectionHandler
@@ -40,8 +34,6 @@ from ocapn.netlayer import ConnectionHandler
 __all__ = ["TRANSPORT", "TcpTestingNetlayer", "tcp_testing_only"]
 
 TRANSPORT = "tcp-testing-only"
-
-log = logging.getLogger("ocapn.netlayers")
 
 
 class TcpTestingNetlayer:
@@ -84,84 +76,24 @@ class TcpTestingNetlayer:
             raise RuntimeError("the netlayer is not listening yet")
         return self._location
 
-    def _use_fast_path(self) -> bool:
-        return self.fast_path and sniffio.current_async_library() == "asyncio"
-
     async def serve(
         self, handler: ConnectionHandler, *, task_status: TaskStatus[PeerLocation]
     ) -> None:
         """Listen, report our location, and serve each connection in a task of its own."""
         async with anyio.create_task_group() as tg:
+            port = await tg.start(
+                partial(serve_channels, self.host, self.port, handler, fast_path=self.fast_path)
+            )
+            self.port = port
+            self._location = PeerLocation(
+                TRANSPORT, self.designator, {"host": self.advertise, "port": str(port)}
+            )
+            task_status.started(self._location)
 
-            async def run(channel: Channel) -> None:
-                try:
-                    await handler(channel)
-                except Exception:  # one connection's failure must not end the listener
-                    log.exception("error while serving a tcp-testing-only connection")
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await channel.aclose()
-
-            if self._use_fast_path():
-                await self._serve_asyncio(tg, run, task_status)
-            else:
-                await self._serve_anyio(tg, run, task_status)
-
-    def _started(self, port: int, task_status: TaskStatus[PeerLocation]) -> None:
-        self.port = port
-        self._location = PeerLocation(
-            TRANSPORT, self.designator, {"host": self.advertise, "port": str(port)}
-        )
-        task_status.started(self._location)
-
-    async def _serve_asyncio(
-        self, tg: anyio.abc.TaskGroup, run: Any, task_status: TaskStatus[PeerLocation]
-    ) -> None:
-        loop = asyncio.get_running_loop()
-
-        def accepted() -> asyncio_tcp.ProtocolChannel:
-            channel = asyncio_tcp.ProtocolChannel()
-            tg.start_soon(run, channel)
-            return channel
-
-        server = await loop.create_server(accepted, self.host, self.port, backlog=512)
-        try:
-            self._started(server.sockets[0].getsockname()[1], task_status)
-            await anyio.sleep_forever()
-        finally:
-            server.close()
-
-    async def _serve_anyio(
-        self, tg: anyio.abc.TaskGroup, run: Any, task_status: TaskStatus[PeerLocation]
-    ) -> None:
-        listener = await anyio.create_tcp_listener(
-            local_host=self.host, local_port=self.port, backlog=512
-        )
-        async with listener:
-            port = listener.extra(anyio.abc.SocketAttribute.local_port)
-
-            async def wrap(stream: anyio.abc.SocketStream) -> None:
-                async with StreamChannel(stream) as channel:
-                    await run(channel)
-
-            self._started(port, task_status)
-            await listener.serve(wrap, task_group=tg)
-
-    @contextlib.asynccontextmanager
-    async def connect(self, location: PeerLocation) -> AsyncIterator[Channel]:
+    def connect(self, location: PeerLocation) -> AbstractAsyncContextManager[Channel]:
         """A channel to the ``tcp-testing-only`` peer at ``location``."""
         host, port = address_of(location)
-        if self._use_fast_path():
-            channel = await asyncio_tcp.connect(host, port)
-            try:
-                yield channel
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await channel.aclose()
-        else:
-            stream = await anyio.connect_tcp(host, port)
-            async with StreamChannel(stream) as stream_channel:
-                yield stream_channel
+        return connect_channel(host, port, fast_path=self.fast_path)
 
 
 def address_of(location: PeerLocation) -> tuple[str, int]:

@@ -2,7 +2,8 @@
 
 The public surface::
 
-    from ocapn import Node, Sturdyref, PeerLocation, tcp_testing_only
+    from ocapn import Node
+    from netlayers import tcp_testing_only
 
     async with Node(tcp_testing_only()) as node:
         print(node.publish(my_far_object))        # ocapn://...tcp-testing-only/s/...
@@ -19,13 +20,12 @@ What lives here:
 * :mod:`ocapn.wire`: the ``op:``/``desc:`` codec and the wire profiles;
 * :mod:`ocapn.syrup`: the Syrup codec;
 * :mod:`ocapn.netlayer`: the interface netlayers implement (they live in
-  :mod:`netlayers`; ``tcp_testing_only`` and ``MemoryNetwork`` are
-  re-exported here for convenience, imported on first use).
+  :mod:`netlayers`, the layer above this one);
+* :mod:`ocapn.cli`: the ``ocapn`` command, a program on top of every layer
+  (the one module here that imports :mod:`netlayers`; nothing imports it).
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
 
 from ocapn.crypto import KeyPair, PublicKey
 from ocapn.errors import (
@@ -53,7 +53,6 @@ __all__ = [
     "HandshakeError",
     "KeyPair",
     "LocatorError",
-    "MemoryNetwork",
     "Netlayer",
     "Node",
     "OCapNSession",
@@ -67,23 +66,4 @@ __all__ = [
     "UnsupportedTransport",
     "WireProfile",
     "parse_uri",
-    "tcp_testing_only",
 ]
-
-if TYPE_CHECKING:  # what the lazy imports below give, for type checkers
-    from netlayers.memory import MemoryNetwork
-    from netlayers.tcp_testing import tcp_testing_only
-
-
-def __getattr__(name: str) -> Any:
-    # The netlayers build on this package, so they are imported on first use,
-    # not when ocapn itself is imported.
-    if name == "tcp_testing_only":
-        from netlayers.tcp_testing import tcp_testing_only
-
-        return tcp_testing_only
-    if name == "MemoryNetwork":
-        from netlayers.memory import MemoryNetwork
-
-        return MemoryNetwork
-    raise AttributeError(f"module 'ocapn' has no attribute {name!r}")

@@ -45,9 +45,10 @@ from captp import (
     null,
     same_value,
 )
-from captp.endo import EndoConnection, QuestionTimeout, connect_tcp, serve_tcp
+from captp.endo import EndoConnection, QuestionTimeout
 from captp.endo._json import js_number
 from interop.endo_peer import Counter, PeerBootstrap
+from netlayers.endo_tcp import connect_tcp, serve_tcp
 
 pytestmark = [requires_node, pytest.mark.interop]
 

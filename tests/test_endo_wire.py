@@ -34,15 +34,14 @@ from captp.endo import (
     EndoPositions,
     EndoWire,
     QuestionTimeout,
-    connect_tcp,
     open_connection,
     reverse_slot,
-    serve_tcp,
 )
 from captp.endo.framing import NetstringDecoder, netstring
 from captp.messages import Abort, GcAnswers, GcExports, Get, Message
 from captp.session import ENDO_POLICY, Session
 from interop.endo_peer import Counter, PeerBootstrap
+from netlayers.endo_tcp import connect_tcp, serve_tcp
 from netlayers.memory import memory_pipe
 
 # == the wire on its own ===============================================================

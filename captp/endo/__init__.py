@@ -1,22 +1,11 @@
 """The Endo CapTP dialect: talk to ``@endo/captp`` peers (the Endo daemon, Agoric, Node).
 
-Quick start::
+Over TCP (netstring framing, as the daemon speaks), use
+:func:`netlayers.endo_tcp.connect_tcp` and :func:`netlayers.endo_tcp.serve_tcp`;
+this package holds the dialect itself, with no sockets:
 
-    from captp import E, far
-    from captp.endo import connect_tcp, serve_tcp
-
-    async with connect_tcp("127.0.0.1", port) as conn:      # a client
-        boot = await conn.bootstrap()
-        assert await E(boot).ping() == "pong"
-
-    async with serve_tcp(MyBootstrap(), port=0) as server:  # a server
-        print("listening", server.port)
-        await anyio.sleep_forever()
-
-What lives here:
-
-* :func:`connect_tcp`, :func:`serve_tcp`, :func:`open_connection` (any
-  channel) and :class:`EndoConnection`: the public surface;
+* :func:`open_connection` (an Endo session over any channel) and
+  :class:`EndoConnection`: the public surface;
 * :mod:`captp.endo.marshal`: passables <-> CapData (``@qclass`` capdata
   written and read, smallcaps read and optionally written), with the value
   mapping table (``int`` is a JS bigint, ``float`` a JS number, ``None``
@@ -36,28 +25,24 @@ Decisions where the Endo sources are silent are in
 
 from captp.endo._connection import (
     DEFAULT_QUESTION_TIMEOUT,
+    Bootstrap,
     EndoConnection,
-    EndoServer,
     QuestionTimeout,
-    connect_tcp,
     open_connection,
-    serve_tcp,
 )
 from captp.endo.marshal import Marshal, UnknownReference, error_fields
 from captp.endo.wire import EndoPositions, EndoWire, reverse_slot
 
 __all__ = [
     "DEFAULT_QUESTION_TIMEOUT",
+    "Bootstrap",
     "EndoConnection",
     "EndoPositions",
-    "EndoServer",
     "EndoWire",
     "Marshal",
     "QuestionTimeout",
     "UnknownReference",
-    "connect_tcp",
     "error_fields",
     "open_connection",
     "reverse_slot",
-    "serve_tcp",
 ]

@@ -1,11 +1,9 @@
-"""Endo CapTP connections: TCP client and server, and the question timeout."""
+"""Endo CapTP connections over any channel, and the question timeout."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final
 
@@ -21,17 +19,13 @@ from captp.endo.marshal import BodyFormat
 from captp.endo.wire import EndoPositions, EndoWire, Framing, Trace
 from captp.errors import CapTPError, ConnectionLost
 from captp.session import ENDO_POLICY, Session
-from netlayers import asyncio_tcp
-from netlayers.stream import StreamChannel
 
 __all__ = [
     "DEFAULT_QUESTION_TIMEOUT",
+    "Bootstrap",
     "EndoConnection",
-    "EndoServer",
     "QuestionTimeout",
-    "connect_tcp",
     "open_connection",
-    "serve_tcp",
 ]
 
 log = logging.getLogger("captp.endo")
@@ -44,7 +38,7 @@ log = logging.getLogger("captp.endo")
 DEFAULT_QUESTION_TIMEOUT: Final = 60.0
 
 Bootstrap = Any
-"""A bootstrap object, or a plain function ``(connection) -> object`` (see :func:`serve_tcp`)."""
+"""A bootstrap object, or a plain function ``(connection) -> object`` that makes one."""
 
 
 class QuestionTimeout(CapTPError, TimeoutError):
@@ -63,9 +57,10 @@ class QuestionTimeout(CapTPError, TimeoutError):
 class EndoConnection:
     """One Endo CapTP session over a channel.
 
-    Get one from :func:`connect_tcp`, :func:`serve_tcp` or
-    :func:`open_connection`.  ``await conn.bootstrap()`` gives the peer's
-    bootstrap object; use it with :data:`captp.E`.
+    Get one from :func:`open_connection` (any channel), or over TCP from
+    :func:`netlayers.endo_tcp.connect_tcp` / :func:`netlayers.endo_tcp.serve_tcp`.
+    ``await conn.bootstrap()`` gives the peer's bootstrap object; use it
+    with :data:`captp.E`.
     """
 
     def __init__(
@@ -238,148 +233,3 @@ async def open_connection(
             finally:
                 with anyio.CancelScope(shield=True):
                     await conn.aclose()
-
-
-@asynccontextmanager
-async def connect_tcp(
-    host: str,
-    port: int,
-    *,
-    bootstrap: Bootstrap = None,
-    name: str = "python",
-    question_timeout: float | None = DEFAULT_QUESTION_TIMEOUT,
-    body_format: BodyFormat = "capdata",
-    vat: Vat | None = None,
-    trace: Trace | None = None,
-) -> AsyncIterator[EndoConnection]:
-    """Connect to an Endo CapTP peer over TCP (netstring framing, as the daemon uses).
-
-    ``bootstrap`` is the object we offer the peer (it may ask for ours too).
-    ``name`` is our CapTP id (it appears in error ids).  Example::
-
-        async with captp.endo.connect_tcp("127.0.0.1", 8920) as conn:
-            boot = await conn.bootstrap()
-            print(await E(boot).ping())
-    """
-    options: dict[str, Any] = {
-        "bootstrap": bootstrap, "name": name, "question_timeout": question_timeout,
-        "body_format": body_format, "vat": vat, "trace": trace,
-    }
-    if _on_asyncio():  # the fast path: see netlayers.asyncio_tcp
-        channel = await asyncio_tcp.connect(host, port)
-        try:
-            async with open_connection(channel, **options) as conn:
-                yield conn
-        finally:
-            with anyio.CancelScope(shield=True):
-                await channel.aclose()
-        return
-    stream = await anyio.connect_tcp(host, port)
-    async with StreamChannel(stream) as stream_channel, open_connection(
-        stream_channel, **options
-    ) as conn:
-        yield conn
-
-
-def _on_asyncio() -> bool:
-    return asyncio._get_running_loop() is not None
-
-
-class EndoServer:
-    """A TCP listener serving Endo CapTP; see :func:`serve_tcp`."""
-
-    def __init__(
-        self, port: int, host: str, make_connection: Callable[[Channel, str], EndoConnection]
-    ) -> None:
-        self.port = port
-        self.host = host
-        self.connections: set[EndoConnection] = set()
-        self._make_connection = make_connection
-        self._count = 0
-
-    def __repr__(self) -> str:
-        return f"<EndoServer {self.host}:{self.port} ({len(self.connections)} connections)>"
-
-    async def _serve_stream(self, stream: anyio.abc.ByteStream) -> None:
-        async with StreamChannel(stream) as channel:
-            await self._serve(channel)
-
-    async def _serve(self, channel: Channel) -> None:
-        self._count += 1
-        conn = self._make_connection(channel, f"conn{self._count}")
-        self.connections.add(conn)
-        try:
-            await conn.run()  # closes the channel when it ends
-        finally:
-            self.connections.discard(conn)
-
-    def abort_all(self, reason: str) -> None:
-        """Abort every open connection with ``reason``."""
-        for conn in list(self.connections):
-            conn.abort(reason)
-
-
-@asynccontextmanager
-async def serve_tcp(
-    bootstrap: Bootstrap = None,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    *,
-    name: str = "python",
-    question_timeout: float | None = DEFAULT_QUESTION_TIMEOUT,
-    body_format: BodyFormat = "capdata",
-    trace: Trace | None = None,
-) -> AsyncIterator[EndoServer]:
-    """Serve Endo CapTP on ``host:port`` (``port=0``: any free port; see ``server.port``).
-
-    ``bootstrap`` is the object every client gets, or a plain function (not a
-    far function) called with each new :class:`EndoConnection` that returns
-    that connection's bootstrap, as JS's ``makeCapTP`` accepts a function.  It
-    is called while the connection is being built: keep the connection for
-    later (its ``session`` does not exist yet).  Connection ``n`` is named
-    ``<name>-conn<n>``.  Leaving the block disconnects every client.
-    """
-    async with AsyncExitStack() as stack:
-        # The listener closes last, after the task group that accepts on it.
-        accept: Callable[[], Awaitable[Channel]] | None = None
-        if _on_asyncio():  # the fast path: see netlayers.asyncio_tcp
-            listener = await asyncio_tcp.listen(host, port)
-            stack.callback(listener.close)
-            bound, accept = listener.port, listener.accept
-        else:
-            stream_listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
-            await stack.enter_async_context(stream_listener)
-            bound = stream_listener.extra(anyio.abc.SocketAttribute.local_port)
-        vat = await stack.enter_async_context(open_vat())
-        tg = await stack.enter_async_context(anyio.create_task_group())
-
-        def make_connection(channel: Channel, suffix: str) -> EndoConnection:
-            return EndoConnection(
-                channel,
-                vat,
-                bootstrap=bootstrap,
-                name=f"{name}-{suffix}",
-                question_timeout=question_timeout,
-                body_format=body_format,
-                trace=trace,
-            )
-
-        server = EndoServer(bound, host, make_connection)
-        if accept is not None:
-
-            async def accept_forever(accept: Callable[[], Awaitable[Channel]]) -> None:
-                while True:
-                    tg.start_soon(server._serve, await accept())
-
-            tg.start_soon(accept_forever, accept)
-        else:
-            tg.start_soon(stream_listener.serve, server._serve_stream)
-        try:
-            yield server
-        finally:
-            server.abort_all("server closed")
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                with anyio.move_on_after(5):
-                    for conn in list(server.connections):
-                        await conn.wait_closed()
-            tg.cancel_scope.cancel()

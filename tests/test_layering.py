@@ -1,0 +1,34 @@
+"""DESIGN.md's layering: a package imports only the packages below it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYERS = ["captp", "ocapn", "netlayers", "interop"]  # each may import those before it
+# The `ocapn` command is a program on top of every layer, not part of the library.
+PROGRAMS = {"ocapn/cli.py"}
+
+
+def imported_packages(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_no_layer_imports_a_layer_above_it(layer: str) -> None:
+    above = set(LAYERS[LAYERS.index(layer) + 1 :])
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(imported_packages(path) & above)
+        for path in sorted((ROOT / layer).rglob("*.py"))
+        if str(path.relative_to(ROOT)) not in PROGRAMS and "node_modules" not in path.parts
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
