@@ -140,6 +140,9 @@ class Connection:
                 except Exception as exc:  # a bug must not take down anything else
                     log.exception("%s: internal error while handling a message", session.name)
                     session.abort(f"internal error: {type(exc).__name__}: {exc}")
+                # Hold no message while waiting for the next read: the
+                # references it carried must be free to be collected.
+                message = None
         finally:
             if session.dead is None:
                 session.connection_lost("connection closed")

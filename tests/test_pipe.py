@@ -171,6 +171,22 @@ async def test_100k_objects_and_tables_return_to_their_starting_size() -> None:
         assert b.session.stats() == start_b
 
 
+async def test_references_in_the_last_message_of_a_burst_are_released() -> None:
+    async with connect_pair(bootstrap_b=Greeter()) as (a, b):
+        boot = await a.bootstrap()
+        start = a.session.stats()
+        assert len(await E(boot).echo(Counter())) == 1  # then no more traffic
+        for _ in range(50):
+            await anyio.sleep(0.01)
+            gc.collect()
+            if a.session.stats() == start:
+                break
+        # b dropped both the Counter and our resolver, though b's reader is
+        # idle with nothing newer to look at
+        assert a.session.stats() == start
+        assert b.session.stats()["imports"] == 0
+
+
 async def _gather(promises: list[Promise]) -> list[Any]:
     results: list[Any] = [None] * len(promises)
 
