@@ -288,6 +288,8 @@ class OCapNSession:
             raise HandshakeError(f"dialed {self.expected} but the peer says it is {location}")
         self.peer_key = message.public_key
         self.peer_location = location
+        direction = "to" if self.outbound else "from"
+        self.engine.name = f"{direction} {location.designator[:12]}.{location.transport}"
         self.session_id = session_id(self.my_public_id, message.public_key.public_id)
         if self.wire.gives_seen:
             raise HandshakeError("a signed handoff inside op:start-session")
