@@ -18,7 +18,6 @@ from typing import Final
 
 import anyio
 import anyio.abc
-import sniffio
 from anyio.abc import TaskStatus
 
 from captp import Channel
@@ -39,7 +38,7 @@ ChannelHandler = Callable[[Channel], Awaitable[None]]
 
 def use_fast_path(fast_path: bool = True) -> bool:
     """True when the asyncio protocol channel can be used here (asyncio or uvloop)."""
-    return fast_path and sniffio.current_async_library() == "asyncio"
+    return fast_path and asyncio._get_running_loop() is not None
 
 
 @asynccontextmanager

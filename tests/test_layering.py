@@ -32,3 +32,24 @@ def test_no_layer_imports_a_layer_above_it(layer: str) -> None:
         if str(path.relative_to(ROOT)) not in PROGRAMS and "node_modules" not in path.parts
     }
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+# Third-party packages the library may import: its declared dependencies, and
+# trio, which is imported only when code is already running under trio.
+RUNTIME_DEPENDENCIES = {"anyio", "cryptography", "trio"}
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_the_library_imports_only_its_declared_dependencies(layer: str) -> None:
+    import sys
+
+    local = set(LAYERS)
+    stdlib = set(sys.stdlib_module_names)
+    found = {
+        str(path.relative_to(ROOT)): sorted(
+            imported_packages(path) - local - stdlib - RUNTIME_DEPENDENCIES - {"__future__"}
+        )
+        for path in sorted((ROOT / layer).rglob("*.py"))
+        if "node_modules" not in path.parts
+    }
+    assert {k: v for k, v in found.items() if v} == {}
