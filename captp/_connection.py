@@ -119,6 +119,7 @@ class Connection:
         receive = self._channel.receive
         feed = self.wire.feed
         handle = session.receive
+        message: Message | None = None
         try:
             while session.dead is None:
                 try:
