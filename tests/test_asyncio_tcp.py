@@ -8,9 +8,9 @@ import pytest
 from netlayers.asyncio_tcp import Listener, ProtocolChannel, connect, listen
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # this channel exists only under asyncio
+@pytest.fixture(params=["asyncio", ("asyncio", {"use_uvloop": True})], ids=["asyncio", "uvloop"])
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    return request.param  # this channel exists only under asyncio (and uvloop)
 
 
 async def pair() -> tuple[ProtocolChannel, ProtocolChannel, Listener]:

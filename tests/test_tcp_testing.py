@@ -119,7 +119,9 @@ async def test_memory_network() -> None:
                 pass
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize(
+    "anyio_backend", ["asyncio", ("asyncio", {"use_uvloop": True})], ids=["asyncio", "uvloop"]
+)
 async def test_protocol_channel_push_hands_over_reads_in_order() -> None:
     from netlayers import asyncio_tcp
 
