@@ -313,34 +313,40 @@ class Session:
 
     def import_object(self, position: Position, iface: str | None = None) -> RemoteRef:
         """The proxy for the peer's export ``position`` (one more arrival of it)."""
-        entry = self._imports.get(position)
-        if entry is None:
-            entry = self._imports[position] = _Import(self, position)
-        ref = entry.ref() if entry.ref is not None else None
-        if ref is None:
-            ref = RemoteRef(self, position, iface)
-            entry.ref = weakref.ref(ref, entry.dropped)
-        elif type(ref) is not RemoteRef:
-            raise ProtocolError(f"import {position!r} was a promise and is now sent as an object")
-        entry.count += 1
+        def make() -> RemoteRef:
+            return RemoteRef(self, position, iface)
+
+        ref: RemoteRef = self._arrival(position, RemoteRef, make)
         return ref
 
     def import_promise(self, position: Position) -> Promise:
         """The promise for the peer's exported promise ``position`` (one more arrival)."""
-        entry = self._imports.get(position)
-        if entry is None:
-            entry = self._imports[position] = _Import(self, position)
-        promise = entry.ref() if entry.ref is not None else None
-        if promise is None:
+        def make() -> Promise:
             promise = Promise(_RemoteHandler(self, "export", position))
-            entry.ref = weakref.ref(promise, entry.dropped)
             if not self.policy.implicit_returns:
                 # OCapN: ask to hear how it settles, once the message carrying it is in.
                 self._to_listen.append(promise)
-        elif type(promise) is not Promise:
-            raise ProtocolError(f"import {position!r} was an object and is now sent as a promise")
-        entry.count += 1
+            return promise
+
+        promise: Promise = self._arrival(position, Promise, make)
         return promise
+
+    def _arrival(self, position: Position, kind: type, make: Callable[[], Any]) -> Any:
+        """The local stand-in for import ``position``, made if none is alive; counts the arrival."""
+        entry = self._imports.get(position)
+        if entry is None:
+            entry = self._imports[position] = _Import(self, position)
+        value = entry.ref() if entry.ref is not None else None
+        if value is None:
+            value = make()
+            entry.ref = weakref.ref(value, entry.dropped)
+        elif type(value) is not kind:
+            raise ProtocolError(
+                f"import {position!r} was sent as a {type(value).__name__.lower()} "
+                f"and is now sent as a {kind.__name__.lower()}"
+            )
+        entry.count += 1
+        return value
 
     def lookup_export(self, position: Position) -> Any:
         """Our object at export ``position``, named by the peer; ProtocolError if none."""
