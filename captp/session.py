@@ -177,6 +177,9 @@ def _handler_of(value: Promise, session: Session) -> _RemoteHandler | None:
     return None
 
 
+_KIND_NAMES: Final[dict[type, str]] = {RemoteRef: "an object", Promise: "a promise"}
+
+
 class Session:
     """One CapTP session with one peer.  See the module docstring.
 
@@ -342,8 +345,8 @@ class Session:
             entry.ref = weakref.ref(value, entry.dropped)
         elif type(value) is not kind:
             raise ProtocolError(
-                f"import {position!r} was sent as a {type(value).__name__.lower()} "
-                f"and is now sent as a {kind.__name__.lower()}"
+                f"import {position!r} was sent as {_KIND_NAMES[type(value)]} "
+                f"and is now sent as {_KIND_NAMES[kind]}"
             )
         entry.count += 1
         return value

@@ -490,9 +490,9 @@ def test_sending_to_plain_data_breaks() -> None:
 def test_an_import_cannot_change_between_object_and_promise() -> None:
     s = Session(lambda m: None, ManualVat())
     kept = s.import_promise(3)
-    with pytest.raises(ProtocolError, match="import 3 was sent as a promise and is now sent as"):
+    with pytest.raises(ProtocolError, match="import 3 was sent as a promise and is now sent as an"):
         s.import_object(3)
     ref = s.import_object(4)
-    with pytest.raises(ProtocolError, match="was sent as a remoteref and is now sent as a promise"):
+    with pytest.raises(ProtocolError, match="import 4 was sent as an object and is now sent as a"):
         s.import_promise(4)
     assert kept is s.import_promise(3) and ref is s.import_object(4)
