@@ -226,28 +226,24 @@ def _to_bytes(v: object, default: Default) -> bytes:
 
 
 def _symbol_bytes(name: str) -> bytes:
-    try:
-        data = name.encode()
-    except UnicodeEncodeError as exc:
-        raise _bad_string(name, exc, "symbol") from None
-    encoded = b"%d'%s" % (len(data), data)
-    if len(name) <= _CACHE_NAME_LENGTH:
-        if len(_symbol_cache) >= _CACHE_MAX:
-            _symbol_cache.clear()
-        _symbol_cache[name] = encoded
-    return encoded
+    return _text_atom(name, b"'", _symbol_cache, "symbol")
 
 
 def _string_key_bytes(key: str) -> bytes:
+    return _text_atom(key, b'"', _key_cache, "string")
+
+
+def _text_atom(text: str, marker: bytes, cache: dict[str, bytes], kind: str) -> bytes:
+    """``<len><marker><utf-8>``, remembered in ``cache`` when ``text`` is short."""
     try:
-        data = key.encode()
+        data = text.encode()
     except UnicodeEncodeError as exc:
-        raise _bad_string(key, exc) from None
-    encoded = b'%d"%s' % (len(data), data)
-    if len(key) <= _CACHE_NAME_LENGTH:
-        if len(_key_cache) >= _CACHE_MAX:
-            _key_cache.clear()
-        _key_cache[key] = encoded
+        raise _bad_string(text, exc, kind) from None
+    encoded = b"%d%s%s" % (len(data), marker, data)
+    if len(text) <= _CACHE_NAME_LENGTH:
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[text] = encoded
     return encoded
 
 
