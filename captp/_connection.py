@@ -35,6 +35,38 @@ TRANSPORT_ERRORS = (
 )
 
 
+def lost_reason(exc: BaseException) -> str:
+    """Why a session ends when its transport raised ``exc``."""
+    if isinstance(exc, anyio.EndOfStream):
+        return "peer closed the connection"
+    return f"transport failed: {exc!r}"
+
+
+def handle_messages(
+    session: Session,
+    messages: Iterable[Any],
+    handle: Callable[[Any], None],
+    abort: Callable[[str], None],
+) -> None:
+    """Handle decoded messages in order until the session ends; a bad one aborts it.
+
+    The wire may decode lazily, so a decoding error surfaces here too.  When
+    this returns, no message is held any more: the references it carried are
+    free to be collected (the peer's GC depends on it).
+    """
+    try:
+        for message in messages:
+            handle(message)
+            if session.dead is not None:
+                break
+    except ProtocolError as exc:
+        log.info("%s: aborting: %s", session.name, exc)
+        abort(f"protocol error: {exc}")
+    except Exception as exc:  # a bug must not take down anything else
+        log.exception("%s: internal error while handling a message", session.name)
+        abort(f"internal error: {type(exc).__name__}: {exc}")
+
+
 class Channel(Protocol):
     """A bidirectional transport as a connection sees it.
 
@@ -118,32 +150,14 @@ class Connection:
         session = self.session
         receive = self._channel.receive
         feed = self.wire.feed
-        handle = session.receive
-        message: Message | None = None
         try:
             while session.dead is None:
                 try:
                     data = await receive()
                 except TRANSPORT_ERRORS as exc:
-                    reason = "peer closed the connection" if isinstance(
-                        exc, anyio.EndOfStream
-                    ) else f"transport failed: {exc!r}"
-                    session.connection_lost(reason)
+                    session.connection_lost(lost_reason(exc))
                     break
-                try:
-                    for message in feed(data):
-                        handle(message)
-                        if session.dead is not None:
-                            break
-                except ProtocolError as exc:
-                    log.info("%s: aborting: %s", session.name, exc)
-                    session.abort(f"protocol error: {exc}")
-                except Exception as exc:  # a bug must not take down anything else
-                    log.exception("%s: internal error while handling a message", session.name)
-                    session.abort(f"internal error: {type(exc).__name__}: {exc}")
-                # Hold no message while waiting for the next read: the
-                # references it carried must be free to be collected.
-                message = None
+                handle_messages(session, feed(data), session.receive, session.abort)
         finally:
             if session.dead is None:
                 session.connection_lost("connection closed")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 
 from captp import Channel, Record, Tagged, far
-from captp._connection import TRANSPORT_ERRORS
+from captp._connection import TRANSPORT_ERRORS, handle_messages, lost_reason
 from captp.errors import ConnectionLost, ProtocolError
 from captp.messages import Abort, Deliver, Message
 from captp.session import OCAPN_POLICY, Session
@@ -202,12 +202,7 @@ class OCapNSession:
                 try:
                     data = await receive()
                 except TRANSPORT_ERRORS as exc:
-                    reason = (
-                        "peer closed the connection"
-                        if isinstance(exc, anyio.EndOfStream)
-                        else f"transport failed: {exc!r}"
-                    )
-                    engine.connection_lost(reason)
+                    engine.connection_lost(lost_reason(exc))
                     break
             if self._read_scope.cancelled_caught:
                 break  # the session ended while we waited
@@ -235,28 +230,11 @@ class OCapNSession:
                 self.abort(f"internal error: {type(exc).__name__}: {exc}")
 
     def _on_data(self, data: bytes) -> None:
-        engine = self.engine
-        if engine.dead is not None:
-            return
-        try:
-            message: Any = None
-            for message in self.wire.feed(data):
-                self._handle(message)
-                message = None
-                if engine.dead is not None:
-                    break
-        except ProtocolError as exc:
-            log.info("%r: aborting: %s", self, exc)
-            self.abort(f"protocol error: {exc}")
-        except Exception as exc:
-            log.exception("%r: internal error while handling a message", self)
-            self.abort(f"internal error: {type(exc).__name__}: {exc}")
+        if self.engine.dead is None:
+            handle_messages(self.engine, self.wire.feed(data), self._handle, self.abort)
 
     def _on_end(self, exc: BaseException) -> None:
-        if isinstance(exc, anyio.EndOfStream):
-            self.engine.connection_lost("peer closed the connection")
-        else:
-            self.engine.connection_lost(f"transport failed: {exc!r}")
+        self.engine.connection_lost(lost_reason(exc))
 
     def _handle(self, message: Any) -> None:
         if type(message) is StartSession:
