@@ -17,7 +17,7 @@ import re
 import struct
 import types
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from captp._passable import Record, Symbol
 from ocapn._syrup_encode import encode
@@ -25,6 +25,7 @@ from ocapn._syrup_types import DEFAULT_LIMITS, Float32, Limits, SyrupDecodeError
 
 __all__ = [
     "Config",
+    "DecodeKeyOrder",
     "HookFailed",
     "TooDeep",
     "Truncated",
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 RecordHook = Callable[[object, list[object]], object]
+DecodeKeyOrder = Literal["syrup", "js", "either"]
+_KEY_ORDERS: Final = ("syrup", "js", "either")
 
 WHITESPACE: Final = frozenset(b" \t\n\r\x0b\x0c")
 """Bytes that lenient mode skips between tokens (Python's ``string.whitespace``)."""
@@ -107,6 +110,7 @@ class Config:
         "hook",
         "hook_results",
         "inline_digits",
+        "key_order",
         "lenient",
         "max_depth",
         "max_int_digits",
@@ -114,8 +118,17 @@ class Config:
         "plain_records",
     )
 
-    def __init__(self, lenient: bool, limits: Limits, hook: RecordHook | None) -> None:
+    def __init__(
+        self,
+        lenient: bool,
+        limits: Limits,
+        hook: RecordHook | None,
+        key_order: DecodeKeyOrder = "syrup",
+    ) -> None:
+        if key_order not in _KEY_ORDERS:
+            raise ValueError(f"key_order must be 'syrup', 'js' or 'either', not {key_order!r}")
         self.lenient = bool(lenient)
+        self.key_order = key_order
         self.max_depth = limits.max_depth
         self.max_size = limits.max_size
         self.max_int_digits = limits.max_int_digits
@@ -133,18 +146,20 @@ class Config:
 _DEFAULT_CONFIG: Final = Config(False, DEFAULT_LIMITS, None)
 
 
-def make_config(lenient: bool, limits: Limits, hook: RecordHook | None) -> Config:
+def make_config(
+    lenient: bool, limits: Limits, hook: RecordHook | None, key_order: DecodeKeyOrder = "syrup"
+) -> Config:
     """The :class:`Config` for these options.
 
     Not cached beyond the default: making one costs about as much as a cache
     lookup would, and a cache would keep hooks (and the sessions they are
     bound to) alive.
     """
-    if not lenient and hook is None and limits is DEFAULT_LIMITS:
+    if not lenient and hook is None and limits is DEFAULT_LIMITS and key_order == "syrup":
         return _DEFAULT_CONFIG
     if not isinstance(limits, Limits):
         raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
-    return Config(lenient, limits, hook)
+    return Config(lenient, limits, hook, key_order)
 
 
 def decode(
@@ -153,12 +168,16 @@ def decode(
     lenient: bool = False,
     limits: Limits = DEFAULT_LIMITS,
     record_hook: RecordHook | None = None,
+    key_order: DecodeKeyOrder = "syrup",
 ) -> object:
     """Decode exactly one Syrup value from ``data``.
 
     Strict by default: anything but the canonical encoding of one value is
     rejected with :class:`SyrupDecodeError`.  ``lenient=True`` relaxes the
     canonical-form rules (see ``spec-notes/0003-syrup-codec.md``).
+    ``key_order`` is the order strict mode asks of a dictionary whose keys
+    are all strings: ``"syrup"`` (by encoded bytes), ``"js"`` (JavaScript's
+    order of strings, as Endo writes structs) or ``"either"``.
     ``record_hook(label, fields)``, if given, replaces every record as it is
     decoded, innermost first; its exceptions propagate unchanged.
     """
@@ -169,10 +188,10 @@ def decode(
             data = bytes(data)
         else:
             raise TypeError(f"decode() needs bytes, not {type(data).__name__}")
-    if limits is DEFAULT_LIMITS and record_hook is None and not lenient:
+    if limits is DEFAULT_LIMITS and record_hook is None and not lenient and key_order == "syrup":
         config = _DEFAULT_CONFIG
     else:
-        config = make_config(lenient, limits, record_hook)
+        config = make_config(lenient, limits, record_hook, key_order)
     n = len(data)
     if n > config.max_size:
         raise SyrupDecodeError(
@@ -514,16 +533,18 @@ def _dict(
     keys = items[0::2]
     if config.lenient:
         return _lenient_dict(keys, items[1::2], offsets[0::2])
-    # Keys must be strictly increasing in their encoded bytes; a key's bytes
-    # run from its offset to its value's.
     if count > 2:
-        bounds = iter(offsets)
-        previous = b""
-        for start in bounds:
-            raw = data[start : next(bounds)]
-            if raw <= previous:
-                raise _out_of_order("dictionary key", raw == previous, start)
-            previous = raw
+        if config.key_order == "syrup":
+            _check_syrup_order(data, offsets)
+        elif config.key_order == "js" and all(type(key) is str for key in keys):
+            _check_js_order(keys, offsets, "not in JavaScript's order of strings")
+        else:
+            try:
+                _check_syrup_order(data, offsets)
+            except SyrupDecodeError:
+                if not all(type(key) is str for key in keys):
+                    raise
+                _check_js_order(keys, offsets, "in neither Syrup's order nor JavaScript's")
     pairs = iter(items)
     try:
         result = dict(zip(pairs, pairs))  # noqa: B905 - pairs of one iterator
@@ -532,6 +553,29 @@ def _dict(
     if len(result) != len(keys):
         raise _conflated("dictionary keys", keys, offsets[0::2])
     return result
+
+
+def _check_syrup_order(data: bytes, offsets: list[int]) -> None:
+    """Keys strictly increasing in their encoded bytes (a key runs to its value)."""
+    bounds = iter(offsets)
+    previous = b""
+    for start in bounds:
+        raw = data[start : next(bounds)]
+        if raw <= previous:
+            raise _out_of_order("dictionary key", raw == previous, start)
+        previous = raw
+
+
+def _check_js_order(keys: list[str], offsets: list[int], problem: str) -> None:
+    """String keys strictly increasing in UTF-16 code units (JavaScript's order)."""
+    previous = b""
+    for key, start in zip(keys, offsets[0::2], strict=True):
+        units = key.encode("utf-16-be", "surrogatepass")
+        if units <= previous:
+            if units == previous:
+                raise _out_of_order("dictionary key", True, start)
+            raise SyrupDecodeError(f"dictionary key out of order ({problem})", start)
+        previous = units
 
 
 def _set(

@@ -11,14 +11,15 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from operator import itemgetter
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from captp._passable import Record, Symbol
 from ocapn._syrup_types import Float32, SyrupEncodeError
 
-__all__ = ["encode"]
+__all__ = ["KeyOrder", "encode"]
 
 Default = Callable[[object], object] | None
+KeyOrder = Literal["syrup", "js"]
 _Append = Callable[[bytes], None]
 
 _pack_d: Final = struct.Struct(">d").pack
@@ -48,27 +49,49 @@ _SAFE_BITS: Final = int(_SAFE_DIGITS * 3.32)  # fewer bits than this => fewer th
 _key0: Final = itemgetter(0)
 
 
-def encode(value: object, *, default: Default = None) -> bytes:
+def encode(value: object, *, default: Default = None, key_order: KeyOrder = "syrup") -> bytes:
     """Encode ``value`` as canonical Syrup bytes.
 
     ``default`` is called with any object that is not a Syrup value; what it
-    returns is encoded in its place.  Raises :class:`SyrupEncodeError` for a
-    value that cannot be encoded.
+    returns is encoded in its place.  ``key_order="js"`` sorts dictionaries
+    whose keys are all strings as JavaScript sorts strings (by UTF-16 code
+    units), the order Endo's ``@endo/ocapn`` requires of structs; other
+    dictionaries and sets keep Syrup's order.  Raises
+    :class:`SyrupEncodeError` for a value that cannot be encoded.
     """
+    if key_order == "syrup":
+        opts = _SYRUP_ORDER if default is None else _Options(default, False)
+    elif key_order == "js":
+        opts = _Options(default, True)
+    else:
+        raise ValueError(f"key_order must be 'syrup' or 'js', not {key_order!r}")
     out: list[bytes] = []
     try:
-        _enc(value, out.append, default)
+        _enc(value, out.append, opts)
     except RecursionError:
         raise SyrupEncodeError("value nests too deeply to encode (or contains itself)") from None
     return b"".join(out)
 
 
-def _enc(v: Any, append: _Append, default: Default) -> None:
+class _Options:
+    """What one :func:`encode` call was asked: its ``default`` and its key order."""
+
+    __slots__ = ("default", "js_keys")
+
+    def __init__(self, default: Default, js_keys: bool) -> None:
+        self.default = default
+        self.js_keys = js_keys
+
+
+_SYRUP_ORDER: Final = _Options(None, False)
+
+
+def _enc(v: Any, append: _Append, opts: _Options) -> None:
     t = type(v)
     if t is Record:
         append(b"<")
-        _enc(v.label, append, default)
-        _enc_items(v.fields, append, default)
+        _enc(v.label, append, opts)
+        _enc_items(v.fields, append, opts)
         append(b">")
     elif t is Symbol:
         name = v.name
@@ -90,7 +113,7 @@ def _enc(v: Any, append: _Append, default: Default) -> None:
         append(data)
     elif t is list or t is tuple:
         append(b"[")
-        _enc_items(v, append, default)
+        _enc_items(v, append, opts)
         append(b"]")
     elif t is bytes:
         append(b"%d:" % len(v))
@@ -100,16 +123,16 @@ def _enc(v: Any, append: _Append, default: Default) -> None:
     elif t is float:
         append(b"D" + _pack_d(v) if v == v else _CANONICAL_NAN64)
     elif t is dict:
-        _enc_dict(v, append, default)
+        _enc_dict(v, append, opts)
     elif t is Float32:
         append(b"F" + _pack_f(v) if v == v else _CANONICAL_NAN32)
     elif t is frozenset or t is set:
-        _enc_set(v, append, default)
+        _enc_set(v, append, opts)
     else:
-        _enc_other(v, append, default)
+        _enc_other(v, append, opts)
 
 
-def _enc_items(items: Any, append: _Append, default: Default) -> None:
+def _enc_items(items: Any, append: _Append, opts: _Options) -> None:
     """Encode the items of a list or record (the commonest atoms inline)."""
     for x in items:
         t = type(x)
@@ -131,10 +154,10 @@ def _enc_items(items: Any, append: _Append, default: Default) -> None:
             append(b'%d"' % len(data))
             append(data)
         else:
-            _enc(x, append, default)
+            _enc(x, append, opts)
 
 
-def _enc_other(v: Any, append: _Append, default: Default) -> None:
+def _enc_other(v: Any, append: _Append, opts: _Options) -> None:
     """Encode a subclass of a Syrup type, a bytes-like object, or ask ``default``."""
     if isinstance(v, bool):
         append(b"t" if v else b"f")
@@ -142,11 +165,11 @@ def _enc_other(v: Any, append: _Append, default: Default) -> None:
     elif isinstance(v, int):
         append(_int_bytes(int.__int__(v)))
     elif isinstance(v, Float32):
-        _enc(Float32(float.__float__(v)), append, default)
+        _enc(Float32(float.__float__(v)), append, opts)
     elif isinstance(v, float):
-        _enc(float.__float__(v), append, default)
+        _enc(float.__float__(v), append, opts)
     elif isinstance(v, str):
-        _enc(str.__str__(v), append, default)
+        _enc(str.__str__(v), append, opts)
     elif isinstance(v, (bytes, bytearray)):
         append(b"%d:" % len(v))
         append(bytes(v))
@@ -157,34 +180,38 @@ def _enc_other(v: Any, append: _Append, default: Default) -> None:
     elif isinstance(v, Symbol):
         append(_symbol_bytes(v.name))
     elif isinstance(v, Record):
-        _enc(Record(v.label, v.fields), append, default)
+        _enc(Record(v.label, v.fields), append, opts)
     elif isinstance(v, (list, tuple)):
-        _enc(list(v), append, default)
+        _enc(list(v), append, opts)
     elif isinstance(v, dict):
-        _enc_dict(v, append, default)
+        _enc_dict(v, append, opts)
     elif isinstance(v, (set, frozenset)):
-        _enc_set(v, append, default)
-    elif default is None:
+        _enc_set(v, append, opts)
+    elif opts.default is None:
         raise SyrupEncodeError(f"cannot encode {_type_name(v)} as Syrup (no default given)")
     else:
-        replacement = default(v)
+        replacement = opts.default(v)
         if replacement is v:
             raise SyrupEncodeError(f"default() returned the {_type_name(v)} it was given")
-        _enc(replacement, append, default)
+        _enc(replacement, append, opts)
 
 
-def _enc_dict(v: dict[Any, Any], append: _Append, default: Default) -> None:
-    # Canonical order: by the full encoded bytes of each key (spec section 2.1).
+def _enc_dict(v: dict[Any, Any], append: _Append, opts: _Options) -> None:
+    # Canonical order: by the full encoded bytes of each key (spec section 2.1);
+    # or JavaScript's order of strings, when asked and every key is a string.
+    js_order = opts.js_keys and all(type(key) is str for key in v)
+    items = sorted(v.items(), key=_js_order) if js_order else v.items()
     pairs = []
-    for key, value in v.items():
+    for key, value in items:
         if type(key) is str:
             data = _key_cache.get(key)
             if data is None:
                 data = _string_key_bytes(key)
             pairs.append((data, value))
         else:
-            pairs.append((_to_bytes(key, default), value))
-    pairs.sort(key=_key0)
+            pairs.append((_to_bytes(key, opts), value))
+    if not js_order:
+        pairs.sort(key=_key0)
     append(b"{")
     previous = None
     for key_bytes, value in pairs:
@@ -203,12 +230,12 @@ def _enc_dict(v: dict[Any, Any], append: _Append, default: Default) -> None:
         elif t is int and 0 <= value < _SMALL_INT_LIMIT:
             append(_SMALL_INTS[value])
         else:
-            _enc(value, append, default)
+            _enc(value, append, opts)
     append(b"}")
 
 
-def _enc_set(v: set[Any] | frozenset[Any], append: _Append, default: Default) -> None:
-    items = sorted(_to_bytes(x, default) for x in v)
+def _enc_set(v: set[Any] | frozenset[Any], append: _Append, opts: _Options) -> None:
+    items = sorted(_to_bytes(x, opts) for x in v)
     append(b"#")
     previous = None
     for data in items:
@@ -219,10 +246,15 @@ def _enc_set(v: set[Any] | frozenset[Any], append: _Append, default: Default) ->
     append(b"$")
 
 
-def _to_bytes(v: object, default: Default) -> bytes:
+def _to_bytes(v: object, opts: _Options) -> bytes:
     out: list[bytes] = []
-    _enc(v, out.append, default)
+    _enc(v, out.append, opts)
     return b"".join(out)
+
+
+def _js_order(item: tuple[str, object]) -> bytes:
+    """A string key's UTF-16 code units, whose byte order is JavaScript's order of strings."""
+    return item[0].encode("utf-16-be", "surrogatepass")
 
 
 def _symbol_bytes(name: str) -> bytes:

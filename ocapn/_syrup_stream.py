@@ -18,6 +18,7 @@ from typing import Final
 from ocapn._syrup_decode import (
     WHITESPACE,
     Config,
+    DecodeKeyOrder,
     HookFailed,
     TooDeep,
     Truncated,
@@ -55,10 +56,11 @@ class StreamDecoder:
         lenient: bool = False,
         limits: Limits = DEFAULT_LIMITS,
         record_hook: RecordHook | None = None,
+        key_order: DecodeKeyOrder = "syrup",
     ) -> None:
         if not isinstance(limits, Limits):
             raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
-        self._config = Config(lenient, limits, record_hook)
+        self._config = Config(lenient, limits, record_hook, key_order)
         if record_hook is not None:
             self._config.hook_results = {}
         self._buffer = bytearray()

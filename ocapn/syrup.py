@@ -19,14 +19,15 @@ set                    ``#...$``                   ``frozenset`` (also set when 
 
 :func:`encode` writes the canonical form (sorted dictionaries and sets,
 minimal integers, one NaN); :func:`decode` accepts only that form unless
-asked to be lenient.  :class:`StreamDecoder` reads back-to-back values from a
+asked to be lenient.  Both take a ``key_order`` for peers that sort string
+keys as JavaScript does (Endo).  :class:`StreamDecoder` reads back-to-back values from a
 stream; :func:`frame` and :class:`FrameDecoder` implement the ``len:payload``
 framing of stream netlayers.  Decisions the spec leaves open are recorded in
 ``spec-notes/0003-syrup-codec.md``.
 """
 
-from ocapn._syrup_decode import decode
-from ocapn._syrup_encode import encode
+from ocapn._syrup_decode import DecodeKeyOrder, decode
+from ocapn._syrup_encode import KeyOrder, encode
 from ocapn._syrup_stream import FrameDecoder, StreamDecoder, frame
 from ocapn._syrup_types import (
     DEFAULT_LIMITS,
@@ -38,8 +39,10 @@ from ocapn._syrup_types import (
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "DecodeKeyOrder",
     "Float32",
     "FrameDecoder",
+    "KeyOrder",
     "Limits",
     "StreamDecoder",
     "SyrupDecodeError",

@@ -70,7 +70,10 @@ class WireProfile:
     lists (the suite).  ``listen_fields``: 3 (``wants-partial`` flag, as every
     implementation sends) or 2 (the spec text).  ``stream_framing``: on byte
     streams, ``"none"`` (back-to-back records) or ``"len"`` (``<len>:<bytes>``,
-    the 2026 consensus).
+    the 2026 consensus).  ``struct_key_order``: how to sort the keys of a
+    struct (a dictionary of strings): ``"syrup"``, by encoded bytes (the
+    spec), or ``"js"``, JavaScript's order of strings (what ``@endo/ocapn``
+    requires); the two differ only for keys of different lengths.
     """
 
     name: str = "spec"
@@ -78,6 +81,7 @@ class WireProfile:
     gc_plural: bool = True
     listen_fields: Literal[2, 3] = 3
     stream_framing: Literal["none", "len"] = "none"
+    struct_key_order: syrup.KeyOrder = "syrup"
 
 
 SPEC_PROFILE: Final = WireProfile()
@@ -88,8 +92,9 @@ SUITE_MAIN_PROFILE: Final = WireProfile(
 )
 """The conformance suite's main branch (6c146dc): ``op:deliver-only``, singular GC labels."""
 
-ENDO_PROFILE: Final = WireProfile(name="endo", stream_framing="len")
-"""Endo's ``@endo/ocapn`` (master 1fa6c22): the spec's shapes, ``len:`` framing on TCP."""
+ENDO_PROFILE: Final = WireProfile(name="endo", stream_framing="len", struct_key_order="js")
+"""Endo's ``@endo/ocapn`` (master 1fa6c22): the spec's shapes, ``len:`` framing on TCP,
+struct keys in JavaScript's order."""
 
 PROFILES: Final[dict[str, WireProfile]] = {
     p.name: p for p in (SPEC_PROFILE, SUITE_MAIN_PROFILE, ENDO_PROFILE)
@@ -211,6 +216,7 @@ class OCapNWire:
         self._framing: Framing = framing
         self._out_framing: Framing = framing if framing == "message" else profile.stream_framing
         self._limits = limits
+        self._key_order = profile.struct_key_order
         self._stream: syrup.StreamDecoder | None = None
         self._frames: syrup.FrameDecoder | None = None
         self._detected = framing == "message"
@@ -272,7 +278,7 @@ class OCapNWire:
     def encode(self, message: Message | StartSession) -> bytes:
         """The framed bytes of one message."""
         record = self.to_record(message)
-        data = syrup.encode(record, default=self._default)
+        data = syrup.encode(record, default=self._default, key_order=self._key_order)
         if self._out_framing == "len":
             return syrup.frame(data)
         return data
@@ -361,13 +367,15 @@ class OCapNWire:
                 yield self.decode_message(frame)
         else:
             if self._stream is None:
-                self._stream = syrup.StreamDecoder(limits=self._limits, record_hook=self._hook)
+                self._stream = syrup.StreamDecoder(
+                    limits=self._limits, record_hook=self._hook, key_order="either"
+                )
             for value in self._stream.feed_lazily(data):
                 yield self.from_record(value)
 
     def decode_message(self, data: bytes) -> Any:
         """The message in one complete Syrup record."""
-        value = syrup.decode(data, limits=self._limits, record_hook=self._hook)
+        value = syrup.decode(data, limits=self._limits, record_hook=self._hook, key_order="either")
         return self.from_record(value)
 
     def from_record(self, value: Any) -> Any:

@@ -21,7 +21,7 @@ from captp._vat import ManualVat
 from captp.messages import Abort, Deliver, GcAnswers, GcExports, Get, Listen
 from captp.session import Session
 from ocapn import syrup
-from ocapn.wire import SPEC_PROFILE, OCapNWire, WireProfile
+from ocapn.wire import ENDO_PROFILE, SPEC_PROFILE, OCapNWire, WireProfile
 
 SUITE = WireProfile(name="suite-main", deliver_only=True, gc_plural=False, listen_fields=3)
 
@@ -214,3 +214,21 @@ def test_round_trip_through_two_wires() -> None:
         for m in wa.feed(data):
             a.receive(m)
     assert p.result() == [Symbol("s"), 2**100, -0.0, {"k": [b"v"]}]
+
+
+def test_struct_key_order_per_profile_and_either_order_read() -> None:
+    struct = {"c": 3, "bb": 2, "a": 1}
+    spec, _ = make()
+    endo, _ = make(ENDO_PROFILE)
+    spec_ref = spec.session.import_object(1)
+    endo_ref = endo.session.import_object(1)
+    syrup_order = b'{1"a1+1"c3+2"bb2+}'
+    js_order = b'{1"a1+2"bb2+1"c3+}'
+    assert syrup_order in spec.encode(Deliver(spec_ref, None, (struct,)))
+    assert js_order in endo.encode(Deliver(endo_ref, None, (struct,)))
+    # Whatever the profile, a struct in either order is read.
+    for wire in (spec, endo):
+        boot = wire.session.lookup_export(0)
+        for order in (syrup_order, js_order):
+            [msg] = wire.feed(b"<10'op:deliver<11'desc:export0+>[" + order + b"]ff>")
+            assert msg == Deliver(boot, None, (struct,))

@@ -20,6 +20,7 @@ from ocapn.syrup import (
     DEFAULT_LIMITS,
     Float32,
     Limits,
+    StreamDecoder,
     SyrupDecodeError,
     SyrupEncodeError,
     decode,
@@ -201,6 +202,43 @@ def test_tcp_testing_hints_order() -> None:
         {"port": "22045", "host": "127.0.0.1"},
         b'{4"host9"127.0.0.14"port5"22045}',
     )
+
+
+def test_js_key_order_sorts_string_keys_by_utf16_code_units() -> None:
+    # Endo's struct codec: JavaScript's string order, so "bb" before "c", and
+    # U+1F600 (surrogates D83D DE00) before U+FFFF, the reverse of code points.
+    value = {"c": 3, "bb": 2, "a": 1, "\uffff": 5, "\U0001f600": 4}
+    data = encode(value, key_order="js")
+    assert data == b'{1"a1+2"bb2+1"c3+4"\xf0\x9f\x98\x804+3"\xef\xbf\xbf5+}'
+    assert encode(value) == b'{1"a1+1"c3+2"bb2+3"\xef\xbf\xbf5+4"\xf0\x9f\x98\x804+}'
+    # Dictionaries with a key that is not a string keep Syrup's order.
+    assert encode({S("b"): 1, "bb": 2, "c": 3}, key_order="js") == b"{1\"c3+1'b1+2\"bb2+}"
+    with pytest.raises(ValueError, match="key_order"):
+        encode({}, key_order="utf8")  # type: ignore[arg-type]
+
+
+def test_decoding_key_order_is_chosen() -> None:
+    js = b'{1"a1+2"bb2+1"c3+}'
+    canonical = b'{1"a1+1"c3+2"bb2+}'
+    with pytest.raises(SyrupDecodeError, match="canonical order") as info:
+        decode(js)
+    assert info.value.offset == 12
+    assert decode(js, key_order="js") == decode(canonical) == {"a": 1, "bb": 2, "c": 3}
+    with pytest.raises(SyrupDecodeError, match="not in JavaScript's order") as info:
+        decode(canonical, key_order="js")
+    assert info.value.offset == 11
+    assert decode(js, key_order="either") == decode(canonical, key_order="either")
+    with pytest.raises(SyrupDecodeError, match="neither Syrup's order nor JavaScript's"):
+        decode(b'{2"bb1+1"a2+1"c3+}', key_order="either")
+    with pytest.raises(SyrupDecodeError, match="duplicate dictionary key"):
+        decode(b'{1"a1+2"bb2+2"bb3+}', key_order="either")
+    # Non-string keys are always in Syrup's order.
+    with pytest.raises(SyrupDecodeError, match="canonical order"):
+        decode(b"{2\"bb2+1'a1+}", key_order="either")
+    stream = StreamDecoder(key_order="either")
+    assert list(stream.feed(js + canonical)) == [{"a": 1, "bb": 2, "c": 3}] * 2
+    with pytest.raises(ValueError, match="key_order"):
+        decode(js, key_order="bytes")  # type: ignore[arg-type]
 
 
 def test_sets_sort_by_encoded_bytes() -> None:

@@ -51,6 +51,18 @@ def test_lenient_decoding_of_canonical_bytes_is_the_same(value: Any) -> None:
     assert same(decode(data, lenient=True), value)
 
 
+@FAST
+@given(syrup_values)
+def test_js_key_order_round_trips_through_js_and_either(value: Any) -> None:
+    data = encode(value, key_order="js")
+    for order in ("js", "either"):
+        decoded = decode(data, key_order=order)
+        assert same(decoded, value)
+        assert encode(decoded, key_order="js") == data
+    # Syrup's order is read in "either" mode too, to the same value.
+    assert same(decode(encode(value), key_order="either"), value)
+
+
 def _decode_quietly(data: bytes, **options: Any) -> None:
     """Decode; any outcome but a value or SyrupDecodeError fails the test."""
     try:
