@@ -22,11 +22,9 @@ Default = Callable[[object], object] | None
 KeyOrder = Literal["syrup", "js"]
 _Append = Callable[[bytes], None]
 
-_pack_d: Final = struct.Struct(">d").pack
-_pack_f: Final = struct.Struct(">f").pack
-
-_CANONICAL_NAN64: Final = b"D\x7f\xf8\x00\x00\x00\x00\x00\x00"
-_CANONICAL_NAN32: Final = b"F\x7f\xc0\x00\x00"
+# Per width: marker, packer, the canonical NaN, +0.0.
+_FLOAT64: Final = (b"D", struct.Struct(">d").pack, b"D\x7f\xf8" + bytes(6), b"D" + bytes(8))
+_FLOAT32: Final = (b"F", struct.Struct(">f").pack, b"F\x7f\xc0" + bytes(2), b"F" + bytes(4))
 
 # Integers 0..1023 cover positions, counts and most small numbers in messages.
 _SMALL_INT_LIMIT: Final = 1024
@@ -49,22 +47,30 @@ _SAFE_BITS: Final = int(_SAFE_DIGITS * 3.32)  # fewer bits than this => fewer th
 _key0: Final = itemgetter(0)
 
 
-def encode(value: object, *, default: Default = None, key_order: KeyOrder = "syrup") -> bytes:
+def encode(
+    value: object,
+    *,
+    default: Default = None,
+    key_order: KeyOrder = "syrup",
+    negative_zero: bool = True,
+) -> bytes:
     """Encode ``value`` as canonical Syrup bytes.
 
     ``default`` is called with any object that is not a Syrup value; what it
     returns is encoded in its place.  ``key_order="js"`` sorts dictionaries
     whose keys are all strings as JavaScript sorts strings (by UTF-16 code
     units), the order Endo's ``@endo/ocapn`` requires of structs; other
-    dictionaries and sets keep Syrup's order.  Raises
+    dictionaries and sets keep Syrup's order.  ``negative_zero=False`` writes
+    ``-0.0`` as ``0.0``, for readers that refuse it (Endo).  Raises
     :class:`SyrupEncodeError` for a value that cannot be encoded.
     """
-    if key_order == "syrup":
-        opts = _SYRUP_ORDER if default is None else _Options(default, False)
-    elif key_order == "js":
-        opts = _Options(default, True)
-    else:
+    if key_order not in ("syrup", "js"):
         raise ValueError(f"key_order must be 'syrup' or 'js', not {key_order!r}")
+    js_keys = key_order == "js"
+    if default is None and not js_keys and negative_zero:
+        opts = _PLAIN
+    else:
+        opts = _Options(default, js_keys, bool(negative_zero))
     out: list[bytes] = []
     try:
         _enc(value, out.append, opts)
@@ -74,16 +80,17 @@ def encode(value: object, *, default: Default = None, key_order: KeyOrder = "syr
 
 
 class _Options:
-    """What one :func:`encode` call was asked: its ``default`` and its key order."""
+    """What one :func:`encode` call was asked."""
 
-    __slots__ = ("default", "js_keys")
+    __slots__ = ("default", "js_keys", "negative_zero")
 
-    def __init__(self, default: Default, js_keys: bool) -> None:
+    def __init__(self, default: Default, js_keys: bool, negative_zero: bool) -> None:
         self.default = default
         self.js_keys = js_keys
+        self.negative_zero = negative_zero
 
 
-_SYRUP_ORDER: Final = _Options(None, False)
+_PLAIN: Final = _Options(None, False, True)
 
 
 def _enc(v: Any, append: _Append, opts: _Options) -> None:
@@ -121,11 +128,11 @@ def _enc(v: Any, append: _Append, opts: _Options) -> None:
     elif t is bool:
         append(b"t" if v else b"f")
     elif t is float:
-        append(b"D" + _pack_d(v) if v == v else _CANONICAL_NAN64)
+        append(_float_bytes(v, _FLOAT64, opts))
     elif t is dict:
         _enc_dict(v, append, opts)
     elif t is Float32:
-        append(b"F" + _pack_f(v) if v == v else _CANONICAL_NAN32)
+        append(_float_bytes(v, _FLOAT32, opts))
     elif t is frozenset or t is set:
         _enc_set(v, append, opts)
     else:
@@ -250,6 +257,17 @@ def _to_bytes(v: object, opts: _Options) -> bytes:
     out: list[bytes] = []
     _enc(v, out.append, opts)
     return b"".join(out)
+
+
+def _float_bytes(
+    v: float, width: tuple[bytes, Callable[[float], bytes], bytes, bytes], opts: _Options
+) -> bytes:
+    marker, pack, nan, plus_zero = width
+    if v != v:
+        return nan
+    if v == 0.0 and not opts.negative_zero:
+        return plus_zero
+    return marker + pack(v)
 
 
 def _js_order(item: tuple[str, object]) -> bytes:

@@ -130,11 +130,17 @@ async def _call(
     uri: str, method: str | None, args: list[Any], profile: str, timeout: float
 ) -> Any:
     async with Node(tcp_testing_only(), profile=PROFILES[profile]) as node:
-        with anyio.fail_after(timeout):
-            target = await node.enliven(uri)
-            if method is None:
-                return await E(target)(*args)
-            return await E(target)[method](*args)
+        try:
+            with anyio.fail_after(timeout):
+                target = await node.enliven(uri)
+                if method is None:
+                    return await E(target)(*args)
+                return await E(target)[method](*args)
+        except TimeoutError:
+            hint = " (a peer that frames with len:, such as Endo, needs --profile endo)"
+            raise TimeoutError(
+                f"no answer within {timeout:g} s" + (hint if profile != "endo" else "")
+            ) from None
 
 
 # == main ==================================================================================

@@ -73,7 +73,10 @@ class WireProfile:
     the 2026 consensus).  ``struct_key_order``: how to sort the keys of a
     struct (a dictionary of strings): ``"syrup"``, by encoded bytes (the
     spec), or ``"js"``, JavaScript's order of strings (what ``@endo/ocapn``
-    requires); the two differ only for keys of different lengths.
+    requires); the two differ only for keys of different lengths or with
+    characters beyond U+FFFF.  ``negative_zero``: write ``-0.0`` as it is
+    (the OCapN model) or as ``0.0`` (Endo's reader refuses ``-0.0`` and drops
+    the connection).
     """
 
     name: str = "spec"
@@ -82,6 +85,7 @@ class WireProfile:
     listen_fields: Literal[2, 3] = 3
     stream_framing: Literal["none", "len"] = "none"
     struct_key_order: syrup.KeyOrder = "syrup"
+    negative_zero: bool = True
 
 
 SPEC_PROFILE: Final = WireProfile()
@@ -92,9 +96,11 @@ SUITE_MAIN_PROFILE: Final = WireProfile(
 )
 """The conformance suite's main branch (6c146dc): ``op:deliver-only``, singular GC labels."""
 
-ENDO_PROFILE: Final = WireProfile(name="endo", stream_framing="len", struct_key_order="js")
+ENDO_PROFILE: Final = WireProfile(
+    name="endo", stream_framing="len", struct_key_order="js", negative_zero=False
+)
 """Endo's ``@endo/ocapn`` (master 1fa6c22): the spec's shapes, ``len:`` framing on TCP,
-struct keys in JavaScript's order."""
+struct keys in JavaScript's order, ``-0.0`` written as ``0.0``."""
 
 PROFILES: Final[dict[str, WireProfile]] = {
     p.name: p for p in (SPEC_PROFILE, SUITE_MAIN_PROFILE, ENDO_PROFILE)
@@ -217,6 +223,7 @@ class OCapNWire:
         self._out_framing: Framing = framing if framing == "message" else profile.stream_framing
         self._limits = limits
         self._key_order = profile.struct_key_order
+        self._negative_zero = profile.negative_zero
         self._stream: syrup.StreamDecoder | None = None
         self._frames: syrup.FrameDecoder | None = None
         self._detected = framing == "message"
@@ -278,7 +285,12 @@ class OCapNWire:
     def encode(self, message: Message | StartSession) -> bytes:
         """The framed bytes of one message."""
         record = self.to_record(message)
-        data = syrup.encode(record, default=self._default, key_order=self._key_order)
+        data = syrup.encode(
+            record,
+            default=self._default,
+            key_order=self._key_order,
+            negative_zero=self._negative_zero,
+        )
         if self._out_framing == "len":
             return syrup.frame(data)
         return data

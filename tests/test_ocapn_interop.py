@@ -8,6 +8,7 @@ variant.  Handoffs take three processes: this one, the suite peer, and
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -171,6 +172,21 @@ async def test_cli_serve_and_call() -> None:
         done = await anyio.to_thread.run_sync(call, "nope")
         assert done.returncode == 1
         assert "DemoGreeter has no method 'nope'" in done.stderr
+
+
+def test_cli_call_to_a_silent_peer_times_out_with_a_hint() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never speaks
+        port = silent.getsockname()[1]
+        uri = f"ocapn://{'a' * 52}.tcp-testing-only/s/AAAA?host=127.0.0.1&port={port}"
+        done = subprocess.run(
+            [sys.executable, "-m", "ocapn.cli", "call", uri, "--timeout", "0.5"],
+            capture_output=True, text=True, timeout=60,
+        )
+    assert done.returncode == 1
+    assert done.stderr == (
+        "ocapn call: TimeoutError: no answer within 0.5 s"
+        " (a peer that frames with len:, such as Endo, needs --profile endo)\n"
+    )
 
 
 def test_cli_demo_runs() -> None:

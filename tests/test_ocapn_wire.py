@@ -232,3 +232,14 @@ def test_struct_key_order_per_profile_and_either_order_read() -> None:
         for order in (syrup_order, js_order):
             [msg] = wire.feed(b"<10'op:deliver<11'desc:export0+>[" + order + b"]ff>")
             assert msg == Deliver(boot, None, (struct,))
+
+
+def test_endo_profile_writes_negative_zero_as_zero() -> None:
+    spec, _ = make()
+    endo, _ = make(ENDO_PROFILE)
+    minus = b"D\x80" + bytes(7)
+    plus = b"D" + bytes(8)
+    spec_data = spec.encode(Deliver(spec.session.import_object(1), None, (-0.0, 0.0)))
+    endo_data = endo.encode(Deliver(endo.session.import_object(1), None, (-0.0, 0.0)))
+    assert minus + plus in spec_data
+    assert plus + plus in endo_data

@@ -103,6 +103,12 @@ def test_negative_zero_stays_negative() -> None:
     assert type(value) is float and math.copysign(1.0, value) == -1.0
 
 
+def test_negative_zero_can_be_written_as_zero() -> None:
+    data = encode([-0.0, Float32(-0.0), -1.5], negative_zero=False)
+    assert data == b"[D" + bytes(8) + b"F" + bytes(4) + b"D\xbf\xf8" + bytes(6) + b"]"
+    assert math.copysign(1.0, decode(data)[0]) == 1.0  # type: ignore[index]
+
+
 def test_float32() -> None:
     roundtrip(Float32(1.5), b"F\x3f\xc0\x00\x00")
     roundtrip(Float32(-0.0), b"F\x80\x00\x00\x00")
