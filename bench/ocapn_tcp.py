@@ -56,43 +56,43 @@ def _pin(cpu: int | None) -> None:
 # == plain asyncio ping-pong ================================================================
 
 
-class _EchoProtocol(asyncio.Protocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.buf = bytearray()
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        out = []
-        while len(self.buf) >= 4:
-            (n,) = HEADER.unpack_from(self.buf)
-            if len(self.buf) < 4 + n:
-                break
-            out.append(bytes(self.buf[: 4 + n]))
-            del self.buf[: 4 + n]
-        if out:
-            self.transport.write(b"".join(out))
+def _whole_frames(buf: bytearray, end: int) -> tuple[int, int]:
+    """How many bytes, and how many frames, at the start of ``buf[:end]`` are whole frames."""
+    pos = count = 0
+    while end - pos >= 4:
+        (n,) = HEADER.unpack_from(buf, pos)
+        if end - pos < 4 + n:
+            break
+        pos += 4 + n
+        count += 1
+    return pos, count
 
 
-class _ClientProtocol(asyncio.Protocol):
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self.waiter: asyncio.Future[None] | None = None
-        self.expected = 0
+class _Side:
+    """One side of the ping-pong: what it does with the whole frames at the start of ``buf``."""
+
+    transport: asyncio.Transport
+    buf: bytearray
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while len(self.buf) >= 4:
-            (n,) = HEADER.unpack_from(self.buf)
-            if len(self.buf) < 4 + n:
-                break
-            del self.buf[: 4 + n]
-            self.expected -= 1
+    def frames(self, size: int, count: int) -> None:
+        raise NotImplementedError
+
+
+class _Echo(_Side):
+    def frames(self, size: int, count: int) -> None:
+        self.transport.write(bytes(self.buf[:size]))
+
+
+class _Client(_Side):
+    expected = 0
+    waiter: asyncio.Future[None] | None = None
+
+    def frames(self, size: int, count: int) -> None:
+        self.expected -= count
         if self.expected <= 0 and self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
@@ -105,68 +105,53 @@ class _ClientProtocol(asyncio.Protocol):
         await self.waiter
 
 
-class _BufferedClient(asyncio.BufferedProtocol):
+class _Plain(_Side, asyncio.Protocol):
+    """Reads with ``asyncio.Protocol``: each read's bytes appended to ``buf``."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        size, count = _whole_frames(self.buf, len(self.buf))
+        if size:
+            self.frames(size, count)
+            del self.buf[:size]
+
+
+class _Buffered(_Side, asyncio.BufferedProtocol):
+    """Reads with ``asyncio.BufferedProtocol`` into one preallocated buffer."""
+
     def __init__(self) -> None:
         self.buf = bytearray(256 * 1024)
         self.end = 0
-        self.waiter: asyncio.Future[None] | None = None
-        self.expected = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return memoryview(self.buf)[self.end :]
 
     def buffer_updated(self, nbytes: int) -> None:
         self.end += nbytes
-        pos = 0
-        while self.end - pos >= 4:
-            (n,) = HEADER.unpack_from(self.buf, pos)
-            if self.end - pos < 4 + n:
-                break
-            pos += 4 + n
-            self.expected -= 1
-        if pos:
-            self.buf[: self.end - pos] = self.buf[pos : self.end]
-            self.end -= pos
-        if self.expected <= 0 and self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    async def round_trips(self, count: int) -> None:
-        loop = asyncio.get_running_loop()
-        message = HEADER.pack(len(PAYLOAD)) + PAYLOAD
-        self.expected = count
-        self.waiter = loop.create_future()
-        self.transport.write(message * count)
-        await self.waiter
+        size, count = _whole_frames(self.buf, self.end)
+        if size:
+            self.frames(size, count)
+            self.buf[: self.end - size] = self.buf[size : self.end]
+            self.end -= size
 
 
-class _BufferedEcho(asyncio.BufferedProtocol):
-    def __init__(self) -> None:
-        self.buf = bytearray(256 * 1024)
-        self.end = 0
+class _EchoProtocol(_Echo, _Plain):
+    pass
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return memoryview(self.buf)[self.end :]
+class _ClientProtocol(_Client, _Plain):
+    pass
 
-    def buffer_updated(self, nbytes: int) -> None:
-        self.end += nbytes
-        pos = 0
-        while self.end - pos >= 4:
-            (n,) = HEADER.unpack_from(self.buf, pos)
-            if self.end - pos < 4 + n:
-                break
-            pos += 4 + n
-        if pos:
-            self.transport.write(bytes(self.buf[:pos]))
-            self.buf[: self.end - pos] = self.buf[pos : self.end]
-            self.end -= pos
+
+class _BufferedEcho(_Echo, _Buffered):
+    pass
+
+
+class _BufferedClient(_Client, _Buffered):
+    pass
 
 
 async def _plain_server(buffered: bool) -> None:
