@@ -48,6 +48,7 @@ __all__ = [
     "error_message",
     "error_name",
     "is_remotable",
+    "map_leaves",
     "null",
     "pass_style",
     "same_value",
@@ -228,6 +229,21 @@ _STYLE_BY_TYPE: Final[dict[type, PassStyle]] = {
 def is_remotable(value: object) -> bool:
     """True for values that pass by reference as objects (far objects, imports)."""
     return getattr(type(value), _FAR_ATTR, None) is not None
+
+
+def map_leaves(value: Any, leaf: Callable[[Any], Any]) -> Any:
+    """``value`` with its copy containers (list, tuple, dict, Record, Tagged) rebuilt
+    around ``leaf`` applied to each of the other values in it."""
+    t = type(value)
+    if t is list or t is tuple:
+        return t(map_leaves(v, leaf) for v in value)
+    if t is dict:
+        return {k: map_leaves(v, leaf) for k, v in value.items()}
+    if t is Record:
+        return Record(value.label, tuple(map_leaves(v, leaf) for v in value.fields))
+    if t is Tagged:
+        return Tagged(value.tag, map_leaves(value.payload, leaf))
+    return leaf(value)
 
 
 def pass_style(value: object) -> PassStyle:

@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
-from captp import Channel, Record, Tagged, far
+from captp import Channel, far
 from captp._connection import TRANSPORT_ERRORS, handle_messages, lost_reason
+from captp._passable import map_leaves
 from captp.errors import ConnectionLost, ProtocolError
 from captp.messages import Abort, Deliver, Message
 from captp.session import OCAPN_POLICY, Session
@@ -40,8 +41,6 @@ from ocapn.locators import PeerLocation
 from ocapn.wire import OCapNWire, StartSession, WireProfile
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from ocapn.netlayer import Netlayer
     from ocapn.node import Node
 
@@ -288,25 +287,11 @@ class OCapNSession:
 
     def _take_gives(self, message: Any) -> Any:
         if type(message) is Deliver:
-            args = tuple(_swap(value, self._give) for value in message.args)
-            return dataclasses.replace(message, args=args)
+            # Every signed give (not inside another envelope) becomes a promise.
+            return dataclasses.replace(message, args=map_leaves(message.args, self._give))
         return message
 
-    def _give(self, envelope: SignedEnvelope) -> Any:
-        return self.node._receive_handoff(self, envelope)
-
-
-def _swap(value: Any, give: Callable[[SignedEnvelope], Any]) -> Any:
-    """``value`` with every signed give in it (not inside another envelope) replaced."""
-    t = type(value)
-    if t is SignedEnvelope:
-        return give(value) if value.is_give else value
-    if t is list or t is tuple:
-        return t(_swap(v, give) for v in value)
-    if t is dict:
-        return {k: _swap(v, give) for k, v in value.items()}
-    if t is Record:
-        return Record(value.label, tuple(_swap(v, give) for v in value.fields))
-    if t is Tagged:
-        return Tagged(value.tag, _swap(value.payload, give))
-    return value
+    def _give(self, value: Any) -> Any:
+        if type(value) is SignedEnvelope and value.is_give:
+            return self.node._receive_handoff(self, value)
+        return value

@@ -12,8 +12,7 @@ import dataclasses
 from collections import deque
 from typing import Any
 
-from captp import Record, Tagged
-from captp._passable import describe_error, error_name, is_remotable, pass_style
+from captp._passable import describe_error, error_name, is_remotable, map_leaves, pass_style
 from captp._promise import Promise
 from captp._vat import ManualVat
 from captp.errors import RemoteError
@@ -84,40 +83,28 @@ class Loopback:
 
 
 def _out(src: Session, value: Any) -> Any:
-    t = type(value)
-    if t in (list, tuple):
-        return t(_out(src, v) for v in value)
-    if t is dict:
-        return {k: _out(src, v) for k, v in value.items()}
-    if t is Record:
-        return Record(value.label, tuple(_out(src, v) for v in value.fields))
-    if t is Tagged:
-        return Tagged(value.tag, _out(src, value.payload))
-    if isinstance(value, BaseException):
-        return RemoteError(describe_error(value)) if error_name(value) else value
-    if isinstance(value, Promise) or is_remotable(value):
-        return src.describe(value)
-    pass_style(value)  # raises PassStyleError, as a real codec would
-    return value
+    def leaf(value: Any) -> Any:
+        if isinstance(value, BaseException):
+            return RemoteError(describe_error(value)) if error_name(value) else value
+        if isinstance(value, Promise) or is_remotable(value):
+            return src.describe(value)
+        pass_style(value)  # raises PassStyleError, as a real codec would
+        return value
+
+    return map_leaves(value, leaf)
 
 
 def _in(dst: Session, value: Any) -> Any:
-    t = type(value)
-    if t in (list, tuple):
-        return t(_in(dst, v) for v in value)
-    if t is dict:
-        return {k: _in(dst, v) for k, v in value.items()}
-    if t is Record:
-        return Record(value.label, tuple(_in(dst, v) for v in value.fields))
-    if t is Tagged:
-        return Tagged(value.tag, _in(dst, value.payload))
-    if t is Desc:
+    def leaf(value: Any) -> Any:
+        if type(value) is not Desc:
+            return value
         if value.kind == "import-object":
             return dst.import_object(value.position)
         if value.kind == "import-promise":
             return dst.import_promise(value.position)
         return _target_in(dst, value)
-    return value
+
+    return map_leaves(value, leaf)
 
 
 def _target_in(dst: Session, desc: Desc) -> Any:

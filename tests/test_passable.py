@@ -22,7 +22,7 @@ from captp import (
     pass_style,
     same_value,
 )
-from captp._passable import describe_error
+from captp._passable import describe_error, map_leaves
 
 
 @far
@@ -166,3 +166,14 @@ def test_same_value_is_reflexive_on_copies(v: object) -> None:
 @given(values, values)
 def test_same_value_is_symmetric(a: object, b: object) -> None:
     assert same_value(a, b) == same_value(b, a)
+
+
+def test_map_leaves_rebuilds_containers_around_the_leaves() -> None:
+    value = (1, [2, {"k": Record(Symbol("r"), (3, Tagged("t", [4])))}], "s")
+    doubled = map_leaves(value, lambda leaf: leaf * 2)
+    assert doubled == (2, [4, {"k": Record(Symbol("r"), (6, Tagged("t", [8])))}], "ss")
+    assert type(doubled) is tuple and type(doubled[1]) is list
+    # Labels, tags and keys are not leaves; the leaf sees everything else once.
+    seen: list[object] = []
+    map_leaves(value, seen.append)
+    assert seen == [1, 2, 3, 4, "s"]
