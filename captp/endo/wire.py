@@ -424,21 +424,21 @@ class EndoWire:
     def _dec_return(self, obj: dict[str, Any]) -> Message:
         answer = _string(obj, "answerID", "CTP_RETURN")
         self._bootstrap_questions.discard(answer)
-        ok = "exception" not in obj
-        try:
-            value = self._capdata_in(obj.get("result" if ok else "exception"), "CTP_RETURN")
-        except UnknownReference as exc:
-            ok, value = False, exc
-        return Return(answer, ok, value)
+        return Return(answer, *self._outcome(obj, "result", "exception", "CTP_RETURN"))
 
     def _dec_resolve(self, obj: dict[str, Any]) -> Message:
         promise = _string(obj, "promiseID", "CTP_RESOLVE")  # already our name for it
-        ok = "rej" not in obj
+        return Resolve(promise, *self._outcome(obj, "res", "rej", "CTP_RESOLVE"))
+
+    def _outcome(
+        self, obj: dict[str, Any], fulfilled: str, rejected: str, what: str
+    ) -> tuple[bool, Any]:
+        """Whether a settlement fulfils, and with what (naming a reference we lack breaks it)."""
+        ok = rejected not in obj
         try:
-            value = self._capdata_in(obj.get("res" if ok else "rej"), "CTP_RESOLVE")
+            return ok, self._capdata_in(obj.get(fulfilled if ok else rejected), what)
         except UnknownReference as exc:
-            ok, value = False, exc
-        return Resolve(promise, ok, value)
+            return False, exc
 
     def _dec_drop(self, obj: dict[str, Any]) -> Message | None:
         slot = _string(obj, "slotID", "CTP_DROP")
