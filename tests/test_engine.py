@@ -10,6 +10,7 @@ import gc
 from typing import Any
 
 import pytest
+from _far_util import Counter
 from loopback import Loopback
 
 from captp import ConnectionLost, ProtocolError, RemoteError, Symbol, Tagged
@@ -21,16 +22,6 @@ from captp._vat import ManualVat
 from captp.errors import BrokenPromise
 from captp.messages import Abort, Deliver, Desc, GcAnswers, GcExports, Get, Listen
 from captp.session import Session
-
-
-@far
-class Counter:
-    def __init__(self, start: int = 0) -> None:
-        self.n = start
-
-    def incr(self) -> int:
-        self.n += 1
-        return self.n
 
 
 @far

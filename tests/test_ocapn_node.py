@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+from _far_util import Counter
 
 from captp import E, Promise, RemoteError, RemoteRef, far, make_promise
 from captp.errors import ConnectionLost
@@ -29,16 +30,6 @@ from ocapn import (
 from ocapn.handoffs import GiftTable, HandoffGive, HandoffReceive
 
 pytestmark = pytest.mark.anyio
-
-
-@far
-class Counter:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def incr(self) -> int:
-        self.n += 1
-        return self.n
 
 
 @far

@@ -7,6 +7,7 @@ from typing import Any
 
 import anyio
 import pytest
+from _far_util import Counter
 
 from captp import (
     ConnectionLost,
@@ -24,16 +25,6 @@ from captp import (
 from netlayers import connect_pair
 
 pytestmark = pytest.mark.anyio
-
-
-@far
-class Counter:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def incr(self) -> int:
-        self.n += 1
-        return self.n
 
 
 @far
