@@ -104,3 +104,14 @@ def _containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 
 syrup_values = st.recursive(leaves, _containers, max_leaves=20)
+
+
+def count_records(value: object) -> int:
+    """How many records ``value`` holds, counting nested ones and labels."""
+    if isinstance(value, Record):
+        return 1 + count_records(value.label) + sum(count_records(f) for f in value.fields)
+    if isinstance(value, (list, frozenset)):
+        return sum(count_records(x) for x in value)
+    if isinstance(value, dict):
+        return sum(count_records(k) + count_records(v) for k, v in value.items())
+    return 0

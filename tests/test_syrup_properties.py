@@ -6,7 +6,7 @@ import itertools
 import os
 from typing import Any
 
-from _syrup_util import same, syrup_values
+from _syrup_util import count_records, same, syrup_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -222,16 +222,6 @@ def test_frame_decoder_raises_only_decode_errors(data: bytes, cuts: list[int]) -
         pass
 
 
-def _count_records(value: object) -> int:
-    if isinstance(value, Record):
-        return 1 + _count_records(value.label) + sum(_count_records(f) for f in value.fields)
-    if isinstance(value, (list, frozenset)):
-        return sum(_count_records(x) for x in value)
-    if isinstance(value, dict):
-        return sum(_count_records(k) + _count_records(v) for k, v in value.items())
-    return 0
-
-
 @_examples(100)
 @given(
     st.lists(syrup_values, min_size=1, max_size=4),
@@ -251,4 +241,4 @@ def test_stream_calls_the_record_hook_once_per_record(values: list[Any], cuts: l
         got += decoder.feed(chunk)
     decoder.close()
     assert all(same(g, v) for g, v in zip(got, values, strict=True))
-    assert len(calls) == sum(_count_records(v) for v in values)
+    assert len(calls) == sum(count_records(v) for v in values)
