@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from procs import stop
 
 ROOT = Path(__file__).resolve().parent.parent
 JS_DIR = ROOT / "interop" / "js"
@@ -80,12 +81,7 @@ def node_server(*args: str) -> Iterator[NodeServer]:
             assert proc.stdout is not None
             yield NodeServer(read_listening_line(proc.stdout, "server.mjs"), proc)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:  # pragma: no cover
-                proc.kill()
-                proc.wait()
+            stop(proc, 5)
 
 
 @contextmanager
@@ -99,12 +95,7 @@ def python_peer(*args: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
         assert proc.stdout is not None
         yield read_listening_line(proc.stdout, "interop.endo_peer"), proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            proc.kill()
-            proc.wait()
+        stop(proc, 5)
 
 
 def client_command(port: int, script: str, *extra: str) -> list[str]:

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 TESTS = Path(__file__).parent
 
@@ -26,9 +27,14 @@ def spawn(*args: str, timeout: float = 30.0) -> Iterator[str]:
             raise RuntimeError(f"{args} printed nothing within {timeout} s (exit {proc.poll()})")
         yield line
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 10)
+
+
+def stop(proc: subprocess.Popen[Any], grace: float) -> None:
+    """Ask ``proc`` to end; kill it if it has not within ``grace`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:  # pragma: no cover
+        proc.kill()
+        proc.wait()
