@@ -19,7 +19,7 @@ import { makeCapTP, E } from '@endo/captp';
 import { Far } from '@endo/far';
 import { getTag, makeTagged, passStyleOf } from '@endo/marshal';
 
-import { delay, makeFrameReader, parseArgs, writeFrame } from './lib/netstring.mjs';
+import { delay, makeFrameReader, makeKit, parseArgs, writeFrame } from './lib/netstring.mjs';
 
 const opts = parseArgs(process.argv.slice(2), {
   host: '127.0.0.1',
@@ -137,16 +137,6 @@ const VALUES = harden({
   rangeError: [RangeError('out of range')],
   nested: [{ list: [{ deep: [1n, undefined, null, { e: Error('inner') }] }] }],
 });
-
-const makeKit = () => {
-  let resolve;
-  let reject;
-  const promise = new Promise((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-};
 
 const rejectsWith = async (promise, check) => {
   try {

@@ -13,7 +13,7 @@ import { makeCapTP, E } from '@endo/captp';
 import { Far } from '@endo/far';
 import { makeTagged } from '@endo/marshal';
 
-import { delay, makeFrameReader, parseArgs, writeFrame } from './lib/netstring.mjs';
+import { delay, makeFrameReader, makeKit, parseArgs, writeFrame } from './lib/netstring.mjs';
 
 const opts = parseArgs(process.argv.slice(2), {
   host: '127.0.0.1',
@@ -28,16 +28,6 @@ const serverEvents = [];
 const note = event => {
   serverEvents.push(harden(event));
   if (opts.verbose) console.error('event', JSON.stringify(event));
-};
-
-const makeKit = () => {
-  let resolve;
-  let reject;
-  const promise = new Promise((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
 };
 
 const errorCtors = harden({

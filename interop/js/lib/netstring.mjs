@@ -1,7 +1,8 @@
 // Netstring framing for CapTP over TCP, as the Endo daemon frames it:
 // `<decimal UTF-8 byte length>:<JSON text>,` (see spec/endo-captp.md, section 9).
 // Written for these tests: one write per frame, and a reader that hands each
-// complete payload (as a string) to `onFrame`.
+// complete payload (as a string) to `onFrame`. Also the small helpers the
+// Node peers share (arguments, delays, promise kits).
 
 const COLON = 0x3a;
 const COMMA = 0x2c;
@@ -51,3 +52,14 @@ export const parseArgs = (argv, defaults) => {
 };
 
 export const delay = ms => new Promise(resolve => setTimeout(resolve, ms));
+
+/** A promise with its resolve and reject functions. */
+export const makeKit = () => {
+  let resolve;
+  let reject;
+  const promise = new Promise((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+};
