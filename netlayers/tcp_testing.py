@@ -20,13 +20,14 @@ import ipaddress
 import secrets
 from contextlib import AbstractAsyncContextManager
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskStatus
 
 from captp import Channel
 from netlayers.tcp import connect_channel, serve_channels
+from ocapn import syrup
 from ocapn.errors import LocatorError
 from ocapn.locators import PeerLocation
 from ocapn.netlayer import ConnectionHandler
@@ -62,6 +63,7 @@ class TcpTestingNetlayer:
         self.host = host
         self.port = port
         self.designator = designator or secrets.token_hex(16)
+        self._chosen = (designator is not None, port != 0)  # what a state dir may not override
         self.advertise = advertise or host
         self.fast_path = fast_path
         self._location: PeerLocation | None = None
@@ -89,6 +91,26 @@ class TcpTestingNetlayer:
                 TRANSPORT, self.designator, {"host": self.advertise, "port": str(port)}
             )
             task_status.started(self._location)
+
+    # -- identity kept in a node's state directory (ocapn.persist.PersistentIdentity) --
+
+    def identity_material(self) -> bytes:
+        """What a state directory keeps: the designator and the port (Syrup)."""
+        return syrup.encode({"designator": self.designator, "port": self.port})
+
+    def restore_identity(self, material: bytes) -> None:
+        """Take up a kept designator and port, except those given to the constructor."""
+        try:
+            kept: Any = syrup.decode(material)
+            designator, port = kept["designator"], kept["port"]
+        except (syrup.SyrupDecodeError, TypeError, KeyError) as exc:
+            raise LocatorError(f"bad {TRANSPORT} identity in the state directory: {exc}") from exc
+        if type(designator) is not str or not designator or type(port) is not int:
+            raise LocatorError(f"bad {TRANSPORT} identity in the state directory: {kept!r:.200}")
+        if not self._chosen[0]:
+            self.designator = designator
+        if not self._chosen[1] and 0 < port < 65536:
+            self.port = port
 
     def connect(self, location: PeerLocation) -> AbstractAsyncContextManager[Channel]:
         """A channel to the ``tcp-testing-only`` peer at ``location``."""

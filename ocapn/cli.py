@@ -5,6 +5,9 @@
     ocapn demo                               # two nodes in one process, a few calls
     ocapn serve MODULE:OBJECT [--port 0]     # publish an object, print its sturdyref URI
     ocapn call URI [METHOD] [ARG ...]        # enliven a sturdyref, call it, print the result
+    ocapn serve --state DIR MODULE:OBJECT    # the same URI after every restart
+    ocapn refs --state DIR                   # what a state directory keeps
+    ocapn revoke --state DIR URI             # end a kept sturdyref (node stopped)
 
 ``call`` sends ``METHOD(ARG, ...)``; without a method, or with ``-`` as the
 method, it calls the object itself (a far function).  Arguments use the
@@ -32,6 +35,8 @@ from captp.errors import CapTPError
 from netlayers.tcp_testing import tcp_testing_only
 from ocapn.node import Node
 from ocapn.notation import NotationError, format_value, parse_value
+from ocapn.persist import Persistent
+from ocapn.persist import commands as persist_commands
 from ocapn.wire import PROFILES
 
 __all__ = ["DemoCounter", "DemoGreeter", "main"]
@@ -116,10 +121,14 @@ def _load(spec: str) -> Any:
 
 
 async def _serve(
-    obj: Any, host: str, port: int, profile: str, swiss_num: bytes | None
+    obj: Any, host: str, port: int, profile: str, swiss_num: bytes | None,
+    state: str | None = None, name: str | None = None,
 ) -> None:
-    async with Node(tcp_testing_only(host, port), profile=PROFILES[profile]) as node:
-        print(node.publish(obj, swiss_num), flush=True)
+    restorers = [type(obj)] if state is not None and isinstance(obj, Persistent) else None
+    async with Node(
+        tcp_testing_only(host, port), profile=PROFILES[profile], state=state, restorers=restorers
+    ) as node:
+        print(persist_commands.publish_served(node, obj, swiss_num, name), flush=True)
         await anyio.sleep_forever()
 
 
@@ -164,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1", help="IPv4 address to listen on")
     serve.add_argument("--port", type=int, default=0, help="TCP port (default: any free)")
     serve.add_argument("--swiss", help="swiss number, base64url (default: random)")
+    serve.add_argument("--state", metavar="DIR", help="keep identity and sturdyrefs in DIR")
+    serve.add_argument("--name", help="with --state: the name its sturdyref is kept under "
+                       "(default: MODULE:OBJECT)")
+    persist_commands.add_commands(commands)
     for command in (demo, call, serve):
         command.add_argument("--profile", default="spec", choices=sorted(PROFILES))
         command.add_argument(
@@ -183,10 +196,14 @@ def main(argv: list[str] | None = None) -> int:
                     swiss = base64.urlsafe_b64decode(args.swiss + "=" * (-len(args.swiss) % 4))
                 except (binascii.Error, ValueError):
                     raise SystemExit("ocapn serve: --swiss is base64url") from None
+            name = (args.name or args.object) if args.state else None
             anyio.run(
-                _serve, obj, args.host, args.port, args.profile, swiss, backend=args.backend
+                _serve, obj, args.host, args.port, args.profile, swiss, args.state, name,
+                backend=args.backend,
             )
             return 0
+        if args.command in ("refs", "revoke"):
+            return persist_commands.run_command(args)
         method = None if args.method in (None, "-") else args.method
         try:
             values = [parse_value(a) for a in args.args]

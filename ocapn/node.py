@@ -52,6 +52,9 @@ from ocapn.errors import (
 from ocapn.handoffs import GiftTable, HandoffGive, HandoffReceive, SignedEnvelope
 from ocapn.locators import PeerLocation, Sturdyref, parse_uri
 from ocapn.netlayer import Netlayer
+from ocapn.persist.persistent import Restorers
+from ocapn.persist.state import NodeState
+from ocapn.persist.store import StateStore
 from ocapn.session import OCapNSession
 from ocapn.wire import SPEC_PROFILE, WireProfile
 
@@ -93,9 +96,20 @@ class Node:
     ``profile`` is the wire profile for sessions (``spec`` by default; see
     :data:`ocapn.wire.PROFILES`); :meth:`connect` and :meth:`enliven` take a
     profile for one peer.
+
+    ``state``: a state directory (or an open :class:`~ocapn.persist.StateStore`)
+    where the node keeps its netlayers' identities, its sturdyrefs and its
+    persistent objects, so its URIs answer after a restart; ``restorers``
+    rebuild persistent objects (:mod:`ocapn.persist`).
     """
 
-    def __init__(self, *netlayers: Netlayer, profile: WireProfile = SPEC_PROFILE) -> None:
+    def __init__(
+        self,
+        *netlayers: Netlayer,
+        profile: WireProfile = SPEC_PROFILE,
+        state: str | os.PathLike[str] | StateStore | None = None,
+        restorers: Restorers | None = None,
+    ) -> None:
         if not netlayers:
             raise ValueError("a node needs at least one netlayer")
         self._netlayers: dict[str, Netlayer] = {}
@@ -117,6 +131,12 @@ class Node:
         self._vat: Vat | None = None
         self._vat_token: Any = None
         self._closed = False
+        # -- persistence seam (ocapn/persist): None without a state directory
+        self.state: NodeState | None = None
+        if state is not None:
+            self.state = NodeState(state, restorers)
+        elif restorers is not None:
+            raise ValueError("restorers need a state directory: Node(..., state=DIR)")
 
     def __repr__(self) -> str:
         where = ", ".join(str(n.location) for n in self._netlayers.values()) if self._vat else ""
@@ -131,9 +151,17 @@ class Node:
         self._vat = Vat(tg)
         self._vat_token = _current_vat.set(self._vat)
         try:
+            if self.state is not None:  # persistence seam: identities before serving
+                self.state.open()
+                for netlayer in self._netlayers.values():
+                    self.state.restore_identity(netlayer)
             for netlayer in self._netlayers.values():
                 handler = functools.partial(self._accepted, netlayer)
                 await tg.start(functools.partial(netlayer.serve, handler))
+            if self.state is not None:  # persistence seam: and kept once they are known
+                for netlayer in self._netlayers.values():
+                    self.state.record_identity(netlayer)
+                self.state.record_location(self.location)
         except BaseException as exc:
             await self.__aexit__(type(exc), exc, exc.__traceback__)
             raise
@@ -160,6 +188,8 @@ class Node:
             await tg.__aexit__(None, None, None)
             return None
         finally:
+            if self.state is not None:  # persistence seam
+                self.state.close()
             if self._vat is not None:
                 self._vat.close()
             if self._vat_token is not None:
@@ -190,21 +220,52 @@ class Node:
 
     # == objects at swiss numbers =========================================================
 
-    def publish(self, obj: Any, swiss_num: bytes | None = None) -> Sturdyref:
+    def publish(
+        self, obj: Any, swiss_num: bytes | None = None, *, name: str | None = None
+    ) -> Sturdyref:
         """Make ``obj`` fetchable; its sturdyref (``str()`` of it is the ``ocapn://`` URI).
 
         ``swiss_num``: the swiss number to use (default: 32 random bytes).
+        On a node with a state directory, a :class:`~ocapn.persist.Persistent`
+        object is stored and its sturdyref survives restarts; ``name`` keeps
+        the swiss number under that name, so publishing under the same name
+        in a later run gives the same sturdyref.  Other objects are ephemeral.
         """
+        if swiss_num is not None and (type(swiss_num) is not bytes or not swiss_num):
+            raise TypeError("a swiss number is non-empty bytes")
+        if self.state is not None:  # persistence seam
+            swiss_num = self.state.publish(obj, swiss_num, name) or swiss_num
+        elif name is not None:
+            raise ValueError("a named sturdyref needs a state directory: Node(..., state=DIR)")
         if swiss_num is None:
             swiss_num = secrets.token_bytes(SWISS_NUM_BYTES)
-        if type(swiss_num) is not bytes or not swiss_num:
-            raise TypeError("a swiss number is non-empty bytes")
         self._objects[swiss_num] = obj
         return Sturdyref(self.location, swiss_num)
 
     def unpublish(self, swiss_num: bytes) -> None:
-        """Stop answering ``fetch`` for ``swiss_num`` (live references stay live)."""
+        """Stop answering ``fetch`` for ``swiss_num`` in this run (live references stay live).
+
+        A stored sturdyref answers again after a restart; :meth:`revoke` ends it for good.
+        """
         self._objects.pop(swiss_num, None)
+
+    def revoke(self, sturdyref: Sturdyref | str | bytes) -> bool:
+        """End a sturdyref (or URI, or swiss number) for good, stored or not; True if known.
+
+        References already enlivened stay live until their sessions end.
+        """
+        if type(sturdyref) is str:
+            sturdyref = Sturdyref.from_uri(sturdyref)
+        if type(sturdyref) is Sturdyref:
+            if not self.is_self(sturdyref.peer):
+                raise UnknownSwissNum(f"{sturdyref.peer} is not this node")
+            sturdyref = sturdyref.swiss_num
+        if type(sturdyref) is not bytes:
+            raise TypeError("revoke takes a Sturdyref, an ocapn:// URI or a swiss number")
+        known = self._objects.pop(sturdyref, None) is not None
+        if self.state is not None:  # persistence seam
+            known = self.state.revoke(sturdyref) or known
+        return known
 
     def lookup(self, swiss_num: bytes | str) -> Any:
         """The object published at ``swiss_num``; :class:`UnknownSwissNum` if none."""
@@ -215,7 +276,11 @@ class Node:
         try:
             return self._objects[swiss_num]
         except KeyError:
-            raise UnknownSwissNum("no object at that swiss number") from None
+            if self.state is None:
+                raise UnknownSwissNum("no object at that swiss number") from None
+        obj = self.state.lookup(swiss_num)  # persistence seam: restored on first use
+        self._objects[swiss_num] = obj
+        return obj
 
     # == sessions =========================================================================
 

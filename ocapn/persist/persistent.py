@@ -1,0 +1,120 @@
+"""Persistent objects: a restorer name plus passable state, rebuilt after a restart.
+
+::
+
+    @far
+    @dataclass
+    class Counter(Persistent, restorer="counter"):
+        n: int = 0
+
+        def incr(self) -> int:
+            self.n += 1
+            self._save()              # committed before the answer goes out
+            return self.n
+
+    Node(tcp_testing_only(), state="var/node", restorers=[Counter])
+
+The contract of :class:`Persistent`:
+
+* ``restorer="name"`` (a class keyword) is the name the object is stored
+  under; it must be stable across releases, as class names need not be.
+  Each class that is stored names its own restorer.
+* ``__persist_state__()`` returns the object's state as passable data (what
+  Syrup encodes: numbers, strings, bytes, lists, dicts, records...).  The
+  default is the public instance attributes (``vars`` without ``_names``).
+* ``__persist_restore__(state)`` (a classmethod) builds the object from that
+  state.  The default is ``cls(**state)``: a dataclass whose fields are its
+  state needs neither.
+* ``self._save()`` writes the current state in one transaction and returns
+  once it is committed.  An object that is not persisted (never published on
+  a node with a state directory) ignores it.
+
+These are underscore names on purpose: a far object's public methods are
+callable by every peer that holds it, and a peer must not be able to read
+the state or force a save.
+
+Restorers are registered with the node: a list of :class:`Persistent`
+classes, or a mapping from restorer name to any callable ``state -> object``
+(for instance to keep restoring objects stored under an old name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeAlias
+
+if TYPE_CHECKING:
+    from ocapn.persist.state import Binding
+
+__all__ = ["Persistent", "Restorer", "Restorers", "restorer_name", "restorer_table"]
+
+Restorer: TypeAlias = Callable[[Any], Any]
+"""Builds an object from the state it was saved with."""
+
+Restorers: TypeAlias = Iterable["type[Persistent]"] | Mapping[str, Restorer]
+"""What a node is given: Persistent classes, or restorer names mapped to restorers."""
+
+
+class Persistent:
+    """Base class of objects that survive restarts of a node with a state directory."""
+
+    _ocapn_restorer: ClassVar[str | None] = None
+    _ocapn_binding: Binding | None = None
+
+    def __init_subclass__(cls, *, restorer: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if restorer is not None and (type(restorer) is not str or not restorer):
+            raise TypeError(f"a restorer name is a non-empty string, not {restorer!r}")
+        # Set on every subclass, so a subclass never passes for its base when stored.
+        cls._ocapn_restorer = restorer
+
+    def __persist_state__(self) -> Any:
+        """The object's state as passable data (default: its public instance attributes)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    @classmethod
+    def __persist_restore__(cls, state: Any) -> Self:
+        """The object rebuilt from ``state`` (default: ``cls(**state)``)."""
+        if type(state) is not dict:
+            raise TypeError(
+                f"{cls.__name__}'s default restore takes a dict state; "
+                "override __persist_restore__ for other shapes"
+            )
+        return cls(**state)
+
+    def _save(self) -> None:
+        """Commit the current state (no-op unless the object is persisted)."""
+        binding = self._ocapn_binding
+        if binding is not None:
+            binding.save(self)
+
+
+def restorer_name(obj: object) -> str | None:
+    """The restorer name ``obj`` is stored under, or None if it is not persistable."""
+    if not isinstance(obj, Persistent):
+        return None
+    return type(obj)._ocapn_restorer
+
+
+def restorer_table(restorers: Restorers | None) -> dict[str, Restorer]:
+    """Restorer names mapped to restorers, from what a node was given."""
+    if restorers is None:
+        return {}
+    if isinstance(restorers, Mapping):
+        table = dict(restorers)
+        for name, fn in table.items():
+            if type(name) is not str or not callable(fn):
+                raise TypeError(f"restorers map names to callables, not {name!r}: {fn!r}")
+        return table
+    table = {}
+    for cls in restorers:
+        if not (isinstance(cls, type) and issubclass(cls, Persistent)):
+            raise TypeError(f"restorers are Persistent classes, not {cls!r}")
+        name = cls._ocapn_restorer
+        if name is None:
+            raise TypeError(f"{cls.__name__} names no restorer: class {cls.__name__}"
+                            "(Persistent, restorer='...')")
+        if name in table:
+            raise ValueError(f"two classes restore {name!r}")
+        table[name] = cls.__persist_restore__
+    return table

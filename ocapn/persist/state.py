@@ -1,0 +1,271 @@
+"""What a node with a state directory asks of it: :class:`NodeState`.
+
+The node keeps its live objects in memory as before and consults this class
+at four points: before and after its netlayers start (their identities),
+when it publishes (persistent objects and named sturdyrefs are written),
+when ``fetch`` misses its memory (the sturdyref table is read, one row, and
+the object restored), and when it revokes.  Nothing is loaded at start-up:
+a node with 100,000 sturdyrefs opens as fast as one with none.
+
+What survives a restart:
+
+* a :class:`~ocapn.persist.Persistent` object published on the node: its
+  sturdyrefs and its state as of its last ``_save()``;
+* a sturdyref published with ``name=``: its swiss number; the application
+  publishes the object under the same name again at each start;
+* the identity of each netlayer that offers one (``identity_material`` /
+  ``restore_identity``; tcp-testing-only keeps its designator and port).
+
+What does not: any other published object, and every object reachable only
+through a live session (passed as an argument, returned from a call).  Those
+are ephemeral, as in every CapTP: their references break when the process
+ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from typing import Any, Final, Protocol, runtime_checkable
+
+from ocapn import syrup
+from ocapn.errors import UnknownSwissNum
+from ocapn.locators import PeerLocation, Sturdyref
+from ocapn.persist.errors import (
+    CorruptState,
+    NotSupplied,
+    RestoreFailed,
+    RestorerMissing,
+    StateError,
+)
+from ocapn.persist.persistent import (
+    Persistent,
+    Restorer,
+    Restorers,
+    restorer_name,
+    restorer_table,
+)
+from ocapn.persist.store import StateStore, StoredRef, Synchronous
+
+__all__ = ["Binding", "NodeState", "PersistentIdentity"]
+
+log = logging.getLogger("ocapn.persist")
+
+# The meta key under which the node's location (its first netlayer's) is kept,
+# so that `ocapn refs` can print full URIs without starting a node.
+LOCATION_KEY: Final = "location"
+
+SWISS_NUM_BYTES: Final = 32
+
+
+@runtime_checkable
+class PersistentIdentity(Protocol):
+    """A netlayer whose identity a state directory keeps (optional netlayer methods)."""
+
+    @property
+    def transport(self) -> str:
+        """The transport the identity is kept under."""
+
+    def identity_material(self) -> bytes:
+        """The bytes to keep: read back by :meth:`restore_identity` at the next start."""
+
+    def restore_identity(self, material: bytes) -> None:
+        """Take up the identity kept from an earlier run (called before ``serve``)."""
+
+
+class Binding:
+    """Ties a live persistent object to its row: ``Persistent._save`` goes through it."""
+
+    __slots__ = ("node_state", "object_id")
+
+    def __init__(self, node_state: NodeState, object_id: int) -> None:
+        self.node_state = node_state
+        self.object_id = object_id
+
+    def save(self, obj: Persistent) -> None:
+        """Commit ``obj``'s current state."""
+        self.node_state.store.set_state(self.object_id, encode_state(obj))
+
+
+def encode_state(obj: Persistent) -> bytes:
+    """The Syrup bytes of ``obj``'s state; :class:`StateError` if it is not passable data."""
+    state = obj.__persist_state__()
+    try:
+        return syrup.encode(state)
+    except (syrup.SyrupEncodeError, TypeError, ValueError) as exc:
+        raise StateError(
+            f"the state of {type(obj).__name__} is not passable data: {exc}"
+        ) from exc
+
+
+class NodeState:
+    """A node's state directory, opened by the node (``Node(..., state=...)``).
+
+    ``state`` is a directory (created if missing) or a :class:`StateStore`
+    the caller opened (and closes).  ``restorers``: see
+    :mod:`ocapn.persist.persistent`; more can be added to :attr:`restorers`.
+    """
+
+    def __init__(
+        self,
+        state: str | os.PathLike[str] | StateStore,
+        restorers: Restorers | None = None,
+        *,
+        synchronous: Synchronous = "full",
+    ) -> None:
+        self._source = state
+        self._synchronous: Synchronous = synchronous
+        self._store: StateStore | None = state if isinstance(state, StateStore) else None
+        self.restorers: dict[str, Restorer] = restorer_table(restorers)
+        self._live: dict[int, Any] = {}  # object id -> the object restored or published
+
+    def __repr__(self) -> str:
+        return f"<NodeState {self._source}>"
+
+    @property
+    def store(self) -> StateStore:
+        """The open store."""
+        if self._store is None or self._store.closed:
+            raise StateError("the state directory is not open (the node is not running)")
+        return self._store
+
+    def open(self) -> None:
+        """Open (and lock) the state directory, unless the caller gave an open store."""
+        if self._store is None or self._store.closed:
+            if isinstance(self._source, StateStore):
+                raise StateError(f"{self._source!r} is closed")
+            self._store = StateStore(self._source, synchronous=self._synchronous)
+
+    def close(self) -> None:
+        """Close the store if this class opened it; forget live objects."""
+        if self._store is not None and not isinstance(self._source, StateStore):
+            self._store.close()
+            self._store = None
+        self._live.clear()
+
+    def transaction(self) -> contextlib.AbstractContextManager[Any]:
+        """One transaction for every write in the block (publishes, saves)."""
+        return self.store.transaction()
+
+    # -- identities ------------------------------------------------------------------
+
+    def restore_identity(self, netlayer: Any) -> None:
+        """Before ``serve``: give the netlayer the identity kept from an earlier run."""
+        if not isinstance(netlayer, PersistentIdentity):
+            return
+        material = self.store.get_identity(netlayer.transport)
+        if material is not None:
+            netlayer.restore_identity(material)
+
+    def record_identity(self, netlayer: Any) -> None:
+        """After ``serve`` started: keep the netlayer's identity (if it changed)."""
+        if not isinstance(netlayer, PersistentIdentity):
+            return
+        material = netlayer.identity_material()
+        if self.store.get_identity(netlayer.transport) != material:
+            self.store.put_identity(netlayer.transport, material)
+
+    def record_location(self, location: PeerLocation) -> None:
+        """Keep the node's location, so tools can print full URIs."""
+        uri = location.to_uri().encode("utf-8")
+        if self.store.get_meta(LOCATION_KEY) != uri:
+            self.store.put_meta(LOCATION_KEY, uri)
+
+    # -- publish, lookup, revoke -------------------------------------------------------
+
+    def publish(self, obj: Any, swiss_num: bytes | None, name: str | None) -> bytes | None:
+        """Write what survives of publishing ``obj``; its swiss number, or None if ephemeral.
+
+        With ``swiss_num`` None a fresh one is made (or the one ``name`` already has).
+        """
+        if name is not None and (type(name) is not str or not name):
+            raise TypeError(f"a sturdyref name is a non-empty string, not {name!r}")
+        store = self.store
+        persistable = restorer_name(obj)
+        if isinstance(obj, Persistent) and persistable is None:
+            raise TypeError(
+                f"{type(obj).__name__} is Persistent but names no restorer: "
+                f"class {type(obj).__name__}(Persistent, restorer='...')"
+            )
+        if name is None and persistable is None:
+            return None
+        with store.transaction():
+            if name is not None:
+                existing = store.swiss_for_name(name)
+                if existing is not None and swiss_num is not None and swiss_num != existing:
+                    raise StateError(f"the name {name!r} already has another swiss number")
+                swiss_num = existing or swiss_num
+            if swiss_num is None:
+                swiss_num = secrets.token_bytes(SWISS_NUM_BYTES)
+            object_id = None
+            if persistable is not None:
+                object_id = self._persist(obj, persistable)
+            old = store.find(swiss_num)
+            if old is not None and old.object_id is not None and old.object_id != object_id:
+                store.remove_sturdyref(swiss_num)  # drops the object it replaced, if orphaned
+            store.add_sturdyref(swiss_num, object_id, name)
+        return swiss_num
+
+    def _persist(self, obj: Persistent, restorer: str) -> int:
+        binding = obj._ocapn_binding
+        if binding is not None:
+            if binding.node_state is not self:
+                raise StateError(f"{type(obj).__name__} is persisted by another node's state")
+            return binding.object_id
+        object_id = self.store.add_object(restorer, encode_state(obj))
+        obj._ocapn_binding = Binding(self, object_id)
+        self._live[object_id] = obj
+        return object_id
+
+    def lookup(self, swiss_num: bytes) -> Any:
+        """The object a stored sturdyref names, restored on first use; a named error if not."""
+        row = self.store.find(swiss_num)
+        if row is None:
+            raise UnknownSwissNum("no object at that swiss number")
+        if row.object_id is None:
+            raise NotSupplied(
+                f"the sturdyref named {row.name!r} has no object: the application has not "
+                "published one under that name since the node started"
+            )
+        obj = self._live.get(row.object_id)
+        if obj is None:
+            obj = self._restore(row)
+        return obj
+
+    def _restore(self, row: StoredRef) -> Any:
+        assert row.object_id is not None and row.restorer is not None and row.state is not None
+        restorer = self.restorers.get(row.restorer)
+        if restorer is None:
+            known = ", ".join(sorted(self.restorers)) or "none"
+            raise RestorerMissing(
+                f"no restorer {row.restorer!r} is registered with this node (it has: {known})"
+            )
+        try:
+            state = syrup.decode(row.state)
+        except syrup.SyrupDecodeError as exc:
+            raise CorruptState(
+                f"the stored state of a {row.restorer!r} object does not decode: {exc}"
+            ) from exc
+        try:
+            obj = restorer(state)
+        except Exception as exc:
+            log.warning("restorer %r raised: %r", row.restorer, exc)
+            raise RestoreFailed(
+                f"the restorer {row.restorer!r} raised {type(exc).__name__}: {exc}"
+            ) from exc
+        if isinstance(obj, Persistent):
+            obj._ocapn_binding = Binding(self, row.object_id)
+        self._live[row.object_id] = obj
+        return obj
+
+    def revoke(self, swiss_num: bytes) -> bool:
+        """Forget a stored sturdyref; True if there was one."""
+        return self.store.remove_sturdyref(swiss_num)
+
+    def refs(self, location: PeerLocation) -> Iterator[tuple[Sturdyref, StoredRef]]:
+        """Every stored sturdyref, with its row."""
+        for row in self.store.refs():
+            yield Sturdyref(location, row.swiss), row

@@ -1,0 +1,421 @@
+"""A node's state directory: one SQLite database, one lock file.
+
+::
+
+    DIR/state.sqlite3      identities, persistent objects, sturdyrefs (WAL mode)
+    DIR/lock               held (flock) by the one process using DIR; holds its pid
+
+Tables (schema version :data:`SCHEMA_VERSION`, in ``PRAGMA user_version``):
+
+* ``meta(key, value)``: the node's location URI, for ``ocapn refs``;
+* ``identities(transport, material)``: each netlayer's identity, opaque bytes
+  only the netlayer reads (tcp-testing-only: its designator and port; key
+  pairs for authenticated transports);
+* ``objects(id, restorer, state)``: persistent objects, a restorer name and
+  the Syrup bytes of their state;
+* ``sturdyrefs(swiss, object, name, created)``: what ``fetch`` answers; a row
+  names an object, or a ``name`` under which the application publishes an
+  object afresh at each start.
+
+Every write is a transaction committed before the call returns, with
+``synchronous=FULL`` by default: a change the caller saw acknowledged survives
+kill -9 and power loss; a crash loses at most the transaction in flight.
+Why, and what ``normal`` gives up, is in ``spec-notes/0037-persistence.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Final, Literal, NamedTuple
+
+from ocapn.persist.errors import (
+    CorruptState,
+    ForeignState,
+    StateError,
+    StateInUse,
+    UnsupportedStateVersion,
+)
+
+__all__ = [
+    "APPLICATION_ID",
+    "DATABASE_NAME",
+    "LOCK_NAME",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "StateStore",
+    "StoredRef",
+    "Synchronous",
+]
+
+DATABASE_NAME: Final = "state.sqlite3"
+LOCK_NAME: Final = "lock"
+# PRAGMA application_id of our databases: "OCnP".  A database with another
+# (non-zero) id, or with tables and no id, belongs to someone else.
+APPLICATION_ID: Final = 0x4F436E50
+
+Synchronous = Literal["full", "normal"]
+
+
+class StoredRef(NamedTuple):
+    """One row of the sturdyref table, joined with its object (if it has one)."""
+
+    swiss: bytes
+    object_id: int | None
+    restorer: str | None
+    state: bytes | None
+    name: str | None
+    created: float
+
+
+# == schema and its migrations =============================================================
+
+
+def _migrate_0_to_1(db: sqlite3.Connection) -> None:
+    """Version 1: identities, persistent objects, sturdyrefs naming them."""
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+    db.execute("CREATE TABLE identities (transport TEXT PRIMARY KEY, material BLOB NOT NULL)")
+    db.execute(
+        "CREATE TABLE objects (id INTEGER PRIMARY KEY, restorer TEXT NOT NULL, "
+        "state BLOB NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE sturdyrefs (swiss BLOB PRIMARY KEY, object INTEGER REFERENCES objects(id), "
+        "created REAL NOT NULL)"
+    )
+    db.execute("CREATE INDEX sturdyrefs_object ON sturdyrefs (object)")
+
+
+def _migrate_1_to_2(db: sqlite3.Connection) -> None:
+    """Version 2: named sturdyrefs (the object is supplied by the application at each start)."""
+    db.execute("ALTER TABLE sturdyrefs ADD COLUMN name TEXT")
+    db.execute("CREATE UNIQUE INDEX sturdyrefs_name ON sturdyrefs (name)")
+
+
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
+    _migrate_0_to_1,
+    _migrate_1_to_2,
+)
+"""``MIGRATIONS[n]`` takes a database from schema version ``n`` to ``n + 1``."""
+
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+# == the store =============================================================================
+
+
+class StateStore:
+    """A state directory, open and locked by this process.  Close it (or use ``with``).
+
+    ``synchronous``: ``"full"`` (default) makes every commit durable before it
+    returns, across power loss; ``"normal"`` keeps commits across a crash of
+    the process (kill -9) but may lose the last ones on power loss.
+    ``readonly``: open without the lock and without migrating, to list what a
+    (possibly running) node has published.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        synchronous: Synchronous = "full",
+        readonly: bool = False,
+    ) -> None:
+        if synchronous not in ("full", "normal"):
+            raise ValueError(f"synchronous is 'full' or 'normal', not {synchronous!r}")
+        self.directory = Path(directory)
+        self.readonly = readonly
+        self._depth = 0
+        self._lock_fd: int | None = None
+        self._db: sqlite3.Connection | None = None
+        path = self.directory / DATABASE_NAME
+        if readonly:
+            if not path.exists():
+                raise StateError(f"no state database in {self.directory}")
+        else:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock()
+        try:
+            if readonly:
+                db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                     isolation_level=None, check_same_thread=False)
+            else:
+                db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db = db
+            self._open(db, synchronous)
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"<StateStore {self.directory}>"
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run."""
+        return self._db is None
+
+    def close(self) -> None:
+        """Close the database and release the lock (both also end with the process)."""
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    # -- opening ---------------------------------------------------------------------
+
+    def _lock(self) -> None:
+        fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise StateInUse(
+                f"state directory {self.directory} is in use by process {holder}; "
+                "one node at a time may open it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self._lock_fd = fd
+
+    def _open(self, db: sqlite3.Connection, synchronous: Synchronous) -> None:
+        where = self.directory / DATABASE_NAME
+        try:
+            app_id = db.execute("PRAGMA application_id").fetchone()[0]
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise CorruptState(f"{where} is not a readable SQLite database: {exc}") from exc
+        fresh = app_id == 0 and version == 0 and tables == 0
+        if not fresh and app_id != APPLICATION_ID:
+            raise ForeignState(
+                f"{where} is not an ocapn state database (application_id {app_id:#x}); "
+                "refusing to touch it"
+            )
+        if version > SCHEMA_VERSION:
+            raise UnsupportedStateVersion(
+                f"{where} has schema version {version}; this software reads up to "
+                f"{SCHEMA_VERSION}"
+            )
+        if self.readonly:
+            if version != SCHEMA_VERSION:
+                raise UnsupportedStateVersion(
+                    f"{where} has schema version {version}; open it with a node once to "
+                    f"migrate it to {SCHEMA_VERSION}"
+                )
+            return
+        try:
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise StateError(f"{where}: SQLite refused WAL mode ({mode})")
+            db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            db.execute("PRAGMA foreign_keys = ON")
+            self.migrate(version)
+        except sqlite3.DatabaseError as exc:
+            raise CorruptState(f"{where} cannot be opened: {exc}") from exc
+
+    def migrate(self, version: int) -> None:
+        """Run the migrations from ``version`` to :data:`SCHEMA_VERSION`, one transaction each."""
+        while version < SCHEMA_VERSION:
+            with self.transaction() as db:
+                MIGRATIONS[version](db)
+                version += 1
+                db.execute(f"PRAGMA user_version = {version}")
+
+    @property
+    def schema_version(self) -> int:
+        """The database's schema version (``PRAGMA user_version``)."""
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StateError(f"the state store {self.directory} is closed")
+        return self._db
+
+    # -- transactions ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction around the block; nested blocks join the outermost one.
+
+        Committed (and, with ``synchronous="full"``, on disk) when the
+        outermost block ends; rolled back if it raises.
+        """
+        db = self._conn
+        if self.readonly:
+            raise StateError(f"the state store {self.directory} is open read-only")
+        if self._depth:
+            self._depth += 1
+            try:
+                yield db
+            finally:
+                self._depth -= 1
+            return
+        db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield db
+            self._depth = 0
+            db.execute("COMMIT")
+        except BaseException as exc:
+            self._depth = 0
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if type(exc) is sqlite3.DatabaseError:  # "malformed", "not a database"
+                raise CorruptState(f"writing {self.directory / DATABASE_NAME}: {exc}") from exc
+            if isinstance(exc, sqlite3.Error):  # full disk, I/O error, constraint
+                raise StateError(f"writing {self.directory / DATABASE_NAME}: {exc}") from exc
+            raise
+
+    # -- identities and meta ---------------------------------------------------------
+
+    def get_identity(self, transport: str) -> bytes | None:
+        """The identity material a netlayer stored for ``transport``, or None."""
+        row = self._read("SELECT material FROM identities WHERE transport = ?", (transport,))
+        return None if row is None else bytes(row[0])
+
+    def put_identity(self, transport: str, material: bytes) -> None:
+        """Store ``transport``'s identity material (opaque bytes), replacing any."""
+        if type(material) is not bytes:
+            raise TypeError("identity material is bytes")
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO identities (transport, material) VALUES (?, ?) "
+                "ON CONFLICT (transport) DO UPDATE SET material = excluded.material",
+                (transport, material),
+            )
+
+    def get_meta(self, key: str) -> bytes | None:
+        """A value of the ``meta`` table, or None."""
+        row = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return None if row is None else bytes(row[0])
+
+    def put_meta(self, key: str, value: bytes) -> None:
+        """Set a value of the ``meta`` table."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # -- objects and sturdyrefs ------------------------------------------------------
+
+    def add_object(self, restorer: str, state: bytes) -> int:
+        """Store a persistent object; its id."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO objects (restorer, state) VALUES (?, ?)", (restorer, state)
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+    def set_state(self, object_id: int, state: bytes) -> None:
+        """Replace a persistent object's state."""
+        with self.transaction() as db:
+            db.execute("UPDATE objects SET state = ? WHERE id = ?", (state, object_id))
+
+    def add_sturdyref(
+        self, swiss: bytes, object_id: int | None = None, name: str | None = None
+    ) -> None:
+        """Answer ``fetch(swiss)`` with an object (or with what is published under ``name``)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO sturdyrefs (swiss, object, name, created) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (swiss) DO UPDATE SET object = excluded.object, "
+                "name = excluded.name",
+                (swiss, object_id, name, time.time()),
+            )
+
+    _SELECT: Final = (
+        "SELECT s.swiss, s.object, o.restorer, o.state, s.name, s.created "
+        "FROM sturdyrefs s LEFT JOIN objects o ON o.id = s.object"
+    )
+
+    def find(self, swiss: bytes) -> StoredRef | None:
+        """The sturdyref at ``swiss``, or None."""
+        row = self._read(f"{self._SELECT} WHERE s.swiss = ?", (swiss,))
+        return None if row is None else _stored(row)
+
+    def swiss_for_name(self, name: str) -> bytes | None:
+        """The swiss number of the sturdyref named ``name``, or None."""
+        row = self._read("SELECT swiss FROM sturdyrefs WHERE name = ?", (name,))
+        return None if row is None else bytes(row[0])
+
+    def object_state(self, object_id: int) -> tuple[str, bytes] | None:
+        """``(restorer, state)`` of a persistent object, or None."""
+        row = self._read("SELECT restorer, state FROM objects WHERE id = ?", (object_id,))
+        return None if row is None else (str(row[0]), bytes(row[1]))
+
+    def remove_sturdyref(self, swiss: bytes) -> bool:
+        """Forget a sturdyref (and its object if no other sturdyref names it); True if found."""
+        with self.transaction() as db:
+            row = db.execute("SELECT object FROM sturdyrefs WHERE swiss = ?", (swiss,)).fetchone()
+            if row is None:
+                return False
+            db.execute("DELETE FROM sturdyrefs WHERE swiss = ?", (swiss,))
+            if row[0] is not None:
+                db.execute(
+                    "DELETE FROM objects WHERE id = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM sturdyrefs WHERE object = ?)",
+                    (row[0], row[0]),
+                )
+            return True
+
+    def refs(self) -> Iterator[StoredRef]:
+        """Every sturdyref, oldest first."""
+        try:
+            for row in self._conn.execute(f"{self._SELECT} ORDER BY s.created, s.swiss"):
+                yield _stored(row)
+        except sqlite3.DatabaseError as exc:
+            raise CorruptState(f"reading {self.directory / DATABASE_NAME}: {exc}") from exc
+
+    def count(self) -> int:
+        """How many sturdyrefs there are."""
+        row = self._read("SELECT count(*) FROM sturdyrefs", ())
+        assert row is not None
+        return int(row[0])
+
+    def check(self) -> list[str]:
+        """SQLite's integrity check: the problems found (empty when the database is sound)."""
+        try:
+            rows = self._conn.execute("PRAGMA integrity_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
+        problems = [str(r[0]) for r in rows]
+        return [] if problems == ["ok"] else problems
+
+    def _read(self, sql: str, params: tuple[object, ...]) -> tuple[Any, ...] | None:
+        try:
+            row: tuple[Any, ...] | None = self._conn.execute(sql, params).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise CorruptState(f"reading {self.directory / DATABASE_NAME}: {exc}") from exc
+        return row
+
+
+def _stored(row: tuple[Any, ...]) -> StoredRef:
+    swiss, object_id, restorer, state, name, created = row
+    return StoredRef(
+        bytes(swiss),
+        None if object_id is None else int(object_id),
+        None if restorer is None else str(restorer),
+        None if state is None else bytes(state),
+        None if name is None else str(name),
+        float(created),
+    )
