@@ -66,6 +66,8 @@ def test_a_fresh_directory_gets_the_current_schema(tmp_path: Path) -> None:
         assert store.schema_version == SCHEMA_VERSION == len(MIGRATIONS)
         assert store.count() == 0
         assert store.check() == []
+    assert (tmp_path / "s" / DATABASE_NAME).stat().st_mode & 0o077 == 0  # keys inside
+    assert (tmp_path / "s").stat().st_mode & 0o077 == 0
     db = sqlite3.connect(tmp_path / "s" / DATABASE_NAME)
     assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

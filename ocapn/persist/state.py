@@ -198,12 +198,13 @@ class NodeState:
                 if existing is not None and swiss_num is not None and swiss_num != existing:
                     raise StateError(f"the name {name!r} already has another swiss number")
                 swiss_num = existing or swiss_num
+            fresh = swiss_num is None
             if swiss_num is None:
                 swiss_num = secrets.token_bytes(SWISS_NUM_BYTES)
             object_id = None
             if persistable is not None:
                 object_id = self._persist(obj, persistable)
-            old = store.find(swiss_num)
+            old = None if fresh else store.find(swiss_num)
             if old is not None and old.object_id is not None and old.object_id != object_id:
                 store.remove_sturdyref(swiss_num)  # drops the object it replaced, if orphaned
             store.add_sturdyref(swiss_num, object_id, name)

@@ -139,8 +139,12 @@ class StateStore:
             if not path.exists():
                 raise StateError(f"no state database in {self.directory}")
         else:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            # The database holds private keys: only its owner reads it (SQLite
+            # gives the -wal and -shm files the database file's permissions).
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._lock()
+            if not path.exists():
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         try:
             if readonly:
                 db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
