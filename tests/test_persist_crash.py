@@ -188,3 +188,31 @@ async def test_kill_9_at_random_points_loses_no_acknowledged_change(
     assert ledger.acks > 20 * ROUNDS and ledger.revoked, f"seed {seed}: too little work"
     print(f"seed {seed}: {ledger.acks} acknowledged writes, {len(ledger.counters)} counters, "
           f"{len(ledger.logs)} logs, {len(ledger.revoked)} revoked")
+
+
+async def test_ocapn_serve_state_keeps_its_uri_and_the_objects_state_across_kill_9(
+    tmp_path: Path, anyio_backend: Any
+) -> None:
+    """``ocapn serve --state DIR MODULE:OBJECT``: same URI, same state, after SIGKILL."""
+    backend = "trio" if backend_name(anyio_backend) == "trio" else "asyncio"
+    command = [
+        sys.executable, "-c", "import sys; from ocapn.cli import main; sys.exit(main())",
+        "serve", "--state", str(tmp_path / "state"), "_persist_util:PCounter",
+        "--backend", backend,
+    ]
+    uris = []
+    for expected in (2, 4):
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=TESTS)
+        try:
+            assert proc.stdout is not None
+            with anyio.fail_after(60):
+                uris.append((await anyio.to_thread.run_sync(proc.stdout.readline)).strip())
+                async with Node(tcp_testing_only()) as client:
+                    counter = await client.enliven(uris[-1])
+                    await E(counter).incr()
+                    assert await E(counter).incr() == expected
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        finally:
+            stop(proc, 10)
+    assert uris[0] == uris[1] and uris[0].startswith("ocapn://")
