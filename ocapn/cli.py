@@ -7,7 +7,7 @@
     ocapn call URI [METHOD] [ARG ...]        # enliven a sturdyref, call it, print the result
     ocapn serve --state DIR MODULE:OBJECT    # the same URI after every restart
     ocapn refs --state DIR                   # what a state directory keeps
-    ocapn revoke --state DIR URI             # end a kept sturdyref (node stopped)
+    ocapn revoke --state DIR URI             # end a kept sturdyref for good
 
 ``call`` sends ``METHOD(ARG, ...)``; without a method, or with ``-`` as the
 method, it calls the object itself (a far function).  Arguments use the

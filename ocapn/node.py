@@ -78,6 +78,9 @@ SWISS_NUM_BYTES: Final = 32
 GIFT_ID_BYTES: Final = 32
 
 
+_MISSING: Final = object()
+
+
 class _Dial:
     """An outbound connection in progress, and who waits for its session."""
 
@@ -273,11 +276,13 @@ class Node:
             swiss_num = swiss_num.encode("utf-8")
         if type(swiss_num) is not bytes:
             raise UnknownSwissNum(f"a swiss number is bytes, not {type(swiss_num).__name__}")
-        try:
-            return self._objects[swiss_num]
-        except KeyError:
-            if self.state is None:
-                raise UnknownSwissNum("no object at that swiss number") from None
+        obj = self._objects.get(swiss_num, _MISSING)
+        if obj is not _MISSING:
+            if self.state is None or self.state.still_stored(swiss_num):
+                return obj
+            del self._objects[swiss_num]  # persistence seam: revoked by another process
+        if self.state is None:
+            raise UnknownSwissNum("no object at that swiss number")
         obj = self.state.lookup(swiss_num)  # persistence seam: restored on first use
         self._objects[swiss_num] = obj
         return obj

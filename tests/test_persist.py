@@ -355,22 +355,31 @@ async def test_refs_and_revoke_commands(tmp_path: Path, capsys: pytest.CaptureFi
     async with stateful(tmp_path) as node:
         counter = str(node.publish(PCounter()))
         named = str(node.publish(Plain(), name="main"))
+        other = str(node.publish(PCounter()))
         await call(counter, "incr")
+        await call(named, "hello")
         capsys.readouterr()
         assert cli_main(["refs", "--state", state, "--check"]) == 0  # read-only, while running
         listed = capsys.readouterr().out.splitlines()
-        assert [line.split("\t")[0] for line in listed] == [counter, named]
+        assert [line.split("\t")[0] for line in listed] == [counter, named, other]
         assert "restorer=test-counter" in listed[0] and "name=main" in listed[1]
-        assert cli_main(["revoke", "--state", state, counter]) == 1  # the node holds the lock
-        assert "StateInUse" in capsys.readouterr().err
-    assert cli_main(["revoke", "--state", state, counter]) == 0
-    assert cli_main(["revoke", "--state", state, counter]) == 1  # already gone
-    capsys.readouterr()
-    assert cli_main(["refs", "--state", state]) == 0
-    assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == [named]
-    async with stateful(tmp_path) as node:
+        # Beside the running node: it refuses the revoked ones from the next fetch on.
+        assert cli_main(["revoke", "--state", state, counter, named]) == 0
         with pytest.raises(RemoteError, match="no object at that swiss number"):
             await call(counter, "incr")
+        with pytest.raises(RemoteError, match="no object at that swiss number"):
+            await call(named, "hello")
+        assert await call(other, "incr") == 1
+    assert cli_main(["revoke", "--state", state, counter]) == 1  # already gone
+    assert "not kept here" in capsys.readouterr().err
+    assert cli_main(["revoke", "--state", state, other]) == 0  # with the node stopped
+    capsys.readouterr()
+    assert cli_main(["refs", "--state", state]) == 0
+    assert capsys.readouterr().out == ""
+    async with stateful(tmp_path) as node:
+        for uri in (counter, named, other):
+            with pytest.raises(RemoteError, match="no object at that swiss number"):
+                await call(uri, "incr")
 
 
 def test_revoke_refuses_a_uri_of_another_node(

@@ -3,12 +3,13 @@
 ::
 
     ocapn refs --state DIR [--check]     # one line per stored sturdyref: URI, what it names
-    ocapn revoke --state DIR URI ...     # end sturdyrefs for good (the node must be stopped)
+    ocapn revoke --state DIR URI ...     # end sturdyrefs for good
 
-``refs`` opens the database read-only and takes no lock, so it works while
-the node runs.  ``revoke`` writes, so it takes the lock: while a node runs,
-revoke through the node (:meth:`ocapn.Node.revoke`) instead.  Also here:
-:func:`publish_served`, what ``ocapn serve --state`` publishes.
+Neither takes the state directory's lock, so both work beside a running
+node: ``refs`` reads, ``revoke`` commits its deletions (SQLite orders it
+with the node's own writes) and the node refuses a revoked sturdyref from
+its next ``fetch`` on.  Also here: :func:`publish_served`, what
+``ocapn serve --state`` publishes.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def _refs(directory: str, check: bool) -> int:
 
 
 def _revoke(directory: str, uris: list[str]) -> int:
-    with StateStore(directory) as store:
+    with StateStore(directory, exclusive=False) as store:
         location = _location(store)
         status = 0
         for uri in uris:

@@ -121,6 +121,11 @@ class NodeState:
         self._store: StateStore | None = state if isinstance(state, StateStore) else None
         self.restorers: dict[str, Restorer] = restorer_table(restorers)
         self._live: dict[int, Any] = {}  # object id -> the object restored or published
+        # Stored swiss numbers the node answers from memory, and those of them
+        # checked against the store since another process last wrote to it.
+        self._stored: set[bytes] = set()
+        self._verified: set[bytes] = set()
+        self._data_version = -1
 
     def __repr__(self) -> str:
         return f"<NodeState {self._source}>"
@@ -145,6 +150,8 @@ class NodeState:
             self._store.close()
             self._store = None
         self._live.clear()
+        self._stored.clear()
+        self._verified.clear()
 
     def transaction(self) -> contextlib.AbstractContextManager[Any]:
         """One transaction for every write in the block (publishes, saves)."""
@@ -208,6 +215,7 @@ class NodeState:
             if old is not None and old.object_id is not None and old.object_id != object_id:
                 store.remove_sturdyref(swiss_num)  # drops the object it replaced, if orphaned
             store.add_sturdyref(swiss_num, object_id, name)
+        self._stored.add(swiss_num)
         return swiss_num
 
     def _persist(self, obj: Persistent, restorer: str) -> int:
@@ -234,7 +242,28 @@ class NodeState:
         obj = self._live.get(row.object_id)
         if obj is None:
             obj = self._restore(row)
+        self._stored.add(swiss_num)
         return obj
+
+    def still_stored(self, swiss_num: bytes) -> bool:
+        """On a hit in the node's memory: False if another process revoked this sturdyref.
+
+        Costs one ``PRAGMA data_version`` per hit on a stored sturdyref, and one
+        row read per such sturdyref after another process wrote to the store.
+        """
+        if swiss_num not in self._stored:
+            return True
+        version = self.store.data_version()
+        if version != self._data_version:
+            self._data_version = version
+            self._verified.clear()
+        if swiss_num in self._verified:
+            return True
+        if self.store.find(swiss_num) is None:
+            self._stored.discard(swiss_num)
+            return False
+        self._verified.add(swiss_num)
+        return True
 
     def _restore(self, row: StoredRef) -> Any:
         assert row.object_id is not None and row.restorer is not None and row.state is not None
@@ -264,6 +293,7 @@ class NodeState:
 
     def revoke(self, swiss_num: bytes) -> bool:
         """Forget a stored sturdyref; True if there was one."""
+        self._stored.discard(swiss_num)
         return self.store.remove_sturdyref(swiss_num)
 
     def refs(self, location: PeerLocation) -> Iterator[tuple[Sturdyref, StoredRef]]:

@@ -106,6 +106,10 @@ MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
+# How long a write waits for another process's write transaction (ocapn
+# revoke beside a running node) before it fails.
+BUSY_TIMEOUT_MS: Final = 10_000
+
 
 # == the store =============================================================================
 
@@ -117,7 +121,10 @@ class StateStore:
     returns, across power loss; ``"normal"`` keeps commits across a crash of
     the process (kill -9) but may lose the last ones on power loss.
     ``readonly``: open without the lock and without migrating, to list what a
-    (possibly running) node has published.
+    (possibly running) node has published.  ``exclusive=False``: open for
+    writing without the lock and without migrating, as ``ocapn revoke`` does
+    beside a running node (SQLite's own locking orders the two writers; the
+    node notices the change at its next ``fetch``, see :meth:`data_version`).
     """
 
     def __init__(
@@ -126,16 +133,18 @@ class StateStore:
         *,
         synchronous: Synchronous = "full",
         readonly: bool = False,
+        exclusive: bool = True,
     ) -> None:
         if synchronous not in ("full", "normal"):
             raise ValueError(f"synchronous is 'full' or 'normal', not {synchronous!r}")
         self.directory = Path(directory)
         self.readonly = readonly
+        self.exclusive = exclusive and not readonly
         self._depth = 0
         self._lock_fd: int | None = None
         self._db: sqlite3.Connection | None = None
         path = self.directory / DATABASE_NAME
-        if readonly:
+        if not self.exclusive:
             if not path.exists():
                 raise StateError(f"no state database in {self.directory}")
         else:
@@ -216,12 +225,15 @@ class StateStore:
                 f"{where} has schema version {version}; this software reads up to "
                 f"{SCHEMA_VERSION}"
             )
-        if self.readonly:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if not self.exclusive:
             if version != SCHEMA_VERSION:
                 raise UnsupportedStateVersion(
                     f"{where} has schema version {version}; open it with a node once to "
                     f"migrate it to {SCHEMA_VERSION}"
                 )
+            if not self.readonly:
+                db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             return
         try:
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -245,6 +257,10 @@ class StateStore:
     def schema_version(self) -> int:
         """The database's schema version (``PRAGMA user_version``)."""
         return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def data_version(self) -> int:
+        """A number that changes when another connection (process) commits to the database."""
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
     @property
     def _conn(self) -> sqlite3.Connection:
