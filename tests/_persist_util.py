@@ -51,3 +51,28 @@ class Boom(Persistent, restorer="test-boom"):
     @classmethod
     def __persist_restore__(cls, state: Any) -> Boom:
         raise RuntimeError("the restorer is broken")
+
+
+@far
+class PDir(Persistent, restorer="test-dir"):
+    """Holds other persistent objects by name: an object graph in the store."""
+
+    def __init__(self, entries: dict[str, Any] | None = None) -> None:
+        self.entries: dict[str, Any] = entries if entries is not None else {}
+
+    def make(self, name: str) -> PCounter:
+        counter = PCounter()
+        self.entries[name] = counter
+        self._save()
+        return counter
+
+    def put(self, name: str, obj: Any) -> None:
+        self.entries[name] = obj
+        self._save()
+
+    def get(self, name: str) -> Any:
+        return self.entries[name]
+
+    def drop(self, name: str) -> None:
+        del self.entries[name]
+        self._save()

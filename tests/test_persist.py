@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _persist_util import Boom, PCounter, PLog
+from _persist_util import Boom, PCounter, PDir, PLog
 
 from captp import E, far
 from captp.errors import RemoteError
@@ -37,7 +37,7 @@ from ocapn.persist.store import APPLICATION_ID, DATABASE_NAME, MIGRATIONS
 
 pytestmark = pytest.mark.anyio
 
-RESTORERS = [PCounter, PLog]
+RESTORERS = [PCounter, PLog, PDir]
 
 
 @far
@@ -345,6 +345,100 @@ def test_persistent_classes_must_name_a_restorer() -> None:
 def test_restorers_without_state_are_refused() -> None:
     with pytest.raises(ValueError, match="state directory"):
         Node(tcp_testing_only(), restorers=[PCounter])
+
+
+# == persistent objects that hold persistent objects ========================================
+
+
+async def test_objects_held_in_a_state_come_back_with_theirs(tmp_path: Path) -> None:
+    async with stateful(tmp_path) as node:
+        directory = PDir()
+        uri = str(node.publish(directory))
+        async with Node(tcp_testing_only()) as client:
+            remote = await client.enliven(uri)
+            assert await E(E(remote).make("a")).incr() == 1
+            shared = directory.entries["a"]
+            directory.put("also-a", shared)  # one object held twice
+            assert await E(E(remote).make("b")).incr() == 1
+        assert node.state is not None and node.state.store.object_count() == 3
+    async with stateful(tmp_path) as node, Node(tcp_testing_only()) as client:
+        remote = await client.enliven(uri)
+        assert await E(E(remote).get("a")).incr() == 2  # restored, bound: it saves
+        assert await E(E(remote).get("also-a")).incr() == 3  # the same object
+        assert await E(E(remote).get("b")).value() == 1
+    async with stateful(tmp_path) as node:
+        restored = node.lookup(Sturdyref.from_uri(uri).swiss_num)
+        assert restored.entries["a"] is restored.entries["also-a"]
+        assert restored.entries["a"].n == 3
+
+
+async def test_live_references_in_a_state_are_refused(tmp_path: Path) -> None:
+    async with stateful(tmp_path) as node:
+        uri = str(node.publish(PDir()))
+        plain = node.publish(Plain())
+        async with Node(tcp_testing_only()) as client:
+            remote = await client.enliven(uri)
+            ephemeral = await client.enliven(plain)
+            with pytest.raises(RemoteError, match=r"StateError.*not passable data"):
+                await E(remote).put("x", ephemeral)  # a reference from a live session
+            with pytest.raises(RemoteError, match=r"StateError.*not passable data"):
+                await E(remote).put("x", await client.enliven(plain))
+    async with stateful(tmp_path) as node, Node(tcp_testing_only()) as client:
+        with pytest.raises(RemoteError, match="KeyError"):
+            await E(await client.enliven(uri)).get("x")  # nothing was written
+
+
+async def test_a_cycle_of_persistent_objects_is_refused_at_save(tmp_path: Path) -> None:
+    async with stateful(tmp_path) as node:
+        a, b = PDir(), PDir()
+        uri = str(node.publish(a))
+        a.put("b", b)
+        with pytest.raises(StateError, match="cycle"):
+            b.put("a", a)
+        with pytest.raises(StateError, match="cycle"):
+            a.put("self", a)
+        c = PDir({"a": a})  # new, holding its holder: refused, and left unbound
+        with pytest.raises(StateError, match="cycle"):
+            b.put("c", c)
+        assert c._ocapn_binding is None
+        assert node.state is not None and node.state.store.object_count() == 2
+    async with stateful(tmp_path) as node:
+        restored = node.lookup(Sturdyref.from_uri(uri).swiss_num)
+        assert list(restored.entries) == ["b"] and restored.entries["b"].entries == {}
+
+
+async def test_revoking_deletes_what_only_that_sturdyref_kept(tmp_path: Path) -> None:
+    async with stateful(tmp_path) as node:
+        directory = PDir()
+        uri = node.publish(directory)
+        directory.make("only-here")
+        kept = directory.make("published-too")
+        kept_uri = node.publish(kept)
+        inner = PDir()
+        directory.put("inner", inner)
+        inner.make("deep")
+        assert node.state is not None and node.state.store.object_count() == 5
+        only_here = directory.entries["only-here"]
+        directory.drop("only-here")  # nothing holds it any more: deleted
+        assert node.state.store.object_count() == 4 and only_here._ocapn_binding is None
+        assert node.revoke(uri) is True
+        assert node.state.store.object_count() == 1  # what kept_uri names
+        assert directory._ocapn_binding is None
+        directory.make("after")  # a live reference may go on; it saves nothing
+        assert node.state.store.object_count() == 1
+    async with stateful(tmp_path) as node:
+        assert await call(kept_uri, "incr") == 1
+
+
+def test_the_object_reference_label_is_reserved(tmp_path: Path) -> None:
+    from captp import Record
+    from ocapn.persist.state import OBJECT_REF, NodeState
+
+    with StateStore(tmp_path) as store:
+        state = NodeState(store, RESTORERS)
+        with pytest.raises(StateError, match="reserved"):
+            state.publish(PDir({"x": Record(OBJECT_REF, (1,))}), None, None)
+        assert store.object_count() == 0
 
 
 # == ocapn refs, ocapn revoke, ocapn serve --state ===========================================

@@ -89,7 +89,7 @@ def _revoke(directory: str, uris: list[str]) -> int:
             sturdyref = Sturdyref.from_uri(uri)
             if sturdyref.peer != location:
                 raise LocatorError(f"{uri} names another node than {location}")
-            if store.remove_sturdyref(sturdyref.swiss_num):
+            if store.remove_sturdyref(sturdyref.swiss_num) is not None:
                 print(f"revoked {uri}")
             else:
                 print(f"ocapn revoke: {UnknownSwissNum.__name__}: not kept here: {uri}",

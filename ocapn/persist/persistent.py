@@ -20,8 +20,10 @@ The contract of :class:`Persistent`:
   under; it must be stable across releases, as class names need not be.
   Each class that is stored names its own restorer.
 * ``__persist_state__()`` returns the object's state as passable data (what
-  Syrup encodes: numbers, strings, bytes, lists, dicts, records...).  The
-  default is the public instance attributes (``vars`` without ``_names``).
+  Syrup encodes: numbers, strings, bytes, lists, dicts, records...), which
+  may hold other persistent objects (stored with it, restored before it;
+  no cycles).  The default is the public instance attributes (``vars``
+  without ``_names``).
 * ``__persist_restore__(state)`` (a classmethod) builds the object from that
   state.  The default is ``cls(**state)``: a dataclass whose fields are its
   state needs neither.

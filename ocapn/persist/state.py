@@ -9,8 +9,9 @@ a node with 100,000 sturdyrefs opens as fast as one with none.
 
 What survives a restart:
 
-* a :class:`~ocapn.persist.Persistent` object published on the node: its
-  sturdyrefs and its state as of its last ``_save()``;
+* a :class:`~ocapn.persist.Persistent` object published on the node, or
+  held in the state of one that is: its sturdyrefs and its state as of its
+  last ``_save()``;
 * a sturdyref published with ``name=``: its swiss number; the application
   publishes the object under the same name again at each start;
 * the identity of each netlayer that offers one (``identity_material`` /
@@ -28,9 +29,10 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Final, Protocol, runtime_checkable
 
+from captp import Record, Symbol, Tagged
 from ocapn import syrup
 from ocapn.errors import UnknownSwissNum
 from ocapn.locators import PeerLocation, Sturdyref
@@ -50,7 +52,7 @@ from ocapn.persist.persistent import (
 )
 from ocapn.persist.store import StateStore, StoredRef, Synchronous
 
-__all__ = ["Binding", "NodeState", "PersistentIdentity"]
+__all__ = ["OBJECT_REF", "Binding", "NodeState", "PersistentIdentity"]
 
 log = logging.getLogger("ocapn.persist")
 
@@ -59,6 +61,9 @@ log = logging.getLogger("ocapn.persist")
 LOCATION_KEY: Final = "location"
 
 SWISS_NUM_BYTES: Final = 32
+
+# In a stored state, a persistent object the state holds: <ocapn-persist-object id>.
+OBJECT_REF: Final = Symbol("ocapn-persist-object")
 
 
 @runtime_checkable
@@ -86,19 +91,9 @@ class Binding:
         self.object_id = object_id
 
     def save(self, obj: Persistent) -> None:
-        """Commit ``obj``'s current state."""
-        self.node_state.store.set_state(self.object_id, encode_state(obj))
-
-
-def encode_state(obj: Persistent) -> bytes:
-    """The Syrup bytes of ``obj``'s state; :class:`StateError` if it is not passable data."""
-    state = obj.__persist_state__()
-    try:
-        return syrup.encode(state)
-    except (syrup.SyrupEncodeError, TypeError, ValueError) as exc:
-        raise StateError(
-            f"the state of {type(obj).__name__} is not passable data: {exc}"
-        ) from exc
+        """Commit ``obj``'s current state (and any persistent object it newly holds)."""
+        with self.node_state.store.transaction():
+            self.node_state._write_state(obj, self.object_id)
 
 
 class NodeState:
@@ -213,21 +208,88 @@ class NodeState:
                 object_id = self._persist(obj, persistable)
             old = None if fresh else store.find(swiss_num)
             if old is not None and old.object_id is not None and old.object_id != object_id:
-                store.remove_sturdyref(swiss_num)  # drops the object it replaced, if orphaned
+                # The object it named is dropped if nothing else holds it.
+                self._unbind(store.remove_sturdyref(swiss_num) or ())
             store.add_sturdyref(swiss_num, object_id, name)
         self._stored.add(swiss_num)
         return swiss_num
 
     def _persist(self, obj: Persistent, restorer: str) -> int:
+        """``obj``'s object id, storing it first if it is new (inside a transaction)."""
         binding = obj._ocapn_binding
         if binding is not None:
             if binding.node_state is not self:
                 raise StateError(f"{type(obj).__name__} is persisted by another node's state")
             return binding.object_id
-        object_id = self.store.add_object(restorer, encode_state(obj))
+        store = self.store
+        # The row first, so that objects holding each other find it bound.
+        object_id = store.add_object(restorer, b"")
         obj._ocapn_binding = Binding(self, object_id)
         self._live[object_id] = obj
+        store.on_rollback(lambda: self._forget(obj, object_id))
+        self._write_state(obj, object_id)
         return object_id
+
+    def _forget(self, obj: Persistent, object_id: int) -> None:
+        if obj._ocapn_binding is not None and obj._ocapn_binding.object_id == object_id:
+            obj._ocapn_binding = None
+        if self._live.get(object_id) is obj:
+            del self._live[object_id]
+
+    def _write_state(self, obj: Persistent, object_id: int) -> None:
+        holds: set[int] = set()
+        value = self._encode_refs(obj.__persist_state__(), holds)
+        try:
+            data = syrup.encode(value)
+        except (syrup.SyrupEncodeError, TypeError, ValueError) as exc:
+            raise StateError(
+                f"the state of {type(obj).__name__} is not passable data: {exc}"
+            ) from exc
+        if self.store.reaches(holds, object_id):
+            raise StateError(
+                f"the state of {type(obj).__name__} holds, directly or not, the object "
+                "itself: a cycle of persistent objects cannot be restored"
+            )
+        self._unbind(self.store.set_state(object_id, data, holds) or ())
+
+    def _encode_refs(self, value: Any, holds: set[int]) -> Any:
+        """``value`` with each persistent object in it replaced by a reference to its row."""
+        kind = type(value)
+        if kind is list or kind is tuple:
+            return [self._encode_refs(v, holds) for v in value]
+        if kind is dict:
+            return {k: self._encode_refs(v, holds) for k, v in value.items()}
+        if kind is Record:
+            if value.label == OBJECT_REF:
+                raise StateError(f"the record label {OBJECT_REF} is reserved in states")
+            return Record(value.label, tuple(self._encode_refs(f, holds) for f in value.fields))
+        if kind is Tagged:
+            return Tagged(value.tag, self._encode_refs(value.payload, holds))
+        if isinstance(value, Persistent):
+            name = restorer_name(value)
+            if name is None:
+                raise TypeError(f"{type(value).__name__} in a state names no restorer")
+            object_id = self._persist(value, name)
+            holds.add(object_id)
+            return Record(OBJECT_REF, (object_id,))
+        return value
+
+    def _decode_refs(self, value: Any, restoring: frozenset[int]) -> Any:
+        kind = type(value)
+        if kind is list:
+            return [self._decode_refs(v, restoring) for v in value]
+        if kind is dict:
+            return {k: self._decode_refs(v, restoring) for k, v in value.items()}
+        if kind is Record:
+            if value.label == OBJECT_REF:
+                (object_id,) = value.fields
+                if type(object_id) is not int:
+                    raise CorruptState(f"a bad object reference in a state: {value!r:.100}")
+                return self._object(object_id, restoring)
+            return Record(value.label, tuple(self._decode_refs(f, restoring) for f in value.fields))
+        if kind is Tagged:
+            return Tagged(value.tag, self._decode_refs(value.payload, restoring))
+        return value
 
     def lookup(self, swiss_num: bytes) -> Any:
         """The object a stored sturdyref names, restored on first use; a named error if not."""
@@ -239,9 +301,7 @@ class NodeState:
                 f"the sturdyref named {row.name!r} has no object: the application has not "
                 "published one under that name since the node started"
             )
-        obj = self._live.get(row.object_id)
-        if obj is None:
-            obj = self._restore(row)
+        obj = self._object(row.object_id, frozenset())
         self._stored.add(swiss_num)
         return obj
 
@@ -265,36 +325,54 @@ class NodeState:
         self._verified.add(swiss_num)
         return True
 
-    def _restore(self, row: StoredRef) -> Any:
-        assert row.object_id is not None and row.restorer is not None and row.state is not None
-        restorer = self.restorers.get(row.restorer)
+    def _object(self, object_id: int, restoring: frozenset[int]) -> Any:
+        """The live object for a row: in memory, or restored now (with what it holds)."""
+        obj = self._live.get(object_id)
+        if obj is not None:
+            return obj
+        if object_id in restoring:  # saving refuses cycles; a foreign edit could make one
+            raise CorruptState(f"persistent object {object_id} holds itself")
+        found = self.store.object_state(object_id)
+        if found is None:
+            raise CorruptState(f"persistent object {object_id} is held but not stored")
+        restorer_name_, data = found
+        restorer = self.restorers.get(restorer_name_)
         if restorer is None:
             known = ", ".join(sorted(self.restorers)) or "none"
             raise RestorerMissing(
-                f"no restorer {row.restorer!r} is registered with this node (it has: {known})"
+                f"no restorer {restorer_name_!r} is registered with this node (it has: {known})"
             )
         try:
-            state = syrup.decode(row.state)
+            state = syrup.decode(data)
         except syrup.SyrupDecodeError as exc:
             raise CorruptState(
-                f"the stored state of a {row.restorer!r} object does not decode: {exc}"
+                f"the stored state of a {restorer_name_!r} object does not decode: {exc}"
             ) from exc
+        state = self._decode_refs(state, restoring | {object_id})
         try:
             obj = restorer(state)
         except Exception as exc:
-            log.warning("restorer %r raised: %r", row.restorer, exc)
+            log.warning("restorer %r raised: %r", restorer_name_, exc)
             raise RestoreFailed(
-                f"the restorer {row.restorer!r} raised {type(exc).__name__}: {exc}"
+                f"the restorer {restorer_name_!r} raised {type(exc).__name__}: {exc}"
             ) from exc
         if isinstance(obj, Persistent):
-            obj._ocapn_binding = Binding(self, row.object_id)
-        self._live[row.object_id] = obj
+            obj._ocapn_binding = Binding(self, object_id)
+        self._live[object_id] = obj
         return obj
 
     def revoke(self, swiss_num: bytes) -> bool:
-        """Forget a stored sturdyref; True if there was one."""
+        """Forget a stored sturdyref (and the objects only it kept); True if there was one."""
         self._stored.discard(swiss_num)
-        return self.store.remove_sturdyref(swiss_num)
+        deleted = self.store.remove_sturdyref(swiss_num)
+        self._unbind(deleted or ())
+        return deleted is not None
+
+    def _unbind(self, object_ids: Iterable[int]) -> None:
+        for object_id in object_ids:
+            obj = self._live.pop(object_id, None)
+            if isinstance(obj, Persistent):
+                obj._ocapn_binding = None  # live references may go on; saves do nothing
 
     def refs(self, location: PeerLocation) -> Iterator[tuple[Sturdyref, StoredRef]]:
         """Every stored sturdyref, with its row."""

@@ -13,6 +13,8 @@ Tables (schema version :data:`SCHEMA_VERSION`, in ``PRAGMA user_version``):
   pairs for authenticated transports);
 * ``objects(id, restorer, state)``: persistent objects, a restorer name and
   the Syrup bytes of their state;
+* ``object_refs(holder, held)``: which objects an object's state holds, so
+  that an object is deleted only when no sturdyref and no object holds it;
 * ``sturdyrefs(swiss, object, name, created)``: what ``fetch`` answers; a row
   names an object, or a ``name`` under which the application publishes an
   object afresh at each start.
@@ -30,7 +32,7 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
 
@@ -98,9 +100,20 @@ def _migrate_1_to_2(db: sqlite3.Connection) -> None:
     db.execute("CREATE UNIQUE INDEX sturdyrefs_name ON sturdyrefs (name)")
 
 
+def _migrate_2_to_3(db: sqlite3.Connection) -> None:
+    """Version 3: persistent objects that hold other persistent objects in their state."""
+    db.execute(
+        "CREATE TABLE object_refs (holder INTEGER NOT NULL REFERENCES objects(id), "
+        "held INTEGER NOT NULL REFERENCES objects(id), PRIMARY KEY (holder, held)) "
+        "WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX object_refs_held ON object_refs (held)")
+
+
 MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _migrate_0_to_1,
     _migrate_1_to_2,
+    _migrate_2_to_3,
 )
 """``MIGRATIONS[n]`` takes a database from schema version ``n`` to ``n + 1``."""
 
@@ -141,6 +154,7 @@ class StateStore:
         self.readonly = readonly
         self.exclusive = exclusive and not readonly
         self._depth = 0
+        self._rollback_hooks: list[Callable[[], None]] = []
         self._lock_fd: int | None = None
         self._db: sqlite3.Connection | None = None
         path = self.directory / DATABASE_NAME
@@ -293,15 +307,25 @@ class StateStore:
             yield db
             self._depth = 0
             db.execute("COMMIT")
+            self._rollback_hooks.clear()
         except BaseException as exc:
             self._depth = 0
             if db.in_transaction:
                 db.execute("ROLLBACK")
+            hooks, self._rollback_hooks = self._rollback_hooks, []
+            for hook in reversed(hooks):
+                hook()
             if type(exc) is sqlite3.DatabaseError:  # "malformed", "not a database"
                 raise CorruptState(f"writing {self.directory / DATABASE_NAME}: {exc}") from exc
             if isinstance(exc, sqlite3.Error):  # full disk, I/O error, constraint
                 raise StateError(f"writing {self.directory / DATABASE_NAME}: {exc}") from exc
             raise
+
+    def on_rollback(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` if the transaction in progress rolls back (undo memory to match)."""
+        if not self._depth:
+            raise StateError("on_rollback outside a transaction")
+        self._rollback_hooks.append(hook)
 
     # -- identities and meta ---------------------------------------------------------
 
@@ -346,10 +370,52 @@ class StateStore:
             assert cursor.lastrowid is not None
             return cursor.lastrowid
 
-    def set_state(self, object_id: int, state: bytes) -> None:
-        """Replace a persistent object's state."""
+    def set_state(
+        self, object_id: int, state: bytes, holds: Iterable[int] | None = None
+    ) -> list[int] | None:
+        """Replace an object's state and what it holds; the ids of objects no longer kept.
+
+        None if the object is not stored (revoked meanwhile: a live reference
+        saving is harmless).  ``holds`` None leaves what it holds unchanged.
+        """
         with self.transaction() as db:
-            db.execute("UPDATE objects SET state = ? WHERE id = ?", (state, object_id))
+            cursor = db.execute("UPDATE objects SET state = ? WHERE id = ?", (state, object_id))
+            if cursor.rowcount == 0:
+                return None
+            if holds is None:
+                return []
+            new = set(holds)
+            old = {
+                int(r[0]) for r in db.execute(
+                    "SELECT held FROM object_refs WHERE holder = ?", (object_id,)
+                )
+            }
+            db.executemany(
+                "DELETE FROM object_refs WHERE holder = ? AND held = ?",
+                ((object_id, held) for held in old - new),
+            )
+            db.executemany(
+                "INSERT INTO object_refs (holder, held) VALUES (?, ?)",
+                ((object_id, held) for held in new - old),
+            )
+            return self._collect(db, list(old - new))
+
+    def reaches(self, start: Iterable[int], target: int) -> bool:
+        """True if ``target`` is one of ``start`` or held, directly or not, by one of them."""
+        ids = list(start)
+        if target in ids:
+            return True
+        if not ids:
+            return False
+        marks = ",".join("?" * len(ids))
+        row = self._read(
+            "WITH RECURSIVE reach(id) AS ("
+            f"SELECT held FROM object_refs WHERE holder IN ({marks}) "
+            "UNION SELECT r.held FROM object_refs r JOIN reach ON r.holder = reach.id"
+            ") SELECT 1 FROM reach WHERE id = ? LIMIT 1",
+            (*ids, target),
+        )
+        return row is not None
 
     def add_sturdyref(
         self, swiss: bytes, object_id: int | None = None, name: str | None = None
@@ -383,20 +449,49 @@ class StateStore:
         row = self._read("SELECT restorer, state FROM objects WHERE id = ?", (object_id,))
         return None if row is None else (str(row[0]), bytes(row[1]))
 
-    def remove_sturdyref(self, swiss: bytes) -> bool:
-        """Forget a sturdyref (and its object if no other sturdyref names it); True if found."""
+    def remove_sturdyref(self, swiss: bytes) -> list[int] | None:
+        """Forget a sturdyref; None if there was none, else the ids of the objects deleted.
+
+        An object is deleted when no sturdyref and no other object holds it
+        (then what it held is considered in turn).  Objects that hold each
+        other in a cycle are never deleted: saving such a cycle is refused.
+        """
         with self.transaction() as db:
             row = db.execute("SELECT object FROM sturdyrefs WHERE swiss = ?", (swiss,)).fetchone()
             if row is None:
-                return False
+                return None
             db.execute("DELETE FROM sturdyrefs WHERE swiss = ?", (swiss,))
-            if row[0] is not None:
-                db.execute(
-                    "DELETE FROM objects WHERE id = ? AND NOT EXISTS "
-                    "(SELECT 1 FROM sturdyrefs WHERE object = ?)",
-                    (row[0], row[0]),
+            return self._collect(db, [] if row[0] is None else [int(row[0])])
+
+    @staticmethod
+    def _collect(db: sqlite3.Connection, candidates: list[int]) -> list[int]:
+        """Delete the candidates no sturdyref and no object holds, then what they held."""
+        deleted: list[int] = []
+        while candidates:
+            object_id = candidates.pop()
+            held = db.execute(
+                "SELECT (SELECT count(*) FROM sturdyrefs WHERE object = ?) + "
+                "(SELECT count(*) FROM object_refs WHERE held = ?)",
+                (object_id, object_id),
+            ).fetchone()[0]
+            if held:
+                continue
+            children = [
+                int(r[0]) for r in db.execute(
+                    "SELECT held FROM object_refs WHERE holder = ?", (object_id,)
                 )
-            return True
+            ]
+            db.execute("DELETE FROM object_refs WHERE holder = ?", (object_id,))
+            db.execute("DELETE FROM objects WHERE id = ?", (object_id,))
+            deleted.append(object_id)
+            candidates.extend(children)
+        return deleted
+
+    def object_count(self) -> int:
+        """How many persistent objects there are."""
+        row = self._read("SELECT count(*) FROM objects", ())
+        assert row is not None
+        return int(row[0])
 
     def refs(self) -> Iterator[StoredRef]:
         """Every sturdyref, oldest first."""
