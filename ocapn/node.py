@@ -34,7 +34,7 @@ import logging
 import os
 import secrets
 from types import TracebackType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import anyio.abc
@@ -52,11 +52,13 @@ from ocapn.errors import (
 from ocapn.handoffs import GiftTable, HandoffGive, HandoffReceive, SignedEnvelope
 from ocapn.locators import PeerLocation, Sturdyref, parse_uri
 from ocapn.netlayer import Netlayer
-from ocapn.persist.persistent import Restorers
-from ocapn.persist.state import NodeState
-from ocapn.persist.store import StateStore
 from ocapn.session import OCapNSession
 from ocapn.wire import SPEC_PROFILE, WireProfile
+
+if TYPE_CHECKING:  # ocapn.persist (and sqlite3) is imported only by nodes with state
+    from ocapn.persist.persistent import Restorers
+    from ocapn.persist.state import NodeState
+    from ocapn.persist.store import StateStore
 
 __all__ = ["Node"]
 
@@ -137,6 +139,8 @@ class Node:
         # -- persistence seam (ocapn/persist): None without a state directory
         self.state: NodeState | None = None
         if state is not None:
+            from ocapn.persist.state import NodeState
+
             self.state = NodeState(state, restorers)
         elif restorers is not None:
             raise ValueError("restorers need a state directory: Node(..., state=DIR)")
