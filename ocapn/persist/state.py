@@ -212,6 +212,7 @@ class NodeState:
                 self._unbind(store.remove_sturdyref(swiss_num) or ())
             store.add_sturdyref(swiss_num, object_id, name)
         self._stored.add(swiss_num)
+        self._verified.add(swiss_num)
         return swiss_num
 
     def _persist(self, obj: Persistent, restorer: str) -> int:
@@ -227,7 +228,7 @@ class NodeState:
         obj._ocapn_binding = Binding(self, object_id)
         self._live[object_id] = obj
         store.on_rollback(lambda: self._forget(obj, object_id))
-        self._write_state(obj, object_id)
+        self._write_state(obj, object_id, fresh=True)
         return object_id
 
     def _forget(self, obj: Persistent, object_id: int) -> None:
@@ -236,7 +237,7 @@ class NodeState:
         if self._live.get(object_id) is obj:
             del self._live[object_id]
 
-    def _write_state(self, obj: Persistent, object_id: int) -> None:
+    def _write_state(self, obj: Persistent, object_id: int, *, fresh: bool = False) -> None:
         holds: set[int] = set()
         value = self._encode_refs(obj.__persist_state__(), holds)
         try:
@@ -245,12 +246,12 @@ class NodeState:
             raise StateError(
                 f"the state of {type(obj).__name__} is not passable data: {exc}"
             ) from exc
-        if self.store.reaches(holds, object_id):
+        if holds and self.store.reaches(holds, object_id):
             raise StateError(
                 f"the state of {type(obj).__name__} holds, directly or not, the object "
                 "itself: a cycle of persistent objects cannot be restored"
             )
-        self._unbind(self.store.set_state(object_id, data, holds) or ())
+        self._unbind(self.store.set_state(object_id, data, holds, fresh=fresh) or ())
 
     def _encode_refs(self, value: Any, holds: set[int]) -> Any:
         """``value`` with each persistent object in it replaced by a reference to its row."""
@@ -303,6 +304,7 @@ class NodeState:
             )
         obj = self._object(row.object_id, frozenset())
         self._stored.add(swiss_num)
+        self._verified.add(swiss_num)  # just read: good until another process writes
         return obj
 
     def still_stored(self, swiss_num: bytes) -> bool:

@@ -371,12 +371,14 @@ class StateStore:
             return cursor.lastrowid
 
     def set_state(
-        self, object_id: int, state: bytes, holds: Iterable[int] | None = None
+        self, object_id: int, state: bytes, holds: Iterable[int] | None = None,
+        *, fresh: bool = False,
     ) -> list[int] | None:
         """Replace an object's state and what it holds; the ids of objects no longer kept.
 
         None if the object is not stored (revoked meanwhile: a live reference
-        saving is harmless).  ``holds`` None leaves what it holds unchanged.
+        saving is harmless).  ``holds`` None leaves what it holds unchanged;
+        ``fresh``: the object was just added and holds nothing yet.
         """
         with self.transaction() as db:
             cursor = db.execute("UPDATE objects SET state = ? WHERE id = ?", (state, object_id))
@@ -385,20 +387,22 @@ class StateStore:
             if holds is None:
                 return []
             new = set(holds)
-            old = {
+            old = set() if fresh else {
                 int(r[0]) for r in db.execute(
                     "SELECT held FROM object_refs WHERE holder = ?", (object_id,)
                 )
             }
-            db.executemany(
-                "DELETE FROM object_refs WHERE holder = ? AND held = ?",
-                ((object_id, held) for held in old - new),
-            )
-            db.executemany(
-                "INSERT INTO object_refs (holder, held) VALUES (?, ?)",
-                ((object_id, held) for held in new - old),
-            )
-            return self._collect(db, list(old - new))
+            if old - new:
+                db.executemany(
+                    "DELETE FROM object_refs WHERE holder = ? AND held = ?",
+                    ((object_id, held) for held in old - new),
+                )
+            if new - old:
+                db.executemany(
+                    "INSERT INTO object_refs (holder, held) VALUES (?, ?)",
+                    ((object_id, held) for held in new - old),
+                )
+            return self._collect(db, list(old - new)) if old - new else []
 
     def reaches(self, start: Iterable[int], target: int) -> bool:
         """True if ``target`` is one of ``start`` or held, directly or not, by one of them."""
