@@ -430,6 +430,22 @@ async def test_revoking_deletes_what_only_that_sturdyref_kept(tmp_path: Path) ->
         assert await call(kept_uri, "incr") == 1
 
 
+async def test_a_revoke_from_another_process_never_lets_an_old_object_save_over_a_new(
+    tmp_path: Path,
+) -> None:
+    async with stateful(tmp_path) as node:
+        old = PCounter()
+        old_uri = str(node.publish(old))  # the newest object: the highest id
+        with StateStore(tmp_path, exclusive=False) as tool:  # as ocapn revoke does
+            assert tool.remove_sturdyref(Sturdyref.from_uri(old_uri).swiss_num) == [1]
+        new = PCounter(100)
+        new_uri = str(node.publish(new))
+        old.incr()  # its row is gone: the save finds nothing to update
+        assert await call(new_uri, "value") == 100
+    async with stateful(tmp_path) as node:
+        assert await call(new_uri, "value") == 100
+
+
 def test_the_object_reference_label_is_reserved(tmp_path: Path) -> None:
     from captp import Record
     from ocapn.persist.state import OBJECT_REF, NodeState

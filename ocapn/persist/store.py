@@ -83,8 +83,10 @@ def _migrate_0_to_1(db: sqlite3.Connection) -> None:
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
     db.execute("CREATE TABLE identities (transport TEXT PRIMARY KEY, material BLOB NOT NULL)")
+    # AUTOINCREMENT: an id is never reused, so a live object whose row another
+    # process deleted (ocapn revoke) can never save over a newer object's row.
     db.execute(
-        "CREATE TABLE objects (id INTEGER PRIMARY KEY, restorer TEXT NOT NULL, "
+        "CREATE TABLE objects (id INTEGER PRIMARY KEY AUTOINCREMENT, restorer TEXT NOT NULL, "
         "state BLOB NOT NULL)"
     )
     db.execute(
