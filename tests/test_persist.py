@@ -508,3 +508,38 @@ def test_refs_on_a_foreign_database_is_a_clear_error(
     (tmp_path / DATABASE_NAME).write_bytes(b"nope" * 1000)
     assert cli_main(["refs", "--state", str(tmp_path)]) == 1
     assert "CorruptState" in capsys.readouterr().err
+
+
+async def test_a_damaged_page_breaks_the_sturdyrefs_on_it_and_nothing_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with stateful(tmp_path) as node:
+        assert node.state is not None
+        with node.state.transaction():
+            refs = [node.publish(PCounter(i)) for i in range(3000)]
+    # The node closed: the WAL is checkpointed into the database file.
+    data = bytearray((tmp_path / DATABASE_NAME).read_bytes())
+    page = 4096
+    assert not (tmp_path / (DATABASE_NAME + "-wal")).exists() and len(data) % page == 0
+    # A sturdyref whose swiss number sits on leaf pages only (index and table, twice).
+    victim = next(r for r in refs[1000:] if data.count(r.swiss_num) == 2)
+    pages = {data.find(victim.swiss_num) // page, data.rfind(victim.swiss_num) // page}
+    for number in pages:
+        data[number * page:(number + 1) * page] = bytes(page)
+    (tmp_path / DATABASE_NAME).write_bytes(bytes(data))
+    elsewhere = [
+        r for r in refs
+        if all(data[n * page:(n + 1) * page].find(r.swiss_num) < 0 for n in pages)
+        and data.count(r.swiss_num) == 2
+    ]
+    assert len(elsewhere) > 2000
+    async with stateful(tmp_path) as node:  # starts: its identity is elsewhere
+        with pytest.raises(RemoteError, match=r"CorruptState.*malformed"):
+            await call(victim, "value")
+        with pytest.raises(CorruptState):
+            node.lookup(victim.swiss_num)
+        for ref in (elsewhere[0], elsewhere[len(elsewhere) // 2], elsewhere[-1]):
+            assert await call(ref, "value") == refs.index(ref)
+    capsys.readouterr()
+    assert cli_main(["refs", "--state", str(tmp_path), "--check"]) == 1
+    assert "integrity:" in capsys.readouterr().err
