@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+
 from captp import far
 from ocapn.persist import Persistent
 
@@ -76,3 +78,36 @@ class PDir(Persistent, restorer="test-dir"):
     def drop(self, name: str) -> None:
         del self.entries[name]
         self._save()
+
+
+@far
+@dataclass
+class ACounter(Persistent, restorer="test-autosave", autosave=True):
+    """Saved after every public method: no explicit _save()."""
+
+    n: int = 0
+
+    def incr(self) -> int:
+        self.n += 1
+        return self.n
+
+    async def add_later(self, k: int) -> int:
+        await anyio.sleep(0)
+        self.n += k
+        return self.n
+
+    def fail(self) -> None:
+        self.n += 1000
+        raise ValueError("refused")
+
+    def value(self) -> int:
+        return self.n
+
+
+@far
+class ACounter2(ACounter, restorer="test-autosave-2"):
+    """Inherits autosave: its own methods save too."""
+
+    def double(self) -> int:
+        self.n *= 2
+        return self.n

@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _persist_util import Boom, PCounter, PDir, PLog
+from _persist_util import ACounter, ACounter2, Boom, PCounter, PDir, PLog
 
 from captp import E, far
 from captp.errors import RemoteError
@@ -37,7 +37,7 @@ from ocapn.persist.store import APPLICATION_ID, DATABASE_NAME, MIGRATIONS
 
 pytestmark = pytest.mark.anyio
 
-RESTORERS = [PCounter, PLog, PDir]
+RESTORERS = [PCounter, PLog, PDir, ACounter, ACounter2]
 
 
 @far
@@ -345,6 +345,44 @@ def test_persistent_classes_must_name_a_restorer() -> None:
 def test_restorers_without_state_are_refused() -> None:
     with pytest.raises(ValueError, match="state directory"):
         Node(tcp_testing_only(), restorers=[PCounter])
+
+
+async def test_autosave_commits_after_each_method_and_only_changes(tmp_path: Path) -> None:
+    async with stateful(tmp_path) as node:
+        assert node.state is not None
+        store = node.state.store
+        writes = []
+        original = store.set_state
+
+        def counting(object_id: int, *args: Any, **kwargs: Any) -> Any:
+            writes.append(object_id)
+            return original(object_id, *args, **kwargs)
+
+        store.set_state = counting  # type: ignore[method-assign]
+        uri = str(node.publish(ACounter()))
+        uri2 = str(node.publish(ACounter2(5)))
+        writes.clear()
+        assert await call(uri, "incr") == 1
+        assert await call(uri, "add-later", 10) == 11  # a coroutine: saved once it returned
+        assert len(writes) == 2
+        assert await call(uri, "value") == 11
+        assert len(writes) == 2  # a read writes nothing
+        with pytest.raises(RemoteError, match="refused"):
+            await call(uri, "fail")
+        assert len(writes) == 2  # a method that raised saved nothing
+        assert await call(uri2, "double") == 10 and await call(uri2, "incr") == 11
+        assert len(writes) == 4
+    async with stateful(tmp_path) as node:
+        assert await call(uri, "value") == 11  # not 1011
+        assert await call(uri2, "value") == 11
+
+
+def test_autosave_wraps_only_public_functions() -> None:
+    assert getattr(ACounter.incr, "_ocapn_saving", False)
+    assert getattr(ACounter2.double, "_ocapn_saving", False)
+    assert ACounter2.incr is ACounter.incr  # not wrapped twice
+    assert not getattr(PCounter.incr, "_ocapn_saving", False)
+    assert not getattr(ACounter.__persist_state__, "_ocapn_saving", False)
 
 
 # == persistent objects that hold persistent objects ========================================

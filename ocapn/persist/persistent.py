@@ -28,8 +28,15 @@ The contract of :class:`Persistent`:
   state.  The default is ``cls(**state)``: a dataclass whose fields are its
   state needs neither.
 * ``self._save()`` writes the current state in one transaction and returns
-  once it is committed.  An object that is not persisted (never published on
-  a node with a state directory) ignores it.
+  once it is committed (nothing is written when the state's bytes are those
+  last written).  An object that is not persisted (never published on a
+  node with a state directory) ignores it.
+* ``autosave=True`` (a class keyword, inherited) calls ``self._save()``
+  after every public method defined in the class (or its subclasses)
+  returns, or after its coroutine does: the answer a peer sees follows the
+  commit.  A method that raises saves nothing (its changes to memory, if
+  any, are written by the next save).  Reads cost one encode of the state,
+  no write.
 
 These are underscore names on purpose: a far object's public methods are
 callable by every peer that holds it, and a peer must not be able to read
@@ -42,6 +49,8 @@ classes, or a mapping from restorer name to any callable ``state -> object``
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeAlias
 
@@ -61,14 +70,23 @@ class Persistent:
     """Base class of objects that survive restarts of a node with a state directory."""
 
     _ocapn_restorer: ClassVar[str | None] = None
+    _ocapn_autosave: ClassVar[bool] = False
     _ocapn_binding: Binding | None = None
 
-    def __init_subclass__(cls, *, restorer: str | None = None, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls, *, restorer: str | None = None, autosave: bool | None = None, **kwargs: Any
+    ) -> None:
         super().__init_subclass__(**kwargs)
         if restorer is not None and (type(restorer) is not str or not restorer):
             raise TypeError(f"a restorer name is a non-empty string, not {restorer!r}")
         # Set on every subclass, so a subclass never passes for its base when stored.
         cls._ocapn_restorer = restorer
+        if autosave is not None:
+            cls._ocapn_autosave = bool(autosave)
+        if cls._ocapn_autosave:  # inherited: a subclass's new methods save too
+            for name, value in list(vars(cls).items()):
+                if not name.startswith("_") and inspect.isfunction(value):
+                    setattr(cls, name, _saving(value))
 
     def __persist_state__(self) -> Any:
         """The object's state as passable data (default: its public instance attributes)."""
@@ -85,10 +103,35 @@ class Persistent:
         return cls(**state)
 
     def _save(self) -> None:
-        """Commit the current state (no-op unless the object is persisted)."""
+        """Commit the current state (no-op unless the object is persisted, or unchanged)."""
         binding = self._ocapn_binding
         if binding is not None:
             binding.save(self)
+
+
+def _saving(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method``, then ``self._save()`` once it has returned (or its coroutine has)."""
+    if getattr(method, "_ocapn_saving", False):
+        return method
+    wrapper: Any
+    if inspect.iscoroutinefunction(method):
+
+        @functools.wraps(method)
+        async def wrapper(self: Persistent, *args: Any, **kwargs: Any) -> Any:
+            result = await method(self, *args, **kwargs)
+            self._save()
+            return result
+
+    else:
+
+        @functools.wraps(method)
+        def wrapper(self: Persistent, *args: Any, **kwargs: Any) -> Any:
+            result = method(self, *args, **kwargs)
+            self._save()
+            return result
+
+    wrapper._ocapn_saving = True
+    return wrapper  # type: ignore[no-any-return]
 
 
 def restorer_name(obj: object) -> str | None:

@@ -84,11 +84,12 @@ class PersistentIdentity(Protocol):
 class Binding:
     """Ties a live persistent object to its row: ``Persistent._save`` goes through it."""
 
-    __slots__ = ("node_state", "object_id")
+    __slots__ = ("last", "node_state", "object_id")
 
-    def __init__(self, node_state: NodeState, object_id: int) -> None:
+    def __init__(self, node_state: NodeState, object_id: int, last: bytes | None = None) -> None:
         self.node_state = node_state
         self.object_id = object_id
+        self.last = last  # the state bytes last committed (or read), to skip rewriting them
 
     def save(self, obj: Persistent) -> None:
         """Commit ``obj``'s current state (and any persistent object it newly holds)."""
@@ -246,12 +247,18 @@ class NodeState:
             raise StateError(
                 f"the state of {type(obj).__name__} is not passable data: {exc}"
             ) from exc
+        binding = obj._ocapn_binding
+        if binding is not None and binding.last == data:
+            return  # unchanged (so is what it holds: references are in the bytes)
         if holds and self.store.reaches(holds, object_id):
             raise StateError(
                 f"the state of {type(obj).__name__} holds, directly or not, the object "
                 "itself: a cycle of persistent objects cannot be restored"
             )
         self._unbind(self.store.set_state(object_id, data, holds, fresh=fresh) or ())
+        if binding is not None:
+            binding.last = data
+            self.store.on_rollback(lambda: setattr(binding, "last", None))
 
     def _encode_refs(self, value: Any, holds: set[int]) -> Any:
         """``value`` with each persistent object in it replaced by a reference to its row."""
@@ -359,7 +366,7 @@ class NodeState:
                 f"the restorer {restorer_name_!r} raised {type(exc).__name__}: {exc}"
             ) from exc
         if isinstance(obj, Persistent):
-            obj._ocapn_binding = Binding(self, object_id)
+            obj._ocapn_binding = Binding(self, object_id, data)
         self._live[object_id] = obj
         return obj
 
