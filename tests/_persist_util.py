@@ -79,6 +79,9 @@ class PDir(Persistent, restorer="test-dir"):
         del self.entries[name]
         self._save()
 
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
 
 @far
 @dataclass

@@ -3,7 +3,8 @@
 ``python tests/persist_node.py STATE_DIR BACKEND`` (``asyncio``, ``uvloop``
 or ``trio``) serves a Bank under the name ``bank`` and prints its URI (the
 same URI at every start), then serves until killed.  The Bank makes
-persistent counters and logs and revokes them: a write-heavy workload where
+persistent counters, logs and directories (which hold counters in their
+state) and revokes them: a write-heavy workload where
 every answer follows a committed transaction.
 """
 
@@ -17,7 +18,7 @@ import anyio
 sys.path.insert(0, str(Path(__file__).parent.parent))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _persist_util import PCounter, PLog
+from _persist_util import PCounter, PDir, PLog
 
 from captp import far
 from netlayers import tcp_testing_only
@@ -35,12 +36,15 @@ class Bank:
     def make_log(self) -> str:
         return str(self._node.publish(PLog()))
 
+    def make_dir(self) -> str:
+        return str(self._node.publish(PDir()))
+
     def revoke(self, uri: str) -> bool:
         return self._node.revoke(uri)
 
 
 async def main(state: str) -> None:
-    async with Node(tcp_testing_only(), state=state, restorers=[PCounter, PLog]) as node:
+    async with Node(tcp_testing_only(), state=state, restorers=[PCounter, PLog, PDir]) as node:
         print(node.publish(Bank(node), name="bank"), flush=True)
         await anyio.sleep_forever()
 

@@ -55,6 +55,8 @@ class Ledger:
         self.revoking: set[str] = set()
         self.busy: set[str] = set()  # logs with an append in flight (one at a time per log)
         self.acks = 0  # increments acknowledged, all rounds
+        self.dirs: dict[str, set[str]] = {}  # uri -> names acknowledged
+        self.dir_in_flight: dict[str, set[str]] = {}  # uri -> names sent, not acknowledged
 
 
 async def start(state: Path, backend: str) -> tuple[subprocess.Popen[str], str]:
@@ -87,6 +89,14 @@ async def verify(client: Node, ledger: Ledger) -> None:
             allowed.append([*entries, ledger.log_in_flight.pop(uri)])
         assert got in allowed, f"log {uri}: {got} is not {allowed}"
         ledger.logs[uri] = got
+    for uri, names in ledger.dirs.items():
+        directory = await client.enliven(uri)
+        got = set(await E(directory).names())
+        in_flight = ledger.dir_in_flight.pop(uri, set())
+        assert names <= got <= names | in_flight, f"dir {uri}: {got} vs {names} + {in_flight}"
+        ledger.dirs[uri] = got
+        for name in got:  # each held counter was stored with its holder's state
+            assert await E(E(directory).get(name)).value() >= 0
     for uri in ledger.revoked:
         with pytest.raises(RemoteError, match="no object at that swiss number"):
             await client.enliven(uri)
@@ -110,14 +120,25 @@ async def worker(bank: Any, ledger: Ledger, rng: random.Random, client: Node) ->
             ledger.counters[uri] = [0, 0]
         elif action < 0.15:
             ledger.logs[await E(bank).make_log()] = []
-        elif action < 0.2 and len(live) > 3:
+        elif action < 0.17:
+            ledger.dirs[await E(bank).make_dir()] = set()
+        elif 0.22 <= action < 0.32 and ledger.dirs:
+            uri = rng.choice(list(ledger.dirs))
+            name = f"n{rng.randrange(1 << 30)}"
+            ledger.dir_in_flight.setdefault(uri, set()).add(name)
+            counter = E(await client.enliven(uri)).make(name)
+            assert await E(counter).incr() == 1  # pipelined on the new, held counter
+            ledger.dirs[uri].add(name)
+            ledger.dir_in_flight[uri].discard(name)
+            ledger.acks += 1
+        elif action < 0.22 and len(live) > 3:
             uri = rng.choice(live)
             ledger.revoking.add(uri)
             assert await E(bank).revoke(uri) is True
             ledger.revoking.discard(uri)
             ledger.revoked.add(uri)
             del ledger.counters[uri]
-        elif action < 0.4 and ledger.logs:
+        elif action < 0.45 and ledger.logs:
             uri = rng.choice(list(ledger.logs))
             if uri in ledger.busy:
                 continue
@@ -186,8 +207,10 @@ async def test_kill_9_at_random_points_loses_no_acknowledged_change(
         if proc is not None:
             stop(proc, 10)
     assert ledger.acks > 20 * ROUNDS and ledger.revoked, f"seed {seed}: too little work"
+    held = sum(len(names) for names in ledger.dirs.values())
+    assert held > 0, f"seed {seed}: no directory entry was made"
     print(f"seed {seed}: {ledger.acks} acknowledged writes, {len(ledger.counters)} counters, "
-          f"{len(ledger.logs)} logs, {len(ledger.revoked)} revoked")
+          f"{len(ledger.logs)} logs, {held} held counters, {len(ledger.revoked)} revoked")
 
 
 async def test_ocapn_serve_state_keeps_its_uri_and_the_objects_state_across_kill_9(
