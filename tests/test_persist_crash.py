@@ -239,3 +239,36 @@ async def test_ocapn_serve_state_keeps_its_uri_and_the_objects_state_across_kill
         finally:
             stop(proc, 10)
     assert uris[0] == uris[1] and uris[0].startswith("ocapn://")
+
+
+async def test_a_second_process_is_refused_and_the_lock_dies_with_the_first(
+    tmp_path: Path, anyio_backend: Any
+) -> None:
+    backend = "trio" if backend_name(anyio_backend) == "trio" else "asyncio"
+    command = [
+        sys.executable, "-c", "import sys; from ocapn.cli import main; sys.exit(main())",
+        "serve", "--state", str(tmp_path), "ocapn.cli:DemoGreeter", "--backend", backend,
+    ]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=TESTS)
+    try:
+        assert first.stdout is not None
+        with anyio.fail_after(60):
+            uri = (await anyio.to_thread.run_sync(first.stdout.readline)).strip()
+        second = await anyio.run_process(command, check=False)
+        assert second.returncode == 1
+        assert f"StateInUse: state directory {tmp_path} is in use by process {first.pid}" in (
+            second.stderr.decode()
+        )
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    finally:
+        stop(first, 10)
+    again = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=TESTS)
+    try:
+        assert again.stdout is not None
+        with anyio.fail_after(60):
+            assert (await anyio.to_thread.run_sync(again.stdout.readline)).strip() == uri
+            async with Node(tcp_testing_only()) as client:
+                assert await E(await client.enliven(uri)).greet("you") == "Hello, you!"
+    finally:
+        stop(again, 10)
