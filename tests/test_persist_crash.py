@@ -59,18 +59,28 @@ class Ledger:
         self.dir_in_flight: dict[str, set[str]] = {}  # uri -> names sent, not acknowledged
 
 
+async def first_line(proc: subprocess.Popen[str]) -> str:
+    """The next line ``proc`` prints (a cancel scope around the call can give up on it)."""
+    assert proc.stdout is not None
+    line = await anyio.to_thread.run_sync(proc.stdout.readline, abandon_on_cancel=True)
+    return line.strip()
+
+
 async def start(state: Path, backend: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, str(TESTS / "persist_node.py"), str(state), backend],
         stdout=subprocess.PIPE, text=True, cwd=TESTS.parent,
     )
-    assert proc.stdout is not None
-    with anyio.fail_after(60):
-        line = await anyio.to_thread.run_sync(proc.stdout.readline)
-    if not line.strip():
+    try:
+        with anyio.fail_after(60):
+            line = await first_line(proc)
+    except BaseException:
+        stop(proc, 5)
+        raise
+    if not line:
         stop(proc, 5)
         raise RuntimeError(f"the node printed nothing (exit {proc.poll()})")
-    return proc, line.strip()
+    return proc, line
 
 
 async def verify(client: Node, ledger: Ledger) -> None:
@@ -227,9 +237,8 @@ async def test_ocapn_serve_state_keeps_its_uri_and_the_objects_state_across_kill
     for expected in (2, 4):
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=TESTS)
         try:
-            assert proc.stdout is not None
             with anyio.fail_after(60):
-                uris.append((await anyio.to_thread.run_sync(proc.stdout.readline)).strip())
+                uris.append(await first_line(proc))
                 async with Node(tcp_testing_only()) as client:
                     counter = await client.enliven(uris[-1])
                     await E(counter).incr()
@@ -251,9 +260,8 @@ async def test_a_second_process_is_refused_and_the_lock_dies_with_the_first(
     ]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=TESTS)
     try:
-        assert first.stdout is not None
         with anyio.fail_after(60):
-            uri = (await anyio.to_thread.run_sync(first.stdout.readline)).strip()
+            uri = await first_line(first)
         second = await anyio.run_process(command, check=False)
         assert second.returncode == 1
         assert f"StateInUse: state directory {tmp_path} is in use by process {first.pid}" in (
@@ -265,9 +273,8 @@ async def test_a_second_process_is_refused_and_the_lock_dies_with_the_first(
         stop(first, 10)
     again = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=TESTS)
     try:
-        assert again.stdout is not None
         with anyio.fail_after(60):
-            assert (await anyio.to_thread.run_sync(again.stdout.readline)).strip() == uri
+            assert await first_line(again) == uri
             async with Node(tcp_testing_only()) as client:
                 assert await E(await client.enliven(uri)).greet("you") == "Hello, you!"
     finally:
