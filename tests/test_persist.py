@@ -9,6 +9,7 @@ crash tests (a real second process killed with SIGKILL) are in
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from ocapn.persist import (
     CorruptState,
     ForeignState,
     NotSupplied,
+    Persistent,
     RestoreFailed,
     RestorerMissing,
     StateError,
@@ -116,6 +118,7 @@ def test_migrations_take_v0_and_v1_databases_to_the_current_version(tmp_path: Pa
         row = store.find(b"s1")
         assert row is not None and row.object_id == 7 and row.name is None
         assert row.restorer == "test-counter" and row.state == b'{1"n5+}'
+        assert store.object_state(7) == ("test-counter", b'{1"n5+}', 0)  # v4: version 0
         store.add_sturdyref(b"s2", None, "named")  # the v2 column works
         assert store.swiss_for_name("named") == b"s2"
 
@@ -331,8 +334,6 @@ async def test_saves_in_one_transaction_commit_together_or_not_at_all(tmp_path: 
 
 
 def test_persistent_classes_must_name_a_restorer() -> None:
-    from ocapn.persist import Persistent
-
     class Nameless(Persistent):
         pass
 
@@ -383,6 +384,65 @@ def test_autosave_wraps_only_public_functions() -> None:
     assert ACounter2.incr is ACounter.incr  # not wrapped twice
     assert not getattr(PCounter.incr, "_ocapn_saving", False)
     assert not getattr(ACounter.__persist_state__, "_ocapn_saving", False)
+
+
+@far
+@dataclass
+class Release1(Persistent, restorer="versioned"):
+    n: int = 0
+
+    def value(self) -> Any:
+        return self.n
+
+
+@far
+@dataclass
+class Release3(Persistent, restorer="versioned", version=2):
+    count: int = 0
+    label: str = ""
+
+    @classmethod
+    def __persist_upgrade__(cls, version: int, state: Any) -> Any:
+        if version == 0:
+            return {"count": state["n"]}
+        return {**state, "label": f"was {state['count']}"}
+
+    def value(self) -> Any:
+        return [self.count, self.label]
+
+    def incr(self) -> int:
+        self.count += 1
+        self._save()
+        return self.count
+
+
+async def test_a_newer_release_upgrades_old_states_step_by_step(tmp_path: Path) -> None:
+    async with stateful(tmp_path, restorers=[Release1]) as node:
+        uri = str(node.publish(Release1(7)))
+    async with stateful(tmp_path, restorers=[Release3]) as node:
+        assert await call(uri, "value") == [7, "was 7"]
+        assert node.state is not None
+        swiss = Sturdyref.from_uri(uri).swiss_num
+        row = node.state.store.find(swiss)
+        assert row is not None and row.object_id is not None
+        assert node.state.store.object_state(row.object_id)[2] == 0  # not rewritten on read
+        assert await call(uri, "incr") == 8
+        assert node.state.store.object_state(row.object_id)[2] == 2  # the save wrote v2
+    async with stateful(tmp_path, restorers=[Release3]) as node:
+        assert await call(uri, "value") == [8, "was 7"]
+    async with stateful(tmp_path, restorers=[Release1]) as node:  # an older release
+        with pytest.raises(RemoteError, match=r"RestoreFailed.*stored at version 2 by newer"):
+            await call(uri, "value")
+    async with stateful(tmp_path, restorers={"versioned": lambda state: Release1(0)}) as node:
+        with pytest.raises(RemoteError, match=r"RestoreFailed.*reads version 0 only"):
+            await call(uri, "value")
+    async with stateful(tmp_path, restorers={"versioned": Release3}) as node:
+        assert await call(uri, "value") == [8, "was 7"]  # a class in a mapping upgrades
+
+
+def test_state_versions_are_checked() -> None:
+    with pytest.raises(TypeError, match="int >= 0"):
+        type("Bad", (Persistent,), {}, restorer="bad", version=-1)
 
 
 # == persistent objects that hold persistent objects ========================================

@@ -27,6 +27,10 @@ The contract of :class:`Persistent`:
 * ``__persist_restore__(state)`` (a classmethod) builds the object from that
   state.  The default is ``cls(**state)``: a dataclass whose fields are its
   state needs neither.
+* ``version=N`` (a class keyword, default 0) is the version of the state's
+  format; objects stored at an older version are brought forward by
+  ``__persist_upgrade__(version, state)``, one step at a time, before
+  ``__persist_restore__``.  A state stored by a newer version is refused.
 * ``self._save()`` writes the current state in one transaction and returns
   once it is committed (nothing is written when the state's bytes are those
   last written).  An object that is not persisted (never published on a
@@ -59,8 +63,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Persistent", "Restorer", "Restorers", "restorer_name", "restorer_table"]
 
-Restorer: TypeAlias = Callable[[Any], Any]
-"""Builds an object from the state it was saved with."""
+Restorer: TypeAlias = "Callable[[Any], Any] | type[Persistent]"
+"""Builds an object from the state it was saved with: a function, or a Persistent class."""
 
 Restorers: TypeAlias = Iterable["type[Persistent]"] | Mapping[str, Restorer]
 """What a node is given: Persistent classes, or restorer names mapped to restorers."""
@@ -70,17 +74,26 @@ class Persistent:
     """Base class of objects that survive restarts of a node with a state directory."""
 
     _ocapn_restorer: ClassVar[str | None] = None
+    _ocapn_version: ClassVar[int] = 0
     _ocapn_autosave: ClassVar[bool] = False
     _ocapn_binding: Binding | None = None
 
     def __init_subclass__(
-        cls, *, restorer: str | None = None, autosave: bool | None = None, **kwargs: Any
+        cls,
+        *,
+        restorer: str | None = None,
+        version: int = 0,
+        autosave: bool | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
         if restorer is not None and (type(restorer) is not str or not restorer):
             raise TypeError(f"a restorer name is a non-empty string, not {restorer!r}")
+        if type(version) is not int or version < 0:
+            raise TypeError(f"a state version is an int >= 0, not {version!r}")
         # Set on every subclass, so a subclass never passes for its base when stored.
         cls._ocapn_restorer = restorer
+        cls._ocapn_version = version
         if autosave is not None:
             cls._ocapn_autosave = bool(autosave)
         if cls._ocapn_autosave:  # inherited: a subclass's new methods save too
@@ -101,6 +114,16 @@ class Persistent:
                 "override __persist_restore__ for other shapes"
             )
         return cls(**state)
+
+    @classmethod
+    def __persist_upgrade__(cls, version: int, state: Any) -> Any:
+        """``state`` as stored at ``version``, brought to ``version + 1``.
+
+        Called once per step, from the stored version up to the class's
+        ``version``, before :meth:`__persist_restore__`.  Override it when
+        you raise the class's ``version``.
+        """
+        raise TypeError(f"{cls.__name__} has no upgrade from state version {version}")
 
     def _save(self) -> None:
         """Commit the current state (no-op unless the object is persisted, or unchanged)."""
@@ -150,7 +173,7 @@ def restorer_table(restorers: Restorers | None) -> dict[str, Restorer]:
         for name, fn in table.items():
             if type(name) is not str or not callable(fn):
                 raise TypeError(f"restorers map names to callables, not {name!r}: {fn!r}")
-        return table
+        return table  # a class here restores (and upgrades) as it would under its own name
     table = {}
     for cls in restorers:
         if not (isinstance(cls, type) and issubclass(cls, Persistent)):
@@ -161,5 +184,5 @@ def restorer_table(restorers: Restorers | None) -> dict[str, Restorer]:
                             "(Persistent, restorer='...')")
         if name in table:
             raise ValueError(f"two classes restore {name!r}")
-        table[name] = cls.__persist_restore__
+        table[name] = cls
     return table

@@ -29,8 +29,8 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Iterable, Iterator
-from typing import Any, Final, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final, Protocol, cast, runtime_checkable
 
 from captp import Record, Symbol, Tagged
 from ocapn import syrup
@@ -225,7 +225,7 @@ class NodeState:
             return binding.object_id
         store = self.store
         # The row first, so that objects holding each other find it bound.
-        object_id = store.add_object(restorer, b"")
+        object_id = store.add_object(restorer, b"", type(obj)._ocapn_version)
         obj._ocapn_binding = Binding(self, object_id)
         self._live[object_id] = obj
         store.on_rollback(lambda: self._forget(obj, object_id))
@@ -255,7 +255,9 @@ class NodeState:
                 f"the state of {type(obj).__name__} holds, directly or not, the object "
                 "itself: a cycle of persistent objects cannot be restored"
             )
-        self._unbind(self.store.set_state(object_id, data, holds, fresh=fresh) or ())
+        version = type(obj)._ocapn_version
+        deleted = self.store.set_state(object_id, data, holds, fresh=fresh, version=version)
+        self._unbind(deleted or ())
         if binding is not None:
             binding.last = data
             self.store.on_rollback(lambda: setattr(binding, "last", None))
@@ -344,7 +346,7 @@ class NodeState:
         found = self.store.object_state(object_id)
         if found is None:
             raise CorruptState(f"persistent object {object_id} is held but not stored")
-        restorer_name_, data = found
+        restorer_name_, data, version = found
         restorer = self.restorers.get(restorer_name_)
         if restorer is None:
             known = ", ".join(sorted(self.restorers)) or "none"
@@ -359,7 +361,9 @@ class NodeState:
             ) from exc
         state = self._decode_refs(state, restoring | {object_id})
         try:
-            obj = restorer(state)
+            obj = _restore(restorer, state, version)
+        except RestoreFailed:
+            raise
         except Exception as exc:
             log.warning("restorer %r raised: %r", restorer_name_, exc)
             raise RestoreFailed(
@@ -387,3 +391,23 @@ class NodeState:
         """Every stored sturdyref, with its row."""
         for row in self.store.refs():
             yield Sturdyref(location, row.swiss), row
+
+
+def _restore(restorer: Restorer, state: Any, version: int) -> Any:
+    """Run a restorer on a state stored at ``version`` (upgrading it for a class)."""
+    if isinstance(restorer, type) and issubclass(restorer, Persistent):
+        current = restorer._ocapn_version
+        if version > current:
+            raise RestoreFailed(
+                f"the state was stored at version {version} by newer code; "
+                f"{restorer.__name__} reads up to version {current}"
+            )
+        for step in range(version, current):
+            state = restorer.__persist_upgrade__(step, state)
+        return restorer.__persist_restore__(state)
+    if version != 0:
+        raise RestoreFailed(
+            f"the state was stored at version {version}; a restorer function reads "
+            "version 0 only (register the Persistent class to upgrade it)"
+        )
+    return cast("Callable[[Any], Any]", restorer)(state)

@@ -11,8 +11,8 @@ Tables (schema version :data:`SCHEMA_VERSION`, in ``PRAGMA user_version``):
 * ``identities(transport, material)``: each netlayer's identity, opaque bytes
   only the netlayer reads (tcp-testing-only: its designator and port; key
   pairs for authenticated transports);
-* ``objects(id, restorer, state)``: persistent objects, a restorer name and
-  the Syrup bytes of their state;
+* ``objects(id, restorer, state, version)``: persistent objects, a restorer
+  name, the Syrup bytes of their state and the version of its format;
 * ``object_refs(holder, held)``: which objects an object's state holds, so
   that an object is deleted only when no sturdyref and no object holds it;
 * ``sturdyrefs(swiss, object, name, created)``: what ``fetch`` answers; a row
@@ -112,10 +112,16 @@ def _migrate_2_to_3(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX object_refs_held ON object_refs (held)")
 
 
+def _migrate_3_to_4(db: sqlite3.Connection) -> None:
+    """Version 4: the version of each object's state (objects stored before were version 0)."""
+    db.execute("ALTER TABLE objects ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _migrate_0_to_1,
     _migrate_1_to_2,
     _migrate_2_to_3,
+    _migrate_3_to_4,
 )
 """``MIGRATIONS[n]`` takes a database from schema version ``n`` to ``n + 1``."""
 
@@ -363,27 +369,37 @@ class StateStore:
 
     # -- objects and sturdyrefs ------------------------------------------------------
 
-    def add_object(self, restorer: str, state: bytes) -> int:
+    def add_object(self, restorer: str, state: bytes, version: int = 0) -> int:
         """Store a persistent object; its id."""
         with self.transaction() as db:
             cursor = db.execute(
-                "INSERT INTO objects (restorer, state) VALUES (?, ?)", (restorer, state)
+                "INSERT INTO objects (restorer, state, version) VALUES (?, ?, ?)",
+                (restorer, state, version),
             )
             assert cursor.lastrowid is not None
             return cursor.lastrowid
 
     def set_state(
         self, object_id: int, state: bytes, holds: Iterable[int] | None = None,
-        *, fresh: bool = False,
+        *, fresh: bool = False, version: int | None = None,
     ) -> list[int] | None:
         """Replace an object's state and what it holds; the ids of objects no longer kept.
 
         None if the object is not stored (revoked meanwhile: a live reference
         saving is harmless).  ``holds`` None leaves what it holds unchanged;
-        ``fresh``: the object was just added and holds nothing yet.
+        ``fresh``: the object was just added and holds nothing yet;
+        ``version``: the state's format version, if it changes.
         """
         with self.transaction() as db:
-            cursor = db.execute("UPDATE objects SET state = ? WHERE id = ?", (state, object_id))
+            if version is None:
+                cursor = db.execute(
+                    "UPDATE objects SET state = ? WHERE id = ?", (state, object_id)
+                )
+            else:
+                cursor = db.execute(
+                    "UPDATE objects SET state = ?, version = ? WHERE id = ?",
+                    (state, version, object_id),
+                )
             if cursor.rowcount == 0:
                 return None
             if holds is None:
@@ -450,10 +466,12 @@ class StateStore:
         row = self._read("SELECT swiss FROM sturdyrefs WHERE name = ?", (name,))
         return None if row is None else bytes(row[0])
 
-    def object_state(self, object_id: int) -> tuple[str, bytes] | None:
-        """``(restorer, state)`` of a persistent object, or None."""
-        row = self._read("SELECT restorer, state FROM objects WHERE id = ?", (object_id,))
-        return None if row is None else (str(row[0]), bytes(row[1]))
+    def object_state(self, object_id: int) -> tuple[str, bytes, int] | None:
+        """``(restorer, state, version)`` of a persistent object, or None."""
+        row = self._read(
+            "SELECT restorer, state, version FROM objects WHERE id = ?", (object_id,)
+        )
+        return None if row is None else (str(row[0]), bytes(row[1]), int(row[2]))
 
     def remove_sturdyref(self, swiss: bytes) -> list[int] | None:
         """Forget a sturdyref; None if there was none, else the ids of the objects deleted.
