@@ -5,9 +5,15 @@ from __future__ import annotations
 from captp.errors import CapTPError, ProtocolError
 
 __all__ = [
+    "FrameError",
     "HandoffError",
     "HandshakeError",
+    "KeyFileError",
     "LocatorError",
+    "NetlayerError",
+    "NetlayerTimeout",
+    "NoiseError",
+    "PeerAuthError",
     "PeerUnreachable",
     "SignatureError",
     "UnknownSwissNum",
@@ -44,3 +50,31 @@ class UnsupportedTransport(CapTPError):
 
 class PeerUnreachable(CapTPError, ConnectionError):
     """No session could be set up with a peer (dial failed, handshake refused or cut)."""
+
+
+class KeyFileError(CapTPError):
+    """A node identity key file that is missing, malformed or readable by others."""
+
+
+class NetlayerError(CapTPError, ConnectionError):
+    """A connection failed below OCapN: its netlayer handshake or framing went wrong.
+
+    It ends that one connection (the session is refused or aborted); the node
+    carries on.
+    """
+
+
+class PeerAuthError(NetlayerError):
+    """The peer could not prove it holds the key its designator names (or forged the proof)."""
+
+
+class FrameError(NetlayerError):
+    """The peer broke the netlayer's framing: a text frame, an oversized message, bad bytes."""
+
+
+class NoiseError(NetlayerError):
+    """A Noise handshake or transport message failed (bad MAC, tampering, replay, truncation)."""
+
+
+class NetlayerTimeout(NetlayerError, TimeoutError):
+    """The peer connected and then did not complete the netlayer handshake in time."""

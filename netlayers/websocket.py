@@ -1,0 +1,553 @@
+"""The ``websocket`` netlayer: OCapN over WebSocket (ws:// and wss://), as Goblins and Endo do.
+
+Byte-compatible with Spritely Goblins 0.18 and Endo's ``@endo/ocapn``
+websocket netlayer (``spec-notes/0035-websocket-netlayer.md``):
+
+* locator ``<ocapn-peer 'websocket "<designator>" {"url": "ws://host:port"}>``,
+  the designator being the node's Ed25519 public key in lowercase unpadded
+  base32 (52 characters), ``url`` the one hint;
+* RFC 6455, no subprotocol, any path; one OCapN message per *binary*
+  WebSocket message (a text message ends the connection);
+* the server proves it holds the designator's key: the client sends
+  ``<init:peer-auth 32-random-bytes>``, the server answers
+  ``<desc:sig-envelope <init:peer-auth ...> sig>`` signing the exact bytes it
+  received, and the client checks the signature against the designator it
+  dialed.  Only then does the OCapN ``op:start-session`` exchange begin.
+
+The client is not authenticated here (its hello's signature is, as on every
+netlayer).  ``ws://`` is unencrypted; for ``wss://`` give the server an
+:class:`ssl.SSLContext` and say, on the dialing side, which certificates to
+trust (``client_ssl_context``; see :func:`self_signed_client_context` for
+Goblins' self-signed servers).
+
+The WebSocket protocol is :mod:`wsproto` (sans-IO), over the TCP channels of
+:mod:`netlayers.tcp` (``ws://``) or anyio TLS streams (``wss://``), so it runs
+under asyncio, uvloop and trio.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import ipaddress
+import logging
+import os
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from functools import partial
+from typing import Any, Final, Literal, NoReturn
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.abc
+from anyio.abc import TaskStatus
+from anyio.streams.tls import TLSListener
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+from captp import Channel, Record, Symbol
+from netlayers.stream import StreamChannel
+from netlayers.tcp import connect_channel, serve_channels
+from ocapn import syrup
+from ocapn.crypto import PublicKey, encode_signature, parse_signature
+from ocapn.errors import (
+    FrameError,
+    LocatorError,
+    NetlayerTimeout,
+    PeerAuthError,
+    SignatureError,
+)
+from ocapn.identity import NodeIdentity
+from ocapn.locators import PeerLocation
+from ocapn.netlayer import ConnectionHandler
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "TRANSPORT",
+    "WebSocketChannel",
+    "WebSocketNetlayer",
+    "designator_of",
+    "key_of_designator",
+    "self_signed_client_context",
+    "websocket_netlayer",
+]
+
+log = logging.getLogger("netlayers")
+
+TRANSPORT: Final = "websocket"
+
+# The largest OCapN message (one WebSocket message) we accept by default.
+MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+# How long a peer has to upgrade and finish the peer-auth exchange.
+HANDSHAKE_TIMEOUT_SECONDS: Final = 30.0
+
+_INIT_PEER_AUTH: Final = Symbol("init:peer-auth")
+_SIG_ENVELOPE: Final = Symbol("desc:sig-envelope")
+_CHALLENGE_BYTES: Final = 32
+_B32_LENGTH: Final = 52  # 32 bytes in unpadded base32
+
+# WebSocket close codes (RFC 6455 section 7.4.1).
+_NORMAL: Final = 1000
+_PROTOCOL_ERROR: Final = 1002
+_UNSUPPORTED_DATA: Final = 1003
+_POLICY: Final = 1008
+_TOO_BIG: Final = 1009
+
+
+# == designators ===========================================================================
+
+
+def designator_of(public: PublicKey | bytes) -> str:
+    """The ``websocket`` designator of an Ed25519 public key: lowercase unpadded base32."""
+    raw = public.raw if isinstance(public, PublicKey) else public
+    return base64.b32encode(raw).decode("ascii").rstrip("=").lower()
+
+
+def key_of_designator(designator: str) -> PublicKey:
+    """The Ed25519 key a ``websocket`` designator names; :class:`LocatorError` if malformed."""
+    if type(designator) is not str or len(designator) != _B32_LENGTH:
+        raise LocatorError(
+            f"a {TRANSPORT} designator is 52 base32 characters (an Ed25519 key): {designator!r}"
+        )
+    try:
+        raw = base64.b32decode(designator.upper() + "====")
+    except ValueError:
+        raise LocatorError(f"a {TRANSPORT} designator is base32: {designator!r}") from None
+    try:
+        return PublicKey(raw)
+    except SignatureError as exc:
+        raise LocatorError(str(exc)) from None
+
+
+def _url_of(location: PeerLocation) -> str:
+    hints = location.hints or {}
+    url = hints.get("url")
+    if type(url) is not str or not url:
+        raise LocatorError(f"a {TRANSPORT} locator needs a url hint: {location}")
+    scheme = urlsplit(url).scheme
+    if scheme not in ("ws", "wss"):
+        raise LocatorError(f"a {TRANSPORT} url is ws:// or wss://, not {url!r}")
+    return url
+
+
+# == peer-auth (the designator check) =======================================================
+
+
+def challenge_message(payload: bytes) -> bytes:
+    """The client's first message: the Syrup bytes of ``<init:peer-auth payload>``."""
+    return syrup.encode(Record(_INIT_PEER_AUTH, (payload,)))
+
+
+def answer_challenge(identity: NodeIdentity, message: bytes) -> bytes:
+    """The server's reply to a client's ``init:peer-auth``: a sig-envelope over its exact bytes.
+
+    Anything but a canonical ``<init:peer-auth bytes>`` is refused
+    (:class:`PeerAuthError`), so the server never signs other data.
+    """
+    try:
+        record = syrup.decode(message)
+    except syrup.SyrupDecodeError as exc:
+        raise PeerAuthError(f"the first message is not Syrup: {exc}") from None
+    if (
+        type(record) is not Record
+        or record.label != _INIT_PEER_AUTH
+        or len(record.fields) != 1
+        or type(record.fields[0]) is not bytes
+        or not 16 <= len(record.fields[0]) <= 256
+    ):
+        raise PeerAuthError(f"expected <init:peer-auth bytes> first, got {record!r:.120}")
+    if syrup.encode(record) != message:
+        raise PeerAuthError("the init:peer-auth is not in canonical Syrup")
+    signature = identity.sign(message)
+    return syrup.encode(Record(_SIG_ENVELOPE, (record, encode_signature(signature))))
+
+
+def check_answer(expected: PublicKey, challenge: bytes, answer: bytes) -> None:
+    """Check the server's sig-envelope; :class:`PeerAuthError` unless ``expected`` signed ours."""
+    try:
+        envelope = syrup.decode(answer)
+    except syrup.SyrupDecodeError as exc:
+        raise PeerAuthError(f"the peer-auth answer is not Syrup: {exc}") from None
+    if type(envelope) is not Record or envelope.label != _SIG_ENVELOPE or len(envelope.fields) != 2:
+        raise PeerAuthError(f"expected a desc:sig-envelope, got {envelope!r:.120}")
+    signed, sig_value = envelope.fields
+    try:
+        signature = parse_signature(sig_value)
+    except SignatureError as exc:
+        raise PeerAuthError(str(exc)) from None
+    if syrup.encode(signed) != challenge:
+        raise PeerAuthError("the peer-auth answer signs another challenge than ours (a replay?)")
+    if not expected.verify(signature, challenge):
+        raise PeerAuthError(
+            "the server does not hold the key its designator names "
+            "(the peer-auth signature does not verify)"
+        )
+
+
+# == the channel ==========================================================================
+
+
+class WebSocketChannel:
+    """One WebSocket connection as a message channel: one OCapN message per binary message.
+
+    It sits on a byte channel (``raw``: TCP or TLS).  Sends never block;
+    :meth:`receive` returns whole messages, raises :class:`FrameError` on a
+    text message or one over ``max_message`` bytes (after sending the close
+    frame that says why) and :class:`anyio.EndOfStream` once the peer closed.
+    """
+
+    def __init__(self, raw: Channel, *, client: bool, max_message: int = MAX_MESSAGE_BYTES):
+        self._raw = raw
+        self._ws = WSConnection(ConnectionType.CLIENT if client else ConnectionType.SERVER)
+        self._max = max_message
+        self._messages: collections.deque[bytes] = collections.deque()
+        self._partial: list[bytes | bytearray] = []
+        self._partial_size = 0
+        self._request: Request | None = None
+        self._accepted = False
+        self._ended: BaseException | None = None  # what receive raises once drained
+        self._closing = False
+
+    # -- opening ------------------------------------------------------------------------
+
+    async def open_client(self, host: str, target: str) -> None:
+        """Send the upgrade request; wait until the server accepts it."""
+        self._raw.send_nowait(self._ws.send(Request(host=host, target=target)))
+        while not self._accepted:
+            await self._pump()
+
+    async def open_server(self) -> Request:
+        """Wait for the client's upgrade request and accept it (any path, no subprotocol)."""
+        while self._request is None:
+            await self._pump()
+        self._raw.send_nowait(self._ws.send(AcceptConnection()))
+        self._accepted = True
+        return self._request
+
+    # -- the Channel interface ------------------------------------------------------------
+
+    def send_nowait(self, data: bytes) -> None:
+        """Send ``data`` as one binary WebSocket message."""
+        if self._closing or self._ended is not None:
+            raise anyio.ClosedResourceError
+        try:
+            frame = self._ws.send(BytesMessage(data=data))
+        except LocalProtocolError:
+            raise anyio.ClosedResourceError from None
+        self._raw.send_nowait(frame)
+
+    async def receive(self) -> bytes:
+        """The next whole binary message."""
+        messages = self._messages
+        while not messages:
+            await self._pump()
+        return messages.popleft()
+
+    async def aclose(self) -> None:
+        """Send a close frame (if none was sent), then close the byte channel gracefully."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._accepted:
+            self._close_frame(_NORMAL, "")
+        await self._raw.aclose()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _close_frame(self, code: int, reason: str) -> None:
+        with suppress(LocalProtocolError, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._raw.send_nowait(self._ws.send(CloseConnection(code=code, reason=reason)))
+
+    def _fail(self, error: BaseException, code: int) -> NoReturn:
+        self._close_frame(code, str(error)[:120])
+        self._ended = error
+        raise error
+
+    async def _pump(self) -> None:
+        """Read from the byte channel once and act on what it brings."""
+        if self._ended is not None:
+            raise self._ended
+        try:
+            data = await self._raw.receive()
+        except anyio.EndOfStream:
+            self._ended = anyio.EndOfStream()
+            raise
+        try:
+            self._ws.receive_data(data)
+        except RemoteProtocolError as exc:
+            raise self._fail(FrameError(f"bad WebSocket upgrade: {exc}"), _PROTOCOL_ERROR) from None
+        for event in self._ws.events():
+            if isinstance(event, BytesMessage):
+                self._partial.append(event.data)
+                self._partial_size += len(event.data)
+                if self._partial_size > self._max:
+                    self._fail(
+                        FrameError(f"a WebSocket message over {self._max} bytes"), _TOO_BIG
+                    )
+                if event.message_finished:
+                    parts = self._partial
+                    self._messages.append(bytes(parts[0]) if len(parts) == 1 else b"".join(parts))
+                    self._partial = []
+                    self._partial_size = 0
+            elif isinstance(event, TextMessage):
+                self._fail(
+                    FrameError("a text WebSocket message (OCapN messages are binary)"),
+                    _UNSUPPORTED_DATA,
+                )
+            elif isinstance(event, Ping):
+                with suppress(LocalProtocolError):
+                    self._raw.send_nowait(self._ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                if event.code not in (_NORMAL, 1001, 1005):
+                    self._ended = FrameError(
+                        f"the peer closed the WebSocket: {event.code} {event.reason or ''}".strip()
+                    )
+                else:
+                    self._ended = anyio.EndOfStream()
+                self._close_frame(event.code if event.code != 1005 else _NORMAL, "")
+                if not self._messages:
+                    raise self._ended
+                return
+            elif isinstance(event, Request):
+                self._request = event
+            elif isinstance(event, AcceptConnection):
+                self._accepted = True
+            elif isinstance(event, RejectConnection):
+                self._fail(
+                    FrameError(f"the server refused the WebSocket upgrade ({event.status_code})"),
+                    _NORMAL,
+                )
+
+
+# == the netlayer ==========================================================================
+
+
+class WebSocketNetlayer:
+    """Listen for ``websocket`` peers on ``host:port`` and dial them.
+
+    ``identity``: the key pair the designator names (default: a fresh one;
+    give a saved :class:`~ocapn.identity.NodeIdentity` to keep URIs across
+    restarts).  ``ssl_context``: serve ``wss://`` with it.  ``public_url``:
+    the URL to advertise (behind a reverse proxy; any path).
+    ``client_ssl_context``: what to trust when dialing ``wss://`` (default:
+    the system's CA store, hostnames checked).
+    """
+
+    transport = TRANSPORT
+    framing: Literal["message"] = "message"
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        identity: NodeIdentity | None = None,
+        public_url: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        client_ssl_context: ssl.SSLContext | None = None,
+        max_message: int = MAX_MESSAGE_BYTES,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT_SECONDS,
+        fast_path: bool = True,
+    ) -> None:
+        if public_url is not None and urlsplit(public_url).scheme not in ("ws", "wss"):
+            raise LocatorError(f"a {TRANSPORT} url is ws:// or wss://, not {public_url!r}")
+        self.host = host
+        self.port = port
+        self.identity = identity if identity is not None else NodeIdentity.generate()
+        self.designator = designator_of(self.identity.public)
+        self.public_url = public_url
+        self.ssl_context = ssl_context
+        self.client_ssl_context = client_ssl_context
+        self.max_message = max_message
+        self.handshake_timeout = handshake_timeout
+        self.fast_path = fast_path
+        self._location: PeerLocation | None = None
+
+    def __repr__(self) -> str:
+        return f"<WebSocketNetlayer {self.host}:{self.port}>"
+
+    @property
+    def location(self) -> PeerLocation:
+        """Our locator (the port is known once :meth:`serve` has started)."""
+        if self._location is None:
+            raise RuntimeError("the netlayer is not listening yet")
+        return self._location
+
+    # -- serving -------------------------------------------------------------------------
+
+    async def serve(
+        self, handler: ConnectionHandler, *, task_status: TaskStatus[PeerLocation]
+    ) -> None:
+        """Listen, report our location, and serve each connection in a task of its own."""
+        accepted = partial(self._accepted, handler)
+        async with anyio.create_task_group() as tg:
+            if self.ssl_context is None:
+                serve = partial(
+                    serve_channels, self.host, self.port, accepted, fast_path=self.fast_path
+                )
+                port = await tg.start(serve)
+            else:
+                port = await tg.start(self._serve_tls, accepted)
+            self.port = port
+            scheme = "wss" if self.ssl_context else "ws"
+            url = self.public_url or f"{scheme}://{_netloc(self.host, port)}"
+            self._location = PeerLocation(TRANSPORT, self.designator, {"url": url})
+            task_status.started(self._location)
+
+    async def _serve_tls(
+        self, accepted: ConnectionHandler, *, task_status: TaskStatus[int]
+    ) -> None:
+        assert self.ssl_context is not None
+        listener = TLSListener(
+            await anyio.create_tcp_listener(local_host=self.host, local_port=self.port),
+            self.ssl_context,
+            standard_compatible=False,
+        )
+        async with listener:
+
+            async def wrap(stream: anyio.abc.ByteStream) -> None:
+                async with StreamChannel(stream) as channel:
+                    try:
+                        await accepted(channel)
+                    except Exception:
+                        log.exception("error while serving a wss connection")
+
+            task_status.started(listener.listener.extra(anyio.abc.SocketAttribute.local_port))
+            await listener.serve(wrap)
+
+    async def _accepted(self, handler: ConnectionHandler, raw: Channel) -> None:
+        channel = WebSocketChannel(raw, client=False, max_message=self.max_message)
+        try:
+            with anyio.fail_after(self.handshake_timeout):
+                await channel.open_server()
+                challenge = await channel.receive()
+                channel.send_nowait(answer_challenge(self.identity, challenge))
+        except TimeoutError:
+            log.info("websocket: a peer did not finish its handshake in time")
+            await channel.aclose()
+            return
+        except PeerAuthError as exc:
+            log.info("websocket: refusing a peer: %s", exc)
+            channel._close_frame(_POLICY, str(exc)[:120])
+            await channel.aclose()
+            return
+        except (FrameError, *_TRANSPORT_ERRORS) as exc:
+            log.info("websocket: a connection failed before its session: %r", exc)
+            await channel.aclose()
+            return
+        try:
+            await handler(channel)
+        finally:
+            await channel.aclose()
+
+    # -- dialing ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def connect(self, location: PeerLocation) -> AsyncIterator[Channel]:
+        """A channel to the ``websocket`` peer at ``location``, its key checked."""
+        if location.transport != TRANSPORT:
+            raise LocatorError(f"not a {TRANSPORT} locator: {location}")
+        expected = key_of_designator(location.designator)
+        url = _url_of(location)
+        parts = urlsplit(url)
+        secure = parts.scheme == "wss"
+        host = parts.hostname
+        if not host:
+            raise LocatorError(f"no host in {url!r}")
+        try:
+            port = parts.port or (443 if secure else 80)
+        except ValueError:
+            raise LocatorError(f"bad port in {url!r}") from None
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        async with self._raw_connect(host, port, secure) as raw:
+            channel = WebSocketChannel(raw, client=True, max_message=self.max_message)
+            try:
+                try:
+                    with anyio.fail_after(self.handshake_timeout):
+                        await channel.open_client(parts.netloc, target)
+                        challenge = challenge_message(os.urandom(_CHALLENGE_BYTES))
+                        channel.send_nowait(challenge)
+                        check_answer(expected, challenge, await channel.receive())
+                except TimeoutError:
+                    raise NetlayerTimeout(
+                        f"{url} did not finish the WebSocket handshake in "
+                        f"{self.handshake_timeout:g} s"
+                    ) from None
+                except anyio.EndOfStream:
+                    raise PeerAuthError(f"{url} closed the connection during peer-auth") from None
+                yield channel
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await channel.aclose()
+
+    @asynccontextmanager
+    async def _raw_connect(self, host: str, port: int, secure: bool) -> AsyncIterator[Channel]:
+        if not secure:
+            async with connect_channel(host, port, fast_path=self.fast_path) as raw:
+                yield raw
+            return
+        context = self.client_ssl_context or ssl.create_default_context()
+        stream = await anyio.connect_tcp(
+            host, port, tls=True, ssl_context=context, tls_hostname=host,
+            tls_standard_compatible=False,
+        )
+        async with StreamChannel(stream) as channel:
+            yield channel
+
+
+_TRANSPORT_ERRORS: Final = (
+    anyio.EndOfStream,
+    anyio.ClosedResourceError,
+    anyio.BrokenResourceError,
+    OSError,
+)
+
+
+def _netloc(host: str, port: int) -> str:
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            return f"[{host}]:{port}"
+    except ValueError:
+        pass
+    return f"{host}:{port}"
+
+
+def self_signed_client_context(cafile: str | None = None) -> ssl.SSLContext:
+    """A client context for ``wss://`` servers with self-signed certificates (as Goblins makes).
+
+    With ``cafile`` (the server's certificate), that certificate is trusted and
+    nothing else (hostnames are not checked: such certificates name no host).
+    Without it, **no certificate is checked at all**: the connection is still
+    encrypted, and the peer-auth exchange still proves the server holds the
+    designator's key, but a man in the middle can read the traffic.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    if cafile is not None:
+        context.load_verify_locations(cafile)
+        context.verify_mode = ssl.CERT_REQUIRED
+    else:
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def websocket_netlayer(
+    host: str = "127.0.0.1", port: int = 0, *, identity: NodeIdentity | None = None,
+    public_url: str | None = None, ssl_context: ssl.SSLContext | None = None,
+    client_ssl_context: ssl.SSLContext | None = None, **options: Any,
+) -> WebSocketNetlayer:
+    """A ``websocket`` netlayer listening on ``host:port`` (0: any free port)."""
+    return WebSocketNetlayer(
+        host, port, identity=identity, public_url=public_url, ssl_context=ssl_context,
+        client_ssl_context=client_ssl_context, **options,
+    )
