@@ -27,6 +27,7 @@ from ocapn.errors import KeyFileError
 
 __all__ = [
     "NodeIdentity",
+    "SessionBinding",
     "ed25519_public_to_x25519",
     "ed25519_seed_to_x25519",
 ]
@@ -160,3 +161,42 @@ def ed25519_public_to_x25519(public: bytes) -> bytes:
         raise ValueError("not a valid Ed25519 public key")
     u = (1 + y) * pow(1 - y, _FIELD_PRIME - 2, _FIELD_PRIME) % _FIELD_PRIME
     return u.to_bytes(32, "little")
+
+
+# == binding a session to its netlayer's authentication ====================================
+
+_LOCATION_V1: Final = b"ocapn-location-v1\x00"
+
+
+class SessionBinding:
+    """What a netlayer that authenticates its peer (np) tells the OCapN session above it.
+
+    The session then uses ``key_pair`` (our identity key, which the netlayer
+    proved) as its session key, requires the peer's ``op:start-session`` to
+    carry ``peer_key`` and claim ``peer`` (transport, designator), and signs
+    and checks locations bound to ``value`` (the Noise handshake hash).
+    ``initiator_rank`` settles crossed hellos: the connection whose rank is
+    higher stands.
+    """
+
+    __slots__ = ("initiator_rank", "key_pair", "peer", "peer_key", "value")
+
+    def __init__(
+        self, key_pair: KeyPair, peer_key: PublicKey, peer: tuple[str, str], value: bytes,
+        initiator_rank: bytes,
+    ) -> None:
+        self.key_pair = key_pair
+        self.peer_key = peer_key
+        self.peer = peer
+        self.value = value
+        self.initiator_rank = initiator_rank
+
+    def location_bytes(self, unbound: bytes) -> bytes:
+        """What a location signature covers on this channel, given the unbound bytes.
+
+        ``"ocapn-location-v1\\0" || u32be(len(value)) || value || unbound``
+        (Endo's np design); the unbound bytes alone when ``value`` is empty.
+        """
+        if not self.value:
+            return unbound
+        return _LOCATION_V1 + len(self.value).to_bytes(4, "big") + self.value + unbound

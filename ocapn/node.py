@@ -423,8 +423,8 @@ class Node:
         if outbound is not None and not outbound.established and outbound.alive:
             # Crossed hellos: both of us dialed.  Keep the connection whose
             # initiator has the higher public ID (spec section 4.1).
-            mine = outbound.my_public_id
-            theirs = session.peer_public_id
+            mine = outbound.initiator_rank
+            theirs = session.initiator_rank
             if mine > theirs:
                 session.abort("crossed hellos mitigated")
                 return

@@ -4,8 +4,8 @@ An :class:`OCapNSession` owns a fresh Ed25519 key pair, the channel, the
 wire codec and an engine :class:`captp.Session`.  :meth:`OCapNSession.run`
 reads the channel until the session ends:
 
-1. it sends our ``op:start-session`` at once (on a stream we *accepted*, right
-   after the peer's first bytes, written in the framing the peer used);
+1. it sends our ``op:start-session`` at once (on a connection we *accepted*,
+   right after the peer's first bytes, on a stream in the framing it used);
 2. the first message must be the peer's ``op:start-session`` (or an
    ``op:abort``): version ``"1.0"``, a location signature that verifies, and
    on a connection we dialed, the peer we dialed.  The node then decides
@@ -35,8 +35,9 @@ from captp.errors import ConnectionLost, ProtocolError
 from captp.messages import Abort, Deliver, Message
 from captp.session import OCAPN_POLICY, Session
 from ocapn.crypto import KeyPair, PublicKey, my_location_bytes, session_id
-from ocapn.errors import HandshakeError
+from ocapn.errors import FrameError, HandshakeError
 from ocapn.handoffs import SignedEnvelope
+from ocapn.identity import SessionBinding
 from ocapn.locators import PeerLocation
 from ocapn.wire import OCapNWire, StartSession, WireProfile
 
@@ -93,7 +94,10 @@ class OCapNSession:
         self.node = node
         self.outbound = outbound
         self.profile = profile
-        self.key_pair = KeyPair()
+        # A netlayer that authenticates its peer (np) binds the session to that:
+        # our identity key as session key, and location signatures bound to it.
+        self.binding: SessionBinding | None = getattr(channel, "session_binding", None)
+        self.key_pair = self.binding.key_pair if self.binding is not None else KeyPair()
         self.my_location = netlayer.location
         self.expected = expected
         self.peer_location: PeerLocation | None = None
@@ -137,6 +141,13 @@ class OCapNSession:
         return self.peer_key.public_id
 
     @property
+    def initiator_rank(self) -> bytes:
+        """Crossed hellos: of two connections between the same peers, the higher rank stands."""
+        if self.binding is not None:
+            return self.binding.initiator_rank
+        return self.my_public_id if self.outbound else self.peer_public_id
+
+    @property
     def alive(self) -> bool:
         """True until the session ends."""
         return self.engine.dead is None
@@ -159,6 +170,12 @@ class OCapNSession:
         data = self._encode(message)
         try:
             self._send_bytes(data)
+        except FrameError as exc:
+            # The netlayer cannot carry this message (np without chunking): say
+            # so to the peer and end the session, rather than drop it silently.
+            if not self._transport_failed:
+                self._transport_failed = True
+                self.node.vat.call_soon(self.engine.abort, f"netlayer refused a message: {exc}")
         except TRANSPORT_ERRORS as exc:
             if not self._transport_failed:
                 self._transport_failed = True
@@ -166,14 +183,21 @@ class OCapNSession:
 
     def _send_hello(self) -> None:
         location = self.my_location.to_record()
-        signature = self.key_pair.sign(my_location_bytes(location))
+        signed = my_location_bytes(location)
+        if self.binding is not None:
+            signed = self.binding.location_bytes(signed)
+        signature = self.key_pair.sign(signed)
         self._send(StartSession(CAPTP_VERSION, self.key_pair.public, self.my_location, signature))
 
     # -- running ---------------------------------------------------------------------
 
     async def run(self) -> None:
         """Handshake, then read and act on messages until the session ends."""
-        mirror = self._stream and not self.outbound
+        # The side that accepted answers: it sends its hello once the dialer's
+        # first bytes arrive (on a stream, in the framing they use).  So on
+        # crossed hellos each side sees the other's hello on the connection it
+        # accepted first, and both settle them the same way.
+        mirror = not self.outbound
         if not mirror:
             self._send_hello()
         try:
@@ -210,7 +234,8 @@ class OCapNSession:
                     mirror = False
                     # Answer in the framing the peer chose: every known peer
                     # that dials speaks first, so we can tell before we write.
-                    self.wire.out_framing = self.wire.detect(data)
+                    if self._stream:
+                        self.wire.out_framing = self.wire.detect(data)
                     self._send_hello()
                 message: Any = None
                 for message in feed(data):
@@ -257,9 +282,14 @@ class OCapNSession:
                 f"{CAPTP_VERSION!r})"
             )
         location = message.location
-        if not message.public_key.verify(
-            message.signature, my_location_bytes(location.to_record())
-        ):
+        signed = my_location_bytes(location.to_record())
+        if self.binding is not None:
+            if message.public_key != self.binding.peer_key:
+                raise HandshakeError("the session key is not the key the netlayer authenticated")
+            if location.key != self.binding.peer:
+                raise HandshakeError(f"{location} is not the peer the netlayer authenticated")
+            signed = self.binding.location_bytes(signed)
+        if not message.public_key.verify(message.signature, signed):
             raise HandshakeError("the location signature does not verify")
         if self.expected is not None and location != self.expected:
             raise HandshakeError(f"dialed {self.expected} but the peer says it is {location}")

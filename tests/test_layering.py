@@ -35,8 +35,9 @@ def test_no_layer_imports_a_layer_above_it(layer: str) -> None:
 
 
 # Third-party packages the library may import: its declared dependencies, and
-# trio, which is imported only when code is already running under trio.
-RUNTIME_DEPENDENCIES = {"anyio", "cryptography", "trio"}
+# trio, which is imported only when code is already running under trio
+# (wsproto: the websocket netlayer; noise, from noiseprotocol: the np netlayer).
+RUNTIME_DEPENDENCIES = {"anyio", "cryptography", "trio", "wsproto", "noise"}
 
 
 @pytest.mark.parametrize("layer", LAYERS)
