@@ -376,6 +376,13 @@ class WebSocketNetlayer:
     def __repr__(self) -> str:
         return f"<WebSocketNetlayer {self.host}:{self.port}>"
 
+    def use_identity(self, identity: NodeIdentity) -> None:
+        """Make ``identity`` the key our designator names (the node's; before serving)."""
+        if self._location is not None:
+            raise RuntimeError("the netlayer is already serving under another identity")
+        self.identity = identity
+        self.designator = designator_of(identity.public)
+
     @property
     def location(self) -> PeerLocation:
         """Our locator (the port is known once :meth:`serve` has started)."""

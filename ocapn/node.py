@@ -50,6 +50,7 @@ from ocapn.errors import (
     UnsupportedTransport,
 )
 from ocapn.handoffs import GiftTable, HandoffGive, HandoffReceive, SignedEnvelope
+from ocapn.identity import NodeIdentity
 from ocapn.locators import PeerLocation, Sturdyref, parse_uri
 from ocapn.netlayer import Netlayer
 from ocapn.session import OCapNSession
@@ -114,9 +115,17 @@ class Node:
         profile: WireProfile = SPEC_PROFILE,
         state: str | os.PathLike[str] | StateStore | None = None,
         restorers: Restorers | None = None,
+        identity: NodeIdentity | None = None,
     ) -> None:
         if not netlayers:
             raise ValueError("a node needs at least one netlayer")
+        # The identity (websocket and np designators) for every netlayer that has one.
+        self.identity = identity
+        if identity is not None:
+            for netlayer in netlayers:
+                use_identity = getattr(netlayer, "use_identity", None)
+                if use_identity is not None:
+                    use_identity(identity)
         self._netlayers: dict[str, Netlayer] = {}
         for netlayer in netlayers:
             if netlayer.transport in self._netlayers:
@@ -228,7 +237,12 @@ class Node:
     # == objects at swiss numbers =========================================================
 
     def publish(
-        self, obj: Any, swiss_num: bytes | None = None, *, name: str | None = None
+        self,
+        obj: Any,
+        swiss_num: bytes | None = None,
+        *,
+        name: str | None = None,
+        transport: str | None = None,
     ) -> Sturdyref:
         """Make ``obj`` fetchable; its sturdyref (``str()`` of it is the ``ocapn://`` URI).
 
@@ -237,17 +251,36 @@ class Node:
         object is stored and its sturdyref survives restarts; ``name`` keeps
         the swiss number under that name, so publishing under the same name
         in a later run gives the same sturdyref.  Other objects are ephemeral.
+        ``transport``: the netlayer the sturdyref names (default: the first);
+        :meth:`sturdyref` gives the same object's sturdyref on another.
         """
         if swiss_num is not None and (type(swiss_num) is not bytes or not swiss_num):
             raise TypeError("a swiss number is non-empty bytes")
+        if transport is not None:
+            self._netlayer_for(transport)  # an unknown transport publishes nothing
         if self.state is not None:  # persistence seam
             swiss_num = self.state.publish(obj, swiss_num, name) or swiss_num
         elif name is not None:
             raise ValueError("a named sturdyref needs a state directory: Node(..., state=DIR)")
         if swiss_num is None:
             swiss_num = secrets.token_bytes(SWISS_NUM_BYTES)
+        sturdyref = self.sturdyref(swiss_num, transport=transport)
         self._objects[swiss_num] = obj
-        return Sturdyref(self.location, swiss_num)
+        return sturdyref
+
+    def sturdyref(self, swiss_num: bytes, *, transport: str | None = None) -> Sturdyref:
+        """The sturdyref of ``swiss_num`` on the netlayer for ``transport`` (default: the first)."""
+        if transport is None:
+            return Sturdyref(self.location, swiss_num)
+        return Sturdyref(self._netlayer_for(transport).location, swiss_num)
+
+    def _netlayer_for(self, transport: str) -> Netlayer:
+        netlayer = self._netlayers.get(transport)
+        if netlayer is None:
+            raise UnsupportedTransport(
+                f"this node has no {transport!r} netlayer (it has {sorted(self._netlayers)})"
+            )
+        return netlayer
 
     def unpublish(self, swiss_num: bytes) -> None:
         """Stop answering ``fetch`` for ``swiss_num`` in this run (live references stay live).
@@ -499,7 +532,12 @@ class Node:
         resolver: Resolver,
     ) -> None:
         try:
-            exporter = await self.connect(give.exporter_location)
+            try:
+                exporter = await self.connect(give.exporter_location)
+            except UnsupportedTransport as exc:
+                raise HandoffError(
+                    f"cannot reach the exporter at {give.exporter_location}: {exc}"
+                ) from exc
             receive = HandoffReceive(
                 receiving_session=exporter.session_id,
                 receiving_side=exporter.my_public_id,
