@@ -3,6 +3,7 @@
 Run::
 
     python -m interop.testsuite_peer --host 127.0.0.1 --port 22045 --profile suite-main
+    python -m interop.testsuite_peer --netlayer websocket --port 0 --key-file peer.key
 
 It prints its locator URI as the first line on stdout, then serves until
 killed.  The objects the suite fetches sit at the swiss numbers of
@@ -36,7 +37,8 @@ from typing import Any, Final
 import anyio
 
 from captp import E, Symbol, far, make_promise
-from netlayers.tcp_testing import tcp_testing_only
+from netlayers.choose import NETLAYERS, make_netlayer
+from ocapn.identity import NodeIdentity
 from ocapn.locators import Sturdyref
 from ocapn.node import Node
 from ocapn.wire import PROFILES
@@ -107,9 +109,13 @@ def make_objects(node: Node) -> dict[bytes, Any]:
     }
 
 
-async def serve(host: str, port: int, profile: str) -> None:
+async def serve(
+    host: str, port: int, profile: str, netlayer: str = "tcp-testing-only",
+    identity: NodeIdentity | None = None,
+) -> None:
     """Serve the suite's objects until cancelled; print our locator URI first."""
-    async with Node(tcp_testing_only(host, port), profile=PROFILES[profile]) as node:
+    layer = make_netlayer(netlayer, host, port, identity=identity)
+    async with Node(layer, profile=PROFILES[profile]) as node:
         for swiss_num, obj in make_objects(node).items():
             node.publish(obj, swiss_num)
         print(node.location.to_uri(), flush=True)
@@ -119,7 +125,11 @@ async def serve(host: str, port: int, profile: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1", help="IPv4 address to listen on")
+    parser.add_argument(
+        "--netlayer", default="tcp-testing-only", choices=NETLAYERS, help="transport to serve on"
+    )
+    parser.add_argument("--key-file", help="identity key file (websocket, np; made if missing)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=22045, help="TCP port (0: any free port)")
     parser.add_argument(
         "--profile", default="spec", choices=sorted(PROFILES), help="wire profile to write"
@@ -133,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(serve, args.host, args.port, args.profile, backend=args.backend)
+        identity = NodeIdentity.load_or_create(args.key_file) if args.key_file else None
+        anyio.run(
+            serve, args.host, args.port, args.profile, args.netlayer, identity,
+            backend=args.backend,
+        )
     return 0
 
 

@@ -338,7 +338,8 @@ class WebSocketNetlayer:
     ``identity``: the key pair the designator names (default: a fresh one;
     give a saved :class:`~ocapn.identity.NodeIdentity` to keep URIs across
     restarts).  ``ssl_context``: serve ``wss://`` with it.  ``public_url``:
-    the URL to advertise (behind a reverse proxy; any path).
+    the URL to advertise (behind a reverse proxy; any path); ``advertise``:
+    only the host to put in our URL.
     ``client_ssl_context``: what to trust when dialing ``wss://`` (default:
     the system's CA store, hostnames checked).
     """
@@ -353,6 +354,7 @@ class WebSocketNetlayer:
         *,
         identity: NodeIdentity | None = None,
         public_url: str | None = None,
+        advertise: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         client_ssl_context: ssl.SSLContext | None = None,
         max_message: int = MAX_MESSAGE_BYTES,
@@ -366,6 +368,7 @@ class WebSocketNetlayer:
         self.identity = identity if identity is not None else NodeIdentity.generate()
         self.designator = designator_of(self.identity.public)
         self.public_url = public_url
+        self.advertise = advertise or host
         self.ssl_context = ssl_context
         self.client_ssl_context = client_ssl_context
         self.max_message = max_message
@@ -407,7 +410,7 @@ class WebSocketNetlayer:
                 port = await tg.start(self._serve_tls, accepted)
             self.port = port
             scheme = "wss" if self.ssl_context else "ws"
-            url = self.public_url or f"{scheme}://{_netloc(self.host, port)}"
+            url = self.public_url or f"{scheme}://{_netloc(self.advertise, port)}"
             self._location = PeerLocation(TRANSPORT, self.designator, {"url": url})
             task_status.started(self._location)
 

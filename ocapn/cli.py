@@ -9,14 +9,21 @@
     ocapn refs --state DIR                   # what a state directory keeps
     ocapn revoke --state DIR URI             # end a kept sturdyref for good
 
+    ocapn serve --netlayer websocket --key-file node.key app:Greeter
+    ocapn serve --netlayer np --netlayer websocket --advertise example.org app:Greeter
+
 ``call`` sends ``METHOD(ARG, ...)``; without a method, or with ``-`` as the
 method, it calls the object itself (a far function).  Arguments use the
 notation of :mod:`ocapn.notation`: ``42``, ``2.5``, ``"text"`` or a bare
 word, ``'symbol``, ``b"bytes"``, ``[lists]``, ``{"structs": 1}``, ``true``,
 ``false``, ``null``, ``undefined``.  The result is printed in the same notation.
 
-Every command speaks ``tcp-testing-only`` (plain TCP, for tests and local
-use only) and takes ``--profile`` (``spec``, ``suite-main``, ``endo``).
+``serve`` listens on ``--netlayer`` (``websocket``, ``np`` or
+``tcp-testing-only``, the default; repeat it to serve on several) and prints
+one URI per netlayer, the first netlayer's first.  ``--key-file`` keeps the
+node's identity (its websocket and np designators) in a file, made if
+missing.  ``call`` dials whatever transport its URI names.  Every command
+takes ``--profile`` (``spec``, ``suite-main``, ``endo``).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import argparse
 import base64
 import binascii
 import importlib
+import ssl
 import sys
 from typing import Any
 
@@ -32,7 +40,12 @@ import anyio
 
 from captp import E, far, is_remotable
 from captp.errors import CapTPError
+from netlayers.choose import NETLAYERS, make_netlayer
 from netlayers.tcp_testing import tcp_testing_only
+from netlayers.websocket import self_signed_client_context
+from ocapn.identity import NodeIdentity
+from ocapn.locators import Sturdyref, parse_uri
+from ocapn.netlayer import Netlayer
 from ocapn.node import Node
 from ocapn.notation import NotationError, format_value, parse_value
 from ocapn.persist import Persistent
@@ -120,15 +133,41 @@ def _load(spec: str) -> Any:
     return obj
 
 
+def _serve_netlayers(args: argparse.Namespace) -> list[Netlayer]:
+    """The netlayers ``serve`` (or a test peer) asks for on its command line."""
+    kinds = args.netlayer or ["tcp-testing-only"]
+    if len(kinds) > 1 and args.port:
+        raise SystemExit("--port takes one --netlayer (with several, each picks a free port)")
+    server_context = None
+    if args.tls_cert:
+        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_context.load_cert_chain(args.tls_cert, args.tls_key)
+    return [
+        make_netlayer(
+            kind, args.host, args.port, advertise=args.advertise,
+            ssl_context=server_context if kind == "websocket" else None,
+        )
+        for kind in kinds
+    ]
+
+
+def _identity(key_file: str | None) -> NodeIdentity | None:
+    return NodeIdentity.load_or_create(key_file) if key_file else None
+
+
 async def _serve(
-    obj: Any, host: str, port: int, profile: str, swiss_num: bytes | None,
-    state: str | None = None, name: str | None = None,
+    obj: Any, netlayers: list[Netlayer], profile: str, swiss_num: bytes | None,
+    identity: NodeIdentity | None, state: str | None = None, name: str | None = None,
 ) -> None:
     restorers = [type(obj)] if state is not None and isinstance(obj, Persistent) else None
     async with Node(
-        tcp_testing_only(host, port), profile=PROFILES[profile], state=state, restorers=restorers
+        *netlayers, profile=PROFILES[profile], identity=identity, state=state,
+        restorers=restorers,
     ) as node:
-        print(persist_commands.publish_served(node, obj, swiss_num, name), flush=True)
+        first = persist_commands.publish_served(node, obj, swiss_num, name)
+        print(first, flush=True)
+        for netlayer in netlayers[1:]:
+            print(node.sturdyref(first.swiss_num, transport=netlayer.transport), flush=True)
         await anyio.sleep_forever()
 
 
@@ -136,9 +175,17 @@ async def _serve(
 
 
 async def _call(
-    uri: str, method: str | None, args: list[Any], profile: str, timeout: float
+    uri: str, method: str | None, args: list[Any], profile: str, timeout: float,
+    client_context: ssl.SSLContext | None = None, identity: NodeIdentity | None = None,
 ) -> Any:
-    async with Node(tcp_testing_only(), profile=PROFILES[profile]) as node:
+    transport = ""
+    if uri.startswith("ocapn://"):
+        parsed = parse_uri(uri)
+        transport = (parsed.peer if isinstance(parsed, Sturdyref) else parsed).transport
+    if transport not in NETLAYERS:
+        transport = "tcp-testing-only"  # the node says what it cannot dial
+    netlayer = make_netlayer(transport, client_ssl_context=client_context)
+    async with Node(netlayer, profile=PROFILES[profile], identity=identity) as node:
         try:
             with anyio.fail_after(timeout):
                 target = await node.enliven(uri)
@@ -164,19 +211,37 @@ def main(argv: list[str] | None = None) -> int:
 
     demo = commands.add_parser("demo", help="two nodes in one process make a few calls")
     call = commands.add_parser("call", help="enliven a sturdyref URI and call it")
-    call.add_argument("uri", help="ocapn://<designator>.tcp-testing-only/s/<swiss>?host=&port=")
+    call.add_argument("uri", help="ocapn://<designator>.<transport>/s/<swiss>?<hints>")
     call.add_argument("method", nargs="?", help="method name ('-' or none: call the object)")
     call.add_argument("args", nargs="*", help="arguments in the ocapn notation")
     call.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+    call.add_argument("--cafile", help="wss://: trust this (self-signed) server certificate")
+    call.add_argument(
+        "--insecure-tls", action="store_true",
+        help="wss://: check no certificate (the designator is still checked)",
+    )
     serve = commands.add_parser("serve", help="publish MODULE:OBJECT and print its URI")
     serve.add_argument("object", metavar="MODULE:OBJECT", help="a far object (or far class)")
-    serve.add_argument("--host", default="127.0.0.1", help="IPv4 address to listen on")
+    serve.add_argument(
+        "--netlayer", action="append", choices=NETLAYERS,
+        help="transport to serve on (default tcp-testing-only; repeat for several)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=0, help="TCP port (default: any free)")
+    serve.add_argument(
+        "--advertise", help="host (or, for websocket, URL) to put in the URI instead of --host"
+    )
+    serve.add_argument("--tls-cert", help="websocket: serve wss:// with this certificate (PEM)")
+    serve.add_argument("--tls-key", help="websocket: the certificate's private key (PEM)")
     serve.add_argument("--swiss", help="swiss number, base64url (default: random)")
     serve.add_argument("--state", metavar="DIR", help="keep identity and sturdyrefs in DIR")
     serve.add_argument("--name", help="with --state: the name its sturdyref is kept under "
                        "(default: MODULE:OBJECT)")
     persist_commands.add_commands(commands)
+    for command in (call, serve):
+        command.add_argument(
+            "--key-file", help="the node's identity key (made, mode 0600, if missing)"
+        )
     for command in (demo, call, serve):
         command.add_argument("--profile", default="spec", choices=sorted(PROFILES))
         command.add_argument(
@@ -197,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
                 except (binascii.Error, ValueError):
                     raise SystemExit("ocapn serve: --swiss is base64url") from None
             name = (args.name or args.object) if args.state else None
+            identity = _identity(args.key_file)
             anyio.run(
-                _serve, obj, args.host, args.port, args.profile, swiss, args.state, name,
+                _serve, obj, _serve_netlayers(args), args.profile, swiss, identity, args.state,
+                name,
                 backend=args.backend,
             )
             return 0
@@ -210,8 +277,12 @@ def main(argv: list[str] | None = None) -> int:
         except NotationError as exc:
             print(f"ocapn call: {exc}", file=sys.stderr)
             return 2
+        context = None
+        if args.cafile or args.insecure_tls:
+            context = self_signed_client_context(args.cafile)
         result = anyio.run(
-            _call, args.uri, method, values, args.profile, args.timeout, backend=args.backend
+            _call, args.uri, method, values, args.profile, args.timeout, context,
+            _identity(args.key_file), backend=args.backend,
         )
         print(format_value(result))
         return 0

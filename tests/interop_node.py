@@ -1,7 +1,8 @@
 """A node in its own process for the three-node interop tests: serves a Recorder.
 
-``python tests/interop_node.py`` prints the Recorder's sturdyref URI, then
-serves until killed.  The Recorder remembers every call and can say which
+``python tests/interop_node.py [NETLAYER]`` prints the Recorder's sturdyref
+URI, then serves until killed (on ``tcp-testing-only`` unless another
+netlayer is named).  The Recorder remembers every call and can say which
 peers its node has sessions with, so a test can see that a handoff made a
 direct session rather than a proxy.
 """
@@ -17,7 +18,7 @@ import anyio
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from captp import far
-from netlayers import tcp_testing_only
+from netlayers.choose import make_netlayer
 from ocapn import Node
 
 
@@ -39,7 +40,8 @@ class Recorder:
 
 
 async def main() -> None:
-    async with Node(tcp_testing_only()) as node:
+    netlayer = make_netlayer(sys.argv[1] if len(sys.argv) > 1 else "tcp-testing-only")
+    async with Node(netlayer) as node:
         print(node.publish(Recorder(node), b"recorder"), flush=True)
         await anyio.sleep_forever()
 
