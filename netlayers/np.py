@@ -26,9 +26,10 @@ messages travel in pieces; otherwise sending one fails the session with a
 
 from __future__ import annotations
 
+import collections
 import logging
 import warnings
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Final, Literal
@@ -297,7 +298,8 @@ class NpChannel:
     """A Noise transport over a byte channel: one OCapN message per (chunked) Noise message.
 
     ``session_binding`` tells the OCapN session above which keys the Noise
-    handshake proved and what its location signatures bind to.
+    handshake proved and what its location signatures bind to.  When the
+    byte channel offers ``push`` so does this one (``None`` if not).
     """
 
     def __init__(
@@ -306,13 +308,19 @@ class NpChannel:
     ) -> None:
         self._raw = raw
         self._frames = frames
-        self._noise = noise
         self._encrypt = noise.encrypt
         self._decrypt = noise.decrypt
         self.chunked = chunked
         self.session_binding = binding
         self._max = max_message
-        self._failed: BaseException | None = None
+        self._messages: collections.deque[bytes] = collections.deque()
+        self._pieces: list[bytes] = []
+        self._size = 0
+        self._failed: BaseException | None = None  # raised once the messages before it are read
+        self._on_data: Callable[[bytes], None] | None = None
+        self._on_end: Callable[[BaseException], None] | None = None
+        self.push: Callable[[Callable[[bytes], None], Callable[[BaseException], None]], None] | None
+        self.push = self._push if getattr(raw, "push", None) is not None else None
 
     def send_nowait(self, data: bytes) -> None:
         """Encrypt and send one OCapN message (in pieces when chunking was agreed)."""
@@ -339,55 +347,99 @@ class NpChannel:
 
     async def receive(self) -> bytes:
         """The next OCapN message; :class:`NoiseError` if a ciphertext does not decrypt."""
-        if self._failed is not None:
-            raise self._failed
-        pieces: list[bytes] = []
-        size = 0
-        while True:
-            plain = await self._next_plaintext()
-            if not self.chunked:
-                return plain
-            if not plain or plain[0] not in (_MORE, _LAST):
-                raise self._fail(FrameError("a chunked np message without its flag byte"))
-            size += len(plain) - 1
-            if size > self._max:
-                raise self._fail(FrameError(f"an OCapN message over {self._max} bytes"))
-            if plain[0] == _LAST:
-                if not pieces:
-                    return plain[1:]
-                pieces.append(plain[1:])
-                return b"".join(pieces)
-            pieces.append(plain[1:])
-
-    def _fail(self, error: BaseException) -> BaseException:
-        self._failed = error
-        return error
-
-    async def _next_plaintext(self) -> bytes:
-        frames = self._frames
-        while True:
-            try:
-                frame = frames.next()
-            except FrameError as exc:
-                raise self._fail(exc) from None
-            if frame is not None:
-                try:
-                    return bytes(self._decrypt(frame))
-                except Exception:
-                    raise self._fail(
-                        NoiseError("a Noise message failed to decrypt (tampered or replayed)")
-                    ) from None
+        messages = self._messages
+        while not messages:
+            if self._failed is not None:
+                raise self._failed
             try:
                 data = await self._raw.receive()
-            except anyio.EndOfStream:
-                if frames.buffer:
-                    raise self._fail(NoiseError("the connection ended inside a frame")) from None
-                raise
-            frames.buffer += data
+            except anyio.EndOfStream as exc:
+                self._end(exc)
+                continue
+            self._feed(data)
+        return messages.popleft()
 
     async def aclose(self) -> None:
         """Close the byte channel gracefully."""
         await self._raw.aclose()
+
+    def _push(
+        self, on_data: Callable[[bytes], None], on_end: Callable[[BaseException], None]
+    ) -> None:
+        """From now on hand each message to ``on_data`` (from the transport's callback)."""
+        self._on_data = on_data
+        self._on_end = on_end
+        self._deliver()
+        if self._failed is None:
+            raw_push: Any = getattr(self._raw, "push")  # noqa: B009
+            raw_push(self._pushed, self._pushed_end)
+
+    def _pushed(self, data: bytes) -> None:
+        self._feed(data)
+        self._deliver()
+
+    def _pushed_end(self, exc: BaseException) -> None:
+        if isinstance(exc, anyio.EndOfStream):
+            self._end(exc)
+        elif self._failed is None:
+            self._failed = exc
+        self._deliver()
+
+    def _deliver(self) -> None:
+        on_data = self._on_data
+        messages = self._messages
+        while messages and on_data is not None:
+            on_data(messages.popleft())
+        if self._failed is not None and self._on_end is not None:
+            on_end, self._on_end = self._on_end, None
+            on_end(self._failed)
+
+    def _end(self, exc: anyio.EndOfStream) -> None:
+        if self._failed is None:
+            if self._frames.buffer or self._pieces:
+                self._failed = NoiseError("the connection ended inside a message")
+            else:
+                self._failed = exc
+
+    def _feed(self, data: bytes) -> None:
+        """Decrypt the whole frames ``data`` completes; queue the whole messages."""
+        if self._failed is not None:
+            return
+        frames = self._frames
+        frames.buffer += data
+        decrypt = self._decrypt
+        while True:
+            try:
+                frame = frames.next()
+            except FrameError as exc:
+                self._failed = exc
+                return
+            if frame is None:
+                return
+            try:
+                plain = bytes(decrypt(frame))
+            except Exception:
+                self._failed = NoiseError("a Noise message failed to decrypt (tampered, replayed)")
+                return
+            if not self.chunked:
+                self._messages.append(plain)
+                continue
+            if not plain or plain[0] not in (_MORE, _LAST):
+                self._failed = FrameError("a chunked np message without its flag byte")
+                return
+            self._size += len(plain) - 1
+            if self._size > self._max:
+                self._failed = FrameError(f"an OCapN message over {self._max} bytes")
+                return
+            if plain[0] == _LAST and not self._pieces:
+                self._messages.append(plain[1:])
+                self._size = 0
+                continue
+            self._pieces.append(plain[1:])
+            if plain[0] == _LAST:
+                self._messages.append(b"".join(self._pieces))
+                self._pieces = []
+                self._size = 0
 
 
 async def _read_frame(raw: Channel, frames: _Frames) -> bytes:

@@ -33,10 +33,10 @@ import ipaddress
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
-from typing import Any, Final, Literal, NoReturn
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 import anyio
@@ -204,6 +204,7 @@ class WebSocketChannel:
     :meth:`receive` returns whole messages, raises :class:`FrameError` on a
     text message or one over ``max_message`` bytes (after sending the close
     frame that says why) and :class:`anyio.EndOfStream` once the peer closed.
+    When the byte channel offers ``push`` so does this one (``None`` if not).
     """
 
     def __init__(self, raw: Channel, *, client: bool, max_message: int = MAX_MESSAGE_BYTES):
@@ -215,8 +216,12 @@ class WebSocketChannel:
         self._partial_size = 0
         self._request: Request | None = None
         self._accepted = False
-        self._ended: BaseException | None = None  # what receive raises once drained
+        self._ended: BaseException | None = None  # raised once the messages before it are read
         self._closing = False
+        self._on_data: Callable[[bytes], None] | None = None
+        self._on_end: Callable[[BaseException], None] | None = None
+        self.push: Callable[[Callable[[bytes], None], Callable[[BaseException], None]], None] | None
+        self.push = self._push if getattr(raw, "push", None) is not None else None
 
     # -- opening ------------------------------------------------------------------------
 
@@ -262,16 +267,46 @@ class WebSocketChannel:
             self._close_frame(_NORMAL, "")
         await self._raw.aclose()
 
+    def _push(
+        self, on_data: Callable[[bytes], None], on_end: Callable[[BaseException], None]
+    ) -> None:
+        """From now on hand each message to ``on_data`` (from the transport's callback)."""
+        self._on_data = on_data
+        self._on_end = on_end
+        self._deliver()
+        if self._ended is None:
+            raw_push: Any = getattr(self._raw, "push")  # noqa: B009
+            raw_push(self._pushed, self._pushed_end)
+
+    def _pushed(self, data: bytes) -> None:
+        if self._ended is None:
+            self._feed(data)
+        self._deliver()
+
+    def _pushed_end(self, exc: BaseException) -> None:
+        if self._ended is None:
+            self._ended = exc
+        self._deliver()
+
+    def _deliver(self) -> None:
+        on_data = self._on_data
+        messages = self._messages
+        while messages and on_data is not None:
+            on_data(messages.popleft())
+        if self._ended is not None and self._on_end is not None:
+            on_end, self._on_end = self._on_end, None
+            on_end(self._ended)
+
     # -- reading ---------------------------------------------------------------------------
 
     def _close_frame(self, code: int, reason: str) -> None:
         with suppress(LocalProtocolError, anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._raw.send_nowait(self._ws.send(CloseConnection(code=code, reason=reason)))
 
-    def _fail(self, error: BaseException, code: int) -> NoReturn:
-        self._close_frame(code, str(error)[:120])
-        self._ended = error
-        raise error
+    def _fail(self, error: BaseException, code: int) -> None:
+        if self._ended is None:
+            self._close_frame(code, str(error)[:120])
+            self._ended = error
 
     async def _pump(self) -> None:
         """Read from the byte channel once and act on what it brings."""
@@ -282,19 +317,26 @@ class WebSocketChannel:
         except anyio.EndOfStream:
             self._ended = anyio.EndOfStream()
             raise
+        self._feed(data)
+        if self._ended is not None and not self._messages:
+            raise self._ended
+
+    def _feed(self, data: bytes) -> None:
+        """Hand bytes to wsproto; queue the whole messages; note the end or an error."""
         try:
             self._ws.receive_data(data)
         except RemoteProtocolError as exc:
-            raise self._fail(FrameError(f"bad WebSocket upgrade: {exc}"), _PROTOCOL_ERROR) from None
+            self._fail(FrameError(f"bad WebSocket upgrade: {exc}"), _PROTOCOL_ERROR)
+            return
         for event in self._ws.events():
+            if self._ended is not None:
+                return
             if isinstance(event, BytesMessage):
                 self._partial.append(event.data)
                 self._partial_size += len(event.data)
                 if self._partial_size > self._max:
-                    self._fail(
-                        FrameError(f"a WebSocket message over {self._max} bytes"), _TOO_BIG
-                    )
-                if event.message_finished:
+                    self._fail(FrameError(f"a WebSocket message over {self._max} bytes"), _TOO_BIG)
+                elif event.message_finished:
                     parts = self._partial
                     self._messages.append(bytes(parts[0]) if len(parts) == 1 else b"".join(parts))
                     self._partial = []
@@ -315,9 +357,6 @@ class WebSocketChannel:
                 else:
                     self._ended = anyio.EndOfStream()
                 self._close_frame(event.code if event.code != 1005 else _NORMAL, "")
-                if not self._messages:
-                    raise self._ended
-                return
             elif isinstance(event, Request):
                 self._request = event
             elif isinstance(event, AcceptConnection):

@@ -171,7 +171,7 @@ async def test_truncated_frame_is_refused() -> None:
     frame = netstring(bytes(noise.encrypt(b"whole message")))
     raw_a.send_nowait(frame[:-5])
     await raw_a.aclose()
-    with pytest.raises(NoiseError, match="inside a frame"):
+    with pytest.raises(NoiseError, match="inside a message"):
         await b.receive()
     _, b, raw_a, noise = _pair()
     ct = bytes(noise.encrypt(b"whole message"))
