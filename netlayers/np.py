@@ -36,6 +36,7 @@ from typing import Any, Final, Literal
 
 import anyio
 from anyio.abc import TaskStatus
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from noise.connection import Keypair, NoiseConnection  # type: ignore[import-untyped]
 
 from captp import Channel
@@ -53,6 +54,7 @@ __all__ = [
     "SYRUP_CHUNKED",
     "TRANSPORT",
     "NpChannel",
+    "NoiseTransport",
     "NpNetlayer",
     "encodings_field",
     "np_netlayer",
@@ -80,6 +82,7 @@ _LAST: Final = 0
 SYN_LENGTH: Final = 164
 SYNACK_LENGTH: Final = 49
 _MAX_FRAME_DIGITS: Final = 5  # 65535
+_NONCE_PAD: Final = b"\x00\x00\x00\x00"
 
 # The largest reassembled OCapN message (chunked encoding) we accept by default.
 MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
@@ -294,6 +297,42 @@ class _Frames:
         return frame
 
 
+class NoiseTransport:
+    """The two ChaCha20-Poly1305 transport ciphers a finished Noise handshake split into.
+
+    Noise's transport messages, exactly: empty associated data, the nonce
+    ``0^32 || u64le(n)`` counting from 0 in each direction, no rekey.  Taken
+    from ``noiseprotocol``'s cipher states and run on ``cryptography``
+    directly (it saves a few layers of calls per message).
+    """
+
+    __slots__ = ("_receive", "_receive_n", "_send", "_send_n")
+
+    def __init__(self, noise: Any) -> None:
+        protocol = noise.noise_protocol
+        sending, receiving = protocol.cipher_state_encrypt, protocol.cipher_state_decrypt
+        self._send = ChaCha20Poly1305(bytes(sending.k))
+        self._receive = ChaCha20Poly1305(bytes(receiving.k))
+        self._send_n = sending.n
+        self._receive_n = receiving.n
+
+    def encrypt(self, plaintext: bytes) -> bytes:
+        """The next transport message carrying ``plaintext`` (at most 65,519 bytes)."""
+        nonce = _NONCE_PAD + self._send_n.to_bytes(8, "little")
+        self._send_n += 1
+        return self._send.encrypt(nonce, plaintext, None)
+
+    def decrypt(self, ciphertext: bytes) -> bytes:
+        """The plaintext of the next transport message; :class:`NoiseError` if it is not."""
+        nonce = _NONCE_PAD + self._receive_n.to_bytes(8, "little")
+        try:
+            plaintext = self._receive.decrypt(nonce, ciphertext, None)
+        except Exception:
+            raise NoiseError("a Noise message failed to decrypt (tampered, replayed)") from None
+        self._receive_n += 1
+        return plaintext
+
+
 class NpChannel:
     """A Noise transport over a byte channel: one OCapN message per (chunked) Noise message.
 
@@ -308,8 +347,9 @@ class NpChannel:
     ) -> None:
         self._raw = raw
         self._frames = frames
-        self._encrypt = noise.encrypt
-        self._decrypt = noise.decrypt
+        transport = NoiseTransport(noise)
+        self._encrypt = transport.encrypt
+        self._decrypt = transport.decrypt
         self.chunked = chunked
         self.session_binding = binding
         self._max = max_message
@@ -405,41 +445,66 @@ class NpChannel:
         """Decrypt the whole frames ``data`` completes; queue the whole messages."""
         if self._failed is not None:
             return
-        frames = self._frames
-        frames.buffer += data
+        leftover = self._frames.buffer
+        if leftover:
+            leftover += data
+            data = bytes(leftover)
+            leftover.clear()
+        size = len(data)
+        at = 0
         decrypt = self._decrypt
-        while True:
+        while at < size:
+            colon = data.find(b":", at, at + _MAX_FRAME_DIGITS + 1)
+            if colon < 0:
+                if size - at > _MAX_FRAME_DIGITS:
+                    self._failed = FrameError("a netstring length longer than 5 digits")
+                    return
+                break
+            digits = data[at:colon]
+            if not digits.isdigit():
+                self._failed = FrameError(f"a malformed netstring length: {digits[:8]!r}")
+                return
+            length = int(digits)
+            if length > MAX_NOISE_MESSAGE:
+                self._failed = FrameError(f"an np frame of {length} bytes (at most 65535)")
+                return
+            end = colon + 1 + length
+            if end >= size:
+                break
+            if data[end] != 0x2C:
+                self._failed = FrameError("a netstring without its trailing comma")
+                return
+            at = end + 1
             try:
-                frame = frames.next()
-            except FrameError as exc:
+                plain = decrypt(data[colon + 1 : end])
+            except NoiseError as exc:
                 self._failed = exc
-                return
-            if frame is None:
-                return
-            try:
-                plain = bytes(decrypt(frame))
-            except Exception:
-                self._failed = NoiseError("a Noise message failed to decrypt (tampered, replayed)")
                 return
             if not self.chunked:
                 self._messages.append(plain)
-                continue
-            if not plain or plain[0] not in (_MORE, _LAST):
-                self._failed = FrameError("a chunked np message without its flag byte")
+            elif not self._take_piece(plain):
                 return
-            self._size += len(plain) - 1
-            if self._size > self._max:
-                self._failed = FrameError(f"an OCapN message over {self._max} bytes")
-                return
-            if plain[0] == _LAST and not self._pieces:
-                self._messages.append(plain[1:])
-                self._size = 0
-                continue
-            self._pieces.append(plain[1:])
-            if plain[0] == _LAST:
-                self._messages.append(b"".join(self._pieces))
-                self._pieces = []
-                self._size = 0
+        if at < size:
+            leftover += data[at:]
+
+    def _take_piece(self, plain: bytes) -> bool:
+        if not plain or plain[0] not in (_MORE, _LAST):
+            self._failed = FrameError("a chunked np message without its flag byte")
+            return False
+        self._size += len(plain) - 1
+        if self._size > self._max:
+            self._failed = FrameError(f"an OCapN message over {self._max} bytes")
+            return False
+        if plain[0] == _LAST and not self._pieces:
+            self._messages.append(plain[1:])
+            self._size = 0
+            return True
+        self._pieces.append(plain[1:])
+        if plain[0] == _LAST:
+            self._messages.append(b"".join(self._pieces))
+            self._pieces = []
+            self._size = 0
+        return True
 
 
 async def _read_frame(raw: Channel, frames: _Frames) -> bytes:

@@ -357,3 +357,71 @@ async def test_non_websocket_request_is_refused() -> None:
 def test_frame_error_is_a_named_connection_error() -> None:
     assert issubclass(FrameError, ConnectionError)
     assert issubclass(NetlayerTimeout, TimeoutError)
+
+
+# == our frame codec against wsproto's ====================================================
+
+
+async def _wsproto_client_and_our_server() -> tuple[Any, WSConnection, Any]:
+    from netlayers.memory import memory_pipe
+    from netlayers.websocket import WebSocketChannel
+
+    theirs, ours = memory_pipe()
+    channel = WebSocketChannel(ours, client=False, max_message=100_000)
+    ws = WSConnection(ConnectionType.CLIENT)
+    theirs.send_nowait(ws.send(Request(host="h", target="/any/path?x=1")))
+    request = await channel.open_server()
+    assert request.target == "/any/path?x=1"
+    ws.receive_data(await theirs.receive())
+    assert any(isinstance(e, AcceptConnection) for e in ws.events())
+    return theirs, ws, channel
+
+
+async def test_frames_interoperate_with_wsproto() -> None:
+    from wsproto.events import CloseConnection, Ping, Pong
+
+    theirs, ws, channel = await _wsproto_client_and_our_server()
+    # wsproto's masked frames, whole and fragmented, reach us as whole messages
+    for size in [0, 1, 125, 126, 65535, 65536, 99_000]:
+        data = os.urandom(size)
+        theirs.send_nowait(ws.send(BytesMessage(data=data)))
+        assert await channel.receive() == data
+    theirs.send_nowait(ws.send(BytesMessage(data=b"one ", message_finished=False))
+                       + ws.send(BytesMessage(data=b"message")))
+    assert await channel.receive() == b"one message"
+    # our unmasked frames reach wsproto whole, and a ping is answered
+    for size in [0, 5, 70_000]:
+        data = os.urandom(size)
+        channel.send_nowait(data)
+        ws.receive_data(await theirs.receive())
+        (event,) = ws.events()
+        assert isinstance(event, BytesMessage) and event.data == data
+    theirs.send_nowait(ws.send(Ping(payload=b"hi")) + ws.send(BytesMessage(data=b"after")))
+    assert await channel.receive() == b"after"
+    ws.receive_data(await theirs.receive())
+    assert [type(e) for e in ws.events()] == [Pong]
+    # a close from the client ends the channel, answered in kind
+    theirs.send_nowait(ws.send(CloseConnection(code=1000)))
+    with pytest.raises(anyio.EndOfStream):
+        await channel.receive()
+    ws.receive_data(await theirs.receive())
+    assert [(type(e), e.code) for e in ws.events()] == [(CloseConnection, 1000)]
+
+
+async def test_bad_frames_are_refused() -> None:
+    from netlayers.websocket import encode_frame
+
+    cases = [
+        (encode_frame(2, b"unmasked", mask=False), "unmasked"),
+        (bytes([0x82 | 0x40, 0x80]) + b"\0\0\0\0", "reserved bits"),
+        (bytes([0x09, 0x80]) + b"\0\0\0\0", "fragmented or long control"),
+        (encode_frame(0, b"x", mask=True), "out of sequence"),
+        (encode_frame(1, b"text", mask=True), "text WebSocket message"),
+        (encode_frame(2, b"x" * 100_001, mask=True), "over 100000 bytes"),
+        (encode_frame(5, b"", mask=True), "unknown WebSocket opcode"),
+    ]
+    for frame, reason in cases:
+        theirs, _ws, channel = await _wsproto_client_and_our_server()
+        theirs.send_nowait(frame)
+        with pytest.raises(FrameError, match=reason):
+            await channel.receive()
