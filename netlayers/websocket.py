@@ -573,7 +573,7 @@ class WebSocketNetlayer:
         async with listener:
 
             async def wrap(stream: anyio.abc.ByteStream) -> None:
-                async with StreamChannel(stream) as channel:
+                async with StreamChannel(_TLSClosing(stream)) as channel:
                     try:
                         await accepted(channel)
                     except Exception:
@@ -658,8 +658,36 @@ class WebSocketNetlayer:
             host, port, tls=True, ssl_context=context, tls_hostname=host,
             tls_standard_compatible=False,
         )
-        async with StreamChannel(stream) as channel:
+        async with StreamChannel(_TLSClosing(stream)) as channel:
             yield channel
+
+
+class _TLSClosing(anyio.abc.ByteStream):
+    """A TLS stream whose ``send_eof`` closes it (close_notify, then FIN).
+
+    TLS has no half-close; by the time a channel sends its end of stream the
+    WebSocket close frames have said all there is to say, and waiting for the
+    peer's end instead would make both sides wait out the close grace.
+    """
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self._stream = stream
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        return await self._stream.receive(max_bytes)
+
+    async def send(self, item: bytes) -> None:
+        await self._stream.send(item)
+
+    async def send_eof(self) -> None:
+        await self._stream.aclose()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    @property
+    def extra_attributes(self) -> Any:
+        return self._stream.extra_attributes
 
 
 _TRANSPORT_ERRORS: Final = (
