@@ -41,8 +41,16 @@ from noise.connection import Keypair, NoiseConnection  # type: ignore[import-unt
 
 from captp import Channel
 from netlayers.tcp import connect_channel, serve_channels
+from ocapn import syrup
 from ocapn.crypto import PublicKey
-from ocapn.errors import FrameError, LocatorError, NetlayerTimeout, NoiseError, PeerAuthError
+from ocapn.errors import (
+    FrameError,
+    KeyFileError,
+    LocatorError,
+    NetlayerTimeout,
+    NoiseError,
+    PeerAuthError,
+)
 from ocapn.identity import NodeIdentity, SessionBinding, ed25519_public_to_x25519
 from ocapn.locators import PeerLocation
 from ocapn.netlayer import ConnectionHandler
@@ -546,6 +554,7 @@ class NpNetlayer:
         self.host = host
         self.port = port
         self.identity = identity if identity is not None else NodeIdentity.generate()
+        self._chosen = (identity is not None, port != 0)  # what a state dir may not override
         self.designator = designator_of(self.identity.public)
         self.encodings = list(encodings)
         self.advertise = advertise or host
@@ -563,6 +572,29 @@ class NpNetlayer:
             raise RuntimeError("the netlayer is already serving under another identity")
         self.identity = identity
         self.designator = designator_of(identity.public)
+        self._chosen = (True, self._chosen[1])
+
+    # -- identity kept in a node's state directory (ocapn.persist.PersistentIdentity) --
+
+    def identity_material(self) -> bytes:
+        """What a state directory keeps: the identity's seed and our port (Syrup)."""
+        return syrup.encode({"seed": self.identity.seed, "port": self.port})
+
+    def restore_identity(self, material: bytes) -> None:
+        """Take up a kept identity and port, except those given to the constructor."""
+        try:
+            kept: Any = syrup.decode(material)
+            seed, port = kept["seed"], kept["port"]
+            identity = NodeIdentity.from_seed(seed)
+        except (syrup.SyrupDecodeError, TypeError, KeyError, KeyFileError) as exc:
+            raise LocatorError(f"bad {TRANSPORT} identity in the state directory: {exc}") from exc
+        if type(port) is not int:
+            raise LocatorError(f"bad {TRANSPORT} port in the state directory: {port!r}")
+        if not self._chosen[0]:
+            self.use_identity(identity)
+            self._chosen = (False, self._chosen[1])
+        if not self._chosen[1] and 0 < port < 65536:
+            self.port = port
 
     @property
     def location(self) -> PeerLocation:

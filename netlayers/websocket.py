@@ -57,6 +57,7 @@ from ocapn import syrup
 from ocapn.crypto import PublicKey, encode_signature, parse_signature
 from ocapn.errors import (
     FrameError,
+    KeyFileError,
     LocatorError,
     NetlayerTimeout,
     PeerAuthError,
@@ -513,6 +514,7 @@ class WebSocketNetlayer:
         self.host = host
         self.port = port
         self.identity = identity if identity is not None else NodeIdentity.generate()
+        self._chosen = (identity is not None, port != 0)  # what a state dir may not override
         self.designator = designator_of(self.identity.public)
         self.public_url = public_url
         self.advertise = advertise or host
@@ -532,6 +534,29 @@ class WebSocketNetlayer:
             raise RuntimeError("the netlayer is already serving under another identity")
         self.identity = identity
         self.designator = designator_of(identity.public)
+        self._chosen = (True, self._chosen[1])
+
+    # -- identity kept in a node's state directory (ocapn.persist.PersistentIdentity) --
+
+    def identity_material(self) -> bytes:
+        """What a state directory keeps: the identity's seed and our port (Syrup)."""
+        return syrup.encode({"seed": self.identity.seed, "port": self.port})
+
+    def restore_identity(self, material: bytes) -> None:
+        """Take up a kept identity and port, except those given to the constructor."""
+        try:
+            kept: Any = syrup.decode(material)
+            seed, port = kept["seed"], kept["port"]
+            identity = NodeIdentity.from_seed(seed)
+        except (syrup.SyrupDecodeError, TypeError, KeyError, KeyFileError) as exc:
+            raise LocatorError(f"bad {TRANSPORT} identity in the state directory: {exc}") from exc
+        if type(port) is not int:
+            raise LocatorError(f"bad {TRANSPORT} port in the state directory: {port!r}")
+        if not self._chosen[0]:
+            self.use_identity(identity)
+            self._chosen = (False, self._chosen[1])
+        if not self._chosen[1] and 0 < port < 65536:
+            self.port = port
 
     @property
     def location(self) -> PeerLocation:

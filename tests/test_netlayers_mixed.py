@@ -129,3 +129,16 @@ async def test_node_identity_survives_a_restart(tmp_path: Path) -> None:
         async with Node(WebSocketNetlayer(), NpNetlayer(), identity=identity) as node:
             designators.append([loc.designator for loc in node.locations])
     assert designators[0] == designators[1]
+
+
+async def test_state_directory_keeps_websocket_and_np_identities(tmp_path: Path) -> None:
+    """With Node(state=DIR), the websocket and np designators and ports survive a restart."""
+    state = tmp_path / "state"
+    runs = []
+    for _ in range(2):
+        async with Node(WebSocketNetlayer(), NpNetlayer(), state=state) as node:
+            runs.append([str(location) for location in node.locations])
+    assert runs[0] == runs[1]
+    explicit = NodeIdentity()
+    async with Node(WebSocketNetlayer(identity=explicit), state=state) as node:
+        assert node.location.designator == websocket.designator_of(explicit.public)
