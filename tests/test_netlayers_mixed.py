@@ -142,3 +142,17 @@ async def test_state_directory_keeps_websocket_and_np_identities(tmp_path: Path)
     explicit = NodeIdentity()
     async with Node(WebSocketNetlayer(identity=explicit), state=state) as node:
         assert node.location.designator == websocket.designator_of(explicit.public)
+
+
+@pytest.mark.parametrize("kind", [WebSocketNetlayer, NpNetlayer, TcpTestingNetlayer])
+async def test_crossed_hellos_leave_one_working_session(kind: Any) -> None:
+    import anyio
+
+    async with Node(kind()) as a, Node(kind()) as b:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(a.connect, b.location)
+            tg.start_soon(b.connect, a.location)
+        assert len(a.sessions) == 1 and len(b.sessions) == 1
+        counter = Counter()
+        assert await E(await a.enliven(b.publish(counter))).incr() == 1
+        assert await E(await b.enliven(a.publish(counter))).incr() == 2
