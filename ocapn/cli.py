@@ -290,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (CapTPError, ValueError, OSError, TimeoutError) as exc:
         print(f"ocapn {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            print("(a self-signed wss:// server: ocapn call --cafile CERT, or --insecure-tls)",
+                  file=sys.stderr)
         return 1
 
 
