@@ -1,0 +1,627 @@
+"""The draft CBOR encoding of OCapN, a second wire codec beside :mod:`ocapn.syrup`.
+
+It maps the same Python values as Syrup, one to one, onto the CBOR forms of
+the draft (Endo's ``docs/cbor-encoding.md`` and ``@endo/ocapn/cbor``):
+
+=====================  ==========================  ==============================
+Python                 CBOR                        bytes
+=====================  ==========================  ==============================
+``bool``               false / true                ``f4`` / ``f5``
+``int`` (any size)     tag 2 / 3 bignum, always    ``c2 40`` (0), ``c3 40`` (-1)
+``float``              float64, always             ``fb`` + 8 bytes, NaN ``7ff8...``
+``bytes``              byte string                 major 2
+``str``                text string                 major 3
+:class:`captp.Symbol`  tag 280 over its name       ``d9 0118`` + text
+``list`` / ``tuple``   array                       major 4
+``dict`` (str keys)    map, keys in order          major 5
+:class:`captp.Record`  tag 27 over                 ``d8 1b`` + array
+                       ``[label name, *fields]``
+=====================  ==========================  ==============================
+
+The record label travels as a plain text string (as Endo writes it) and must
+be a :class:`~captp.Symbol` on the Python side; ``None`` and ``captp.null``
+reach the wire as ``<void>`` / ``<null>`` records, as in Syrup.  Sets,
+record labels that are not symbols and dictionaries with non-string keys
+have no form in the draft and are refused.
+
+:func:`encode` writes the one canonical form (shortest heads, definite
+lengths, minimal bignums, float64 only, one NaN, map keys in increasing
+order); :func:`decode` accepts only that form and raises
+:class:`CBORDecodeError` (a :class:`captp.errors.DecodeError`) with the
+offset of the first byte that breaks a rule.  Both take the
+:class:`~ocapn.syrup.Limits` and the ``key_order`` options of the Syrup codec,
+so :mod:`ocapn.wire` can use either module.  Decisions: ``spec-notes/0033``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any, Final, Literal
+
+from captp._passable import Record, Symbol
+from captp.errors import DecodeError, EncodeError
+from ocapn._syrup_types import DEFAULT_LIMITS, Limits
+from ocapn.syrup import FrameDecoder, frame
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "ENCODING_CBOR",
+    "ENCODING_SYRUP",
+    "CBORDecodeError",
+    "CBOREncodeError",
+    "FrameDecoder",
+    "Limits",
+    "decode",
+    "encode",
+    "frame",
+]
+
+ENCODING_SYRUP: Final = 0
+"""The number we put in a netlayer's encoding negotiation (np's SYN field) for Syrup."""
+
+ENCODING_CBOR: Final = 1
+"""The number we put in a netlayer's encoding negotiation for this CBOR encoding."""
+
+KeyOrder = Literal["syrup", "js"]
+DecodeKeyOrder = Literal["syrup", "js", "either"]
+RecordHook = Callable[[Symbol, list[Any]], Any]
+Default = Callable[[Any], Any] | None
+
+
+class CBORDecodeError(DecodeError):
+    """Bytes that are not canonical OCapN CBOR; ``offset`` is where the problem was found."""
+
+    offset: int
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message, offset)
+
+
+class CBOREncodeError(EncodeError):
+    """A value that has no OCapN CBOR form (a set, a non-symbol label, a lone surrogate, ...)."""
+
+
+# == encoding ======================================================================
+
+_F64: Final = struct.Struct(">d")
+_U8: Final = struct.Struct(">B")
+_U16: Final = struct.Struct(">H")
+_U32: Final = struct.Struct(">I")
+_U64: Final = struct.Struct(">Q")
+_NAN: Final = b"\xfb\x7f\xf8\x00\x00\x00\x00\x00\x00"
+_TAG_RECORD: Final = b"\xd8\x1b"
+_TAG_SYMBOL: Final = b"\xd9\x01\x18"
+
+_Append = Callable[[bytes], object]
+
+
+def _head(major: int, n: int) -> bytes:
+    """The shortest head of major type ``major`` with argument ``n``."""
+    m = major << 5
+    if n < 24:
+        return _U8.pack(m | n)
+    if n < 0x100:
+        return bytes((m | 24, n))
+    if n < 0x10000:
+        return _U8.pack(m | 25) + _U16.pack(n)
+    if n < 0x100000000:
+        return _U8.pack(m | 26) + _U32.pack(n)
+    return _U8.pack(m | 27) + _U64.pack(n)
+
+
+# Heads of short items, and the small non-negative integers, made once.
+_HEADS: Final = [[_head(major, n) for n in range(256)] for major in range(8)]
+_BYTES_HEADS: Final = _HEADS[2]
+_TEXT_HEADS: Final = _HEADS[3]
+_ARRAY_HEADS: Final = _HEADS[4]
+_MAP_HEADS: Final = _HEADS[5]
+_SMALL_INTS: Final = [b"\xc2\x40"] + [b"\xc2\x41" + bytes((n,)) for n in range(1, 256)]
+_SMALL_NEGS: Final = [b"\xc3\x40"] + [b"\xc3\x41" + bytes((n,)) for n in range(1, 256)]
+_text_cache: dict[str, bytes] = {}
+_symbol_cache: dict[str, bytes] = {}
+
+
+def _text(s: str) -> bytes:
+    try:
+        raw = s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CBOREncodeError(f"string {s[:40]!r} holds a lone surrogate") from None
+    n = len(raw)
+    return (_TEXT_HEADS[n] if n < 256 else _head(3, n)) + raw
+
+
+def _symbol_bytes(name: str) -> bytes:
+    data = _TAG_SYMBOL + _text(name)
+    if len(_symbol_cache) < 4096 and len(name) <= 64:
+        _symbol_cache[name] = data
+    return data
+
+
+def _utf16_key(s: str) -> bytes:
+    return s.encode("utf-16-be", "surrogatepass")
+
+
+class _Options:
+    """What one :func:`encode` call was asked."""
+
+    __slots__ = ("default", "js_keys", "negative_zero")
+
+    def __init__(self, default: Default, js_keys: bool, negative_zero: bool) -> None:
+        self.default = default
+        self.js_keys = js_keys
+        self.negative_zero = negative_zero
+
+
+_PLAIN: Final = _Options(None, False, True)
+
+
+def encode(
+    value: object,
+    *,
+    default: Default = None,
+    key_order: KeyOrder = "syrup",
+    negative_zero: bool = True,
+) -> bytes:
+    """Encode ``value`` as canonical OCapN CBOR bytes.
+
+    ``default`` is called with any object that is not a value of the table
+    above; what it returns is encoded in its place (as for
+    :func:`ocapn.syrup.encode`).  ``key_order``: ``"syrup"`` sorts map keys by
+    their UTF-8 bytes (the draft's rule), ``"js"`` as JavaScript sorts
+    strings (what ``@endo/ocapn`` writes; the two differ only where
+    characters beyond U+FFFF meet ones from U+E000 to U+FFFF).
+    ``negative_zero=False`` writes ``-0.0`` as ``0.0``.  Raises
+    :class:`CBOREncodeError` for a value that cannot be encoded.
+    """
+    if key_order not in ("syrup", "js"):
+        raise ValueError(f"key_order must be 'syrup' or 'js', not {key_order!r}")
+    js_keys = key_order == "js"
+    opts = (
+        _PLAIN
+        if default is None and not js_keys and negative_zero
+        else _Options(default, js_keys, bool(negative_zero))
+    )
+    out: list[bytes] = []
+    try:
+        _enc(value, out.append, opts)
+    except RecursionError:
+        raise CBOREncodeError("value nests too deeply to encode (or contains itself)") from None
+    return b"".join(out)
+
+
+def _enc(v: Any, append: _Append, opts: _Options) -> None:
+    t = type(v)
+    if t is Record:
+        label = v.label
+        if type(label) is not Symbol:
+            raise CBOREncodeError(
+                f"a CBOR record label is a symbol, not {type(label).__name__}"
+            )
+        fields = v.fields
+        n = len(fields) + 1
+        append(_TAG_RECORD)
+        append(_ARRAY_HEADS[n] if n < 256 else _head(4, n))
+        name = label.name
+        data = _text_cache.get(name)
+        if data is None:
+            data = _text(name)
+            if len(_text_cache) < 4096 and len(name) <= 64:
+                _text_cache[name] = data
+        append(data)
+        for item in fields:
+            _enc(item, append, opts)
+    elif t is Symbol:
+        data = _symbol_cache.get(v.name)
+        append(data if data is not None else _symbol_bytes(v.name))
+    elif t is str:
+        append(_text(v))
+    elif t is int:
+        _enc_int(v, append)
+    elif t is list or t is tuple:
+        n = len(v)
+        append(_ARRAY_HEADS[n] if n < 256 else _head(4, n))
+        for item in v:
+            _enc(item, append, opts)
+    elif t is bool:
+        append(b"\xf5" if v else b"\xf4")
+    elif t is bytes:
+        n = len(v)
+        append(_BYTES_HEADS[n] if n < 256 else _head(2, n))
+        append(v)
+    elif t is dict:
+        _enc_map(v, append, opts)
+    elif t is float:
+        _enc_float(v, append, opts)
+    else:
+        _enc_other(v, t, append, opts)
+
+
+def _enc_int(v: int, append: _Append) -> None:
+    if v >= 0:
+        if v < 256:
+            append(_SMALL_INTS[v])
+            return
+        append(b"\xc2")
+    else:
+        v = -1 - v
+        if v < 256:
+            append(_SMALL_NEGS[v])
+            return
+        append(b"\xc3")
+    raw = v.to_bytes((v.bit_length() + 7) >> 3, "big")
+    n = len(raw)
+    append(_BYTES_HEADS[n] if n < 256 else _head(2, n))
+    append(raw)
+
+
+def _enc_float(v: float, append: _Append, opts: _Options) -> None:
+    if v != v:
+        append(_NAN)
+    elif v == 0.0 and not opts.negative_zero:
+        append(b"\xfb\x00\x00\x00\x00\x00\x00\x00\x00")
+    else:
+        append(b"\xfb" + _F64.pack(v))
+
+
+def _enc_map(v: dict[Any, Any], append: _Append, opts: _Options) -> None:
+    for key in v:
+        if not isinstance(key, str):
+            raise CBOREncodeError(f"a CBOR map key is a string, not {type(key).__name__}")
+    n = len(v)
+    append(_MAP_HEADS[n] if n < 256 else _head(5, n))
+    # Code-point order is the order of UTF-8 bytes (the draft's rule).
+    keys = sorted(v, key=_utf16_key) if opts.js_keys else sorted(v)
+    for key in keys:
+        append(_text(str(key)))
+        _enc(v[key], append, opts)
+
+
+def _enc_other(v: Any, t: type, append: _Append, opts: _Options) -> None:
+    if isinstance(v, bool):
+        append(b"\xf5" if v else b"\xf4")
+    elif isinstance(v, int):
+        _enc_int(int(v), append)
+    elif isinstance(v, float):  # Float32 too: OCapN has only doubles, and it is exact
+        _enc_float(float(v), append, opts)
+    elif isinstance(v, str):
+        append(_text(str(v)))
+    elif isinstance(v, (bytearray, memoryview)):
+        _enc(bytes(v), append, opts)
+    elif isinstance(v, (set, frozenset)):
+        raise CBOREncodeError("OCapN CBOR has no sets")
+    elif opts.default is not None:
+        replacement = opts.default(v)
+        if replacement is v:
+            raise CBOREncodeError(f"default() returned the {t.__name__} it was given")
+        _enc(replacement, append, opts)
+    else:
+        raise CBOREncodeError(f"{t.__name__} is not an OCapN CBOR value")
+
+
+# == decoding ======================================================================
+
+
+class _Config:
+    """What one :func:`decode` call was asked."""
+
+    __slots__ = ("hook", "max_depth", "max_int_bytes", "max_size", "order")
+
+    def __init__(self, limits: Limits, hook: RecordHook | None, key_order: str) -> None:
+        if key_order not in ("syrup", "js", "either"):
+            raise ValueError(f"key_order must be 'syrup', 'js' or 'either', not {key_order!r}")
+        if not isinstance(limits, Limits):
+            raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
+        self.hook = hook
+        self.max_depth = limits.max_depth
+        self.max_size = limits.max_size
+        # max_int_digits decimal digits need at most this many bytes of magnitude.
+        self.max_int_bytes = (limits.max_int_digits * 3322 // 1000 + 8) // 8
+        self.order = key_order
+
+
+_DEFAULT_CONFIG: Final = _Config(DEFAULT_LIMITS, None, "syrup")
+
+
+class _HookFailed(Exception):
+    """Internal: carries an exception raised by ``record_hook`` out unchanged."""
+
+
+class _Truncated(Exception):
+    """Internal: a head claims bytes past the end; args: offset of the head, length."""
+
+
+def decode(
+    data: bytes | bytearray | memoryview,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    record_hook: RecordHook | None = None,
+    key_order: DecodeKeyOrder = "syrup",
+) -> object:
+    """Decode exactly one canonical OCapN CBOR value from ``data``.
+
+    Anything but the canonical encoding is refused with :class:`CBORDecodeError`.
+    ``key_order`` is the order asked of map keys: ``"syrup"`` (UTF-8 bytes,
+    the draft), ``"js"`` (JavaScript's order of strings) or ``"either"``.
+    ``record_hook(label, fields)``, if given, replaces every record as it is
+    decoded, innermost first; its exceptions propagate unchanged.
+    """
+    if type(data) is not bytes:
+        if isinstance(data, (bytearray, memoryview)):
+            data = bytes(data)
+        else:
+            raise TypeError(f"decode() needs bytes, not {type(data).__name__}")
+    if limits is DEFAULT_LIMITS and record_hook is None and key_order == "syrup":
+        config = _DEFAULT_CONFIG
+    else:
+        config = _Config(limits, record_hook, key_order)
+    n = len(data)
+    if n > config.max_size:
+        raise CBORDecodeError(
+            f"input of {n} bytes is over the size limit of {config.max_size}", config.max_size
+        )
+    failure: BaseException | None = None
+    try:
+        value, pos = _one(data, 0, 0, config)
+        if pos != n:
+            raise CBORDecodeError(f"{n - pos} trailing bytes after the value", pos)
+        return value
+    except _HookFailed as wrapper:
+        failure = wrapper.args[0]
+    except _Truncated as exc:
+        offset, length = exc.args
+        if length > config.max_size:
+            raise CBORDecodeError(
+                f"length {length} is over the size limit of {config.max_size}", offset
+            ) from None
+        raise CBORDecodeError(f"length {length} runs past the end of the input", offset) from None
+    except IndexError:
+        if n == 0:
+            raise CBORDecodeError("empty input", 0) from None
+        raise CBORDecodeError("input ends in the middle of a value", n) from None
+    except RecursionError:
+        raise CBORDecodeError("value nests too deeply for the Python stack", 0) from None
+    except MemoryError:
+        raise CBORDecodeError("out of memory while decoding", 0) from None
+    raise failure
+
+
+def _arg(data: bytes, pos: int, ai: int) -> tuple[int, int]:
+    """The argument of the head whose first byte is at ``pos``; checks it is shortest."""
+    if ai == 24:
+        n = data[pos + 1]
+        if n < 24:
+            raise CBORDecodeError(f"non-canonical head: {n} needs no extra byte", pos)
+        return n, pos + 2
+    if ai == 25:
+        if pos + 3 > len(data):
+            raise IndexError
+        n = (data[pos + 1] << 8) | data[pos + 2]
+        if n < 0x100:
+            raise CBORDecodeError(f"non-canonical head: {n} fits in fewer bytes", pos)
+        return n, pos + 3
+    if ai == 26:
+        if pos + 5 > len(data):
+            raise IndexError
+        n = int.from_bytes(data[pos + 1 : pos + 5], "big")
+        if n < 0x10000:
+            raise CBORDecodeError(f"non-canonical head: {n} fits in fewer bytes", pos)
+        return n, pos + 5
+    if ai == 27:
+        if pos + 9 > len(data):
+            raise IndexError
+        n = int.from_bytes(data[pos + 1 : pos + 9], "big")
+        if n < 0x100000000:
+            raise CBORDecodeError(f"non-canonical head: {n} fits in fewer bytes", pos)
+        return n, pos + 9
+    if ai == 31:
+        raise CBORDecodeError("indefinite length (OCapN CBOR uses definite lengths only)", pos)
+    raise CBORDecodeError(f"reserved additional information {ai}", pos)
+
+
+def _span(data: bytes, pos: int, config: _Config) -> tuple[int, int]:
+    """For a byte or text string head at ``pos``: (start of content, end of content)."""
+    ai = data[pos] & 31
+    if ai < 24:
+        start = pos + 1
+        end = start + ai
+    else:
+        length, start = _arg(data, pos, ai)
+        end = start + length
+    if end > len(data):
+        raise _Truncated(pos, end - start)
+    return start, end
+
+
+def _str(data: bytes, pos: int, config: _Config) -> tuple[str, int]:
+    start, end = _span(data, pos, config)
+    try:
+        return data[start:end].decode("utf-8"), end
+    except UnicodeDecodeError as exc:
+        message = f"invalid UTF-8 in a text string: {exc.reason}"
+        raise CBORDecodeError(message, start + exc.start) from None
+
+
+def _one(data: bytes, pos: int, depth: int, config: _Config) -> tuple[Any, int]:
+    b = data[pos]
+    major = b >> 5
+    if major == 6:
+        if b == 0xC2 or b == 0xC3:
+            return _bignum(data, pos, config)
+        if b == 0xD8 and data[pos + 1] == 0x1B:
+            return _record(data, pos, depth, config)
+        if b == 0xD9 and data[pos + 1] == 0x01 and data[pos + 2] == 0x18:
+            if data[pos + 3] >> 5 != 3:
+                raise CBORDecodeError("a symbol (tag 280) holds a text string", pos + 3)
+            name, end = _str(data, pos + 3, config)
+            return Symbol(name), end
+        return _bad_tag(data, pos)
+    if major == 3:
+        return _str(data, pos, config)
+    if major == 2:
+        start, end = _span(data, pos, config)
+        return data[start:end], end
+    if major == 4:
+        return _array(data, pos, depth, config)
+    if major == 5:
+        return _map(data, pos, depth, config)
+    if major == 7:
+        if b == 0xF5:
+            return True, pos + 1
+        if b == 0xF4:
+            return False, pos + 1
+        if b == 0xFB:
+            return _float(data, pos)
+        return _bad_simple(b, pos)
+    raise CBORDecodeError(
+        "a bare CBOR integer (OCapN CBOR writes every integer as a tag 2/3 bignum)", pos
+    )
+
+
+def _bad_tag(data: bytes, pos: int) -> tuple[Any, int]:
+    b = data[pos]
+    ai = b & 31
+    tag, _ = (ai, pos + 1) if ai < 24 else _arg(data, pos, ai)
+    raise CBORDecodeError(f"unknown tag {tag} (OCapN CBOR uses tags 2, 3, 27 and 280)", pos)
+
+
+def _bad_simple(b: int, pos: int) -> tuple[Any, int]:
+    if b == 0xF6 or b == 0xF7:
+        what = "null" if b == 0xF6 else "undefined"
+        raise CBORDecodeError(
+            f"simple value {what}: OCapN passes it as a record (<null> / <void>)", pos
+        )
+    if b == 0xF9 or b == 0xFA:
+        raise CBORDecodeError("a half or single float (OCapN CBOR writes float64 only)", pos)
+    if b == 0xFF:
+        raise CBORDecodeError("a break outside an indefinite-length item", pos)
+    raise CBORDecodeError(f"simple value {b & 31} is not an OCapN value", pos)
+
+
+def _float(data: bytes, pos: int) -> tuple[float, int]:
+    end = pos + 9
+    if end > len(data):
+        raise IndexError
+    value: float = _F64.unpack_from(data, pos + 1)[0]
+    if value != value and data[pos:end] != _NAN:
+        raise CBORDecodeError("non-canonical NaN (the one NaN is 7ff8000000000000)", pos + 1)
+    return value, end
+
+
+def _bignum(data: bytes, pos: int, config: _Config) -> tuple[int, int]:
+    h = pos + 1
+    c = data[h]
+    if c >> 5 != 2:
+        raise CBORDecodeError("a bignum (tag 2/3) holds a byte string", h)
+    if c == 0x41:  # one byte: the usual case
+        n = data[h + 1]
+        if n == 0:
+            raise CBORDecodeError("non-minimal bignum: a leading zero byte", h + 1)
+        return (n if data[pos] == 0xC2 else -1 - n), h + 2
+    start, end = _span(data, h, config)
+    if end - start > config.max_int_bytes:
+        raise CBORDecodeError(
+            f"integer of {end - start} bytes is over the limit of"
+            f" {config.max_int_bytes} bytes (max_int_digits)",
+            h,
+        )
+    if start < end and data[start] == 0:
+        raise CBORDecodeError("non-minimal bignum: a leading zero byte", start)
+    n = int.from_bytes(data[start:end], "big")
+    return (n if data[pos] == 0xC2 else -1 - n), end
+
+
+def _container_head(data: bytes, pos: int, depth: int, config: _Config) -> tuple[int, int]:
+    if depth >= config.max_depth:
+        raise CBORDecodeError(f"nesting is deeper than the limit of {config.max_depth}", pos)
+    ai = data[pos] & 31
+    if ai < 24:
+        return ai, pos + 1
+    count, p = _arg(data, pos, ai)
+    if count > len(data) - p:  # every item takes at least one byte
+        raise _Truncated(pos, count)
+    return count, p
+
+
+def _array(data: bytes, pos: int, depth: int, config: _Config) -> tuple[list[Any], int]:
+    count, p = _container_head(data, pos, depth, config)
+    depth += 1
+    out: list[Any] = []
+    append = out.append
+    for _ in range(count):
+        b = data[p]
+        if b == 0xC2:  # small non-negative integers, inline
+            if data[p + 1] == 0x41 and data[p + 2]:
+                append(data[p + 2])
+                p += 3
+                continue
+            if data[p + 1] == 0x40:
+                append(0)
+                p += 2
+                continue
+        elif 0x60 <= b < 0x78:  # short strings, inline
+            end = p + 1 + (b - 0x60)
+            if end <= len(data):
+                try:
+                    append(data[p + 1 : end].decode("utf-8"))
+                    p = end
+                    continue
+                except UnicodeDecodeError:
+                    pass
+        v, p = _one(data, p, depth, config)
+        append(v)
+    return out, p
+
+
+def _record(data: bytes, pos: int, depth: int, config: _Config) -> tuple[Any, int]:
+    h = pos + 2
+    c = data[h]
+    if c >> 5 != 4:
+        raise CBORDecodeError("a record (tag 27) holds an array", h)
+    count, p = _container_head(data, h, depth, config)
+    if count == 0:
+        raise CBORDecodeError("a record has a label", h)
+    if data[p] >> 5 != 3:
+        raise CBORDecodeError("a record label is a text string", p)
+    name, p = _str(data, p, config)
+    depth += 1
+    fields: list[Any] = []
+    append = fields.append
+    for _ in range(count - 1):
+        v, p = _one(data, p, depth, config)
+        append(v)
+    label = Symbol(name)
+    hook = config.hook
+    if hook is None:
+        return Record(label, fields), p
+    try:
+        return hook(label, fields), p
+    except Exception as exc:
+        raise _HookFailed(exc) from None
+
+
+def _map(data: bytes, pos: int, depth: int, config: _Config) -> tuple[dict[str, Any], int]:
+    count, p = _container_head(data, pos, depth, config)
+    depth += 1
+    out: dict[str, Any] = {}
+    order = config.order
+    by_points = order != "js"  # the keys so far are in code-point (UTF-8) order
+    by_units = order != "syrup"  # ... in JavaScript's (UTF-16) order
+    last: str | None = None
+    for _ in range(count):
+        if data[p] >> 5 != 3:
+            raise CBORDecodeError("a map key is a text string", p)
+        at = p
+        key, p = _str(data, p, config)
+        if last is not None:
+            if key == last:
+                raise CBORDecodeError(f"repeated map key {key!r}", at)
+            if by_points and not last < key:
+                by_points = False
+            if by_units and not _utf16_key(last) < _utf16_key(key):
+                by_units = False
+            if not (by_points or by_units):
+                raise CBORDecodeError(f"map key {key!r} is out of order after {last!r}", at)
+        last = key
+        out[key], p = _one(data, p, depth, config)
+    return out, p
