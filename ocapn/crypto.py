@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from captp import Record, Symbol
-from ocapn import syrup
+from ocapn import cbor, syrup
 from ocapn.errors import SignatureError
 
 __all__ = [
@@ -193,6 +193,11 @@ def session_id(id_a: bytes, id_b: bytes) -> bytes:
     return sha256d(b"prot0" + low + high)
 
 
-def my_location_bytes(location: Record) -> bytes:
-    """What a hello's location signature covers: ``<my-location <ocapn-peer ...>>``."""
-    return syrup.encode(Record(_MY_LOCATION, (location,)))
+def my_location_bytes(location: Record, encoding: str = "syrup") -> bytes:
+    """What a hello's location signature covers: ``<my-location <ocapn-peer ...>>``.
+
+    In the encoding the hello travels in (``"syrup"`` or ``"cbor"``), as Endo
+    signs the bytes of its session's codec (``spec-notes/0033``).
+    """
+    codec: Any = cbor if encoding == "cbor" else syrup
+    return bytes(codec.encode(Record(_MY_LOCATION, (location,))))

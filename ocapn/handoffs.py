@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from captp import Promise, Record, Symbol, make_promise
 from captp._promise import Resolver, fulfilled
-from ocapn import syrup
+from ocapn import cbor, syrup
 from ocapn.crypto import KeyPair, PublicKey, encode_signature, parse_signature
 from ocapn.errors import HandoffError, LocatorError, SignatureError
 from ocapn.locators import PeerLocation, Sturdyref
@@ -52,12 +52,17 @@ def _to_record(value: Any) -> Any:
     raise syrup.SyrupEncodeError(f"{t.__name__} cannot be signed")
 
 
-def encode_value(value: Any) -> bytes:
-    """The canonical Syrup bytes of a certificate (what its signature covers).
+def encode_value(value: Any, encoding: str = "syrup") -> bytes:
+    """The canonical Syrup (or CBOR) bytes of a certificate (what its signature covers).
 
     Locators and envelopes decoded from the wire re-encode exactly as they
     arrived, so a certificate read from a peer gives back the bytes it signed.
     """
+    if encoding == "cbor":
+        try:
+            return cbor.encode(value, default=_to_record)
+        except cbor.CBOREncodeError as exc:
+            raise syrup.SyrupEncodeError(str(exc)) from None
     return syrup.encode(value, default=_to_record)
 
 
@@ -108,17 +113,20 @@ class SignedEnvelope:
         return cls(fields[0], parse_signature(fields[1]))
 
     @classmethod
-    def sign(cls, record: Record, key: KeyPair) -> SignedEnvelope:
-        """``record`` signed by ``key``."""
-        return cls(record, key.sign(encode_value(record)))
+    def sign(cls, record: Record, key: KeyPair, encoding: str = "syrup") -> SignedEnvelope:
+        """``record`` signed by ``key``, over its bytes in ``encoding`` (``spec-notes/0033``)."""
+        return cls(record, key.sign(encode_value(record, encoding)))
 
     def verify(self, key: PublicKey) -> bool:
-        """True if ``key`` signed this record."""
-        try:
-            data = encode_value(self.signed)
-        except syrup.SyrupEncodeError:
-            return False
-        return key.verify(self.signature, data)
+        """True if ``key`` signed this record, in Syrup or in CBOR (``spec-notes/0033``)."""
+        for encoding in ("syrup", "cbor"):
+            try:
+                data = encode_value(self.signed, encoding)
+            except syrup.SyrupEncodeError:
+                continue
+            if key.verify(self.signature, data):
+                return True
+        return False
 
 
 @dataclass(frozen=True, slots=True)

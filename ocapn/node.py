@@ -509,7 +509,9 @@ class Node:
             gifter_side=exporter.my_public_id,
             gift_id=gift_id,
         )
-        return SignedEnvelope.sign(give.to_record(), exporter.key_pair)
+        return SignedEnvelope.sign(
+            give.to_record(), exporter.key_pair, exporter.wire.out_encoding
+        )
 
     # == handoffs: receiver ===============================================================
 
@@ -545,7 +547,9 @@ class Node:
                 signed_give=envelope,
             )
             # Signed with our key from the gifter's session: the give names it.
-            signed = SignedEnvelope.sign(receive.to_record(), gifter.key_pair)
+            signed = SignedEnvelope.sign(
+                receive.to_record(), gifter.key_pair, gifter.wire.out_encoding
+            )
             resolver.resolve(E(exporter.bootstrap())["withdraw-gift"](signed))
         except Exception as exc:
             resolver.break_(exc)

@@ -183,7 +183,7 @@ class OCapNSession:
 
     def _send_hello(self) -> None:
         location = self.my_location.to_record()
-        signed = my_location_bytes(location)
+        signed = my_location_bytes(location, self.wire.out_encoding)
         if self.binding is not None:
             signed = self.binding.location_bytes(signed)
         signature = self.key_pair.sign(signed)
@@ -282,7 +282,7 @@ class OCapNSession:
                 f"{CAPTP_VERSION!r})"
             )
         location = message.location
-        signed = my_location_bytes(location.to_record())
+        signed = my_location_bytes(location.to_record(), self.wire.in_encoding or "syrup")
         if self.binding is not None:
             if message.public_key != self.binding.peer_key:
                 raise HandshakeError("the session key is not the key the netlayer authenticated")

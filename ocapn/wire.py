@@ -40,13 +40,14 @@ from captp.messages import (
     Message,
 )
 from captp.session import Session
-from ocapn import syrup
+from ocapn import cbor, syrup
 from ocapn.crypto import PublicKey, encode_signature, parse_signature
 from ocapn.errors import HandshakeError, LocatorError, SignatureError
 from ocapn.handoffs import DESC_SIG_ENVELOPE, SignedEnvelope
 from ocapn.locators import OCAPN_PEER, OCAPN_STURDYREF, PeerLocation, Sturdyref
 
 __all__ = [
+    "CBOR_PROFILE",
     "ENDO_PROFILE",
     "PROFILES",
     "SPEC_PROFILE",
@@ -57,6 +58,7 @@ __all__ = [
 ]
 
 Framing = Literal["message", "none", "len"]
+Encoding = Literal["syrup", "cbor"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,9 @@ class WireProfile:
     requires); the two differ only for keys of different lengths or with
     characters beyond U+FFFF.  ``negative_zero``: write ``-0.0`` as it is
     (the OCapN model) or as ``0.0`` (Endo's reader refuses ``-0.0`` and drops
-    the connection).
+    the connection).  ``encoding``: the encoding to write, ``"syrup"`` or
+    ``"cbor"`` (the draft CBOR mapping, :mod:`ocapn.cbor`; on byte streams
+    always ``len:`` framed); both are always read.
     """
 
     name: str = "spec"
@@ -86,6 +90,7 @@ class WireProfile:
     stream_framing: Literal["none", "len"] = "none"
     struct_key_order: syrup.KeyOrder = "syrup"
     negative_zero: bool = True
+    encoding: Encoding = "syrup"
 
 
 SPEC_PROFILE: Final = WireProfile()
@@ -102,8 +107,11 @@ ENDO_PROFILE: Final = WireProfile(
 """Endo's ``@endo/ocapn`` (master 1fa6c22): the spec's shapes, ``len:`` framing on TCP,
 struct keys in JavaScript's order, ``-0.0`` written as ``0.0``."""
 
+CBOR_PROFILE: Final = WireProfile(name="cbor", encoding="cbor")
+"""The spec's shapes in the draft CBOR encoding (``spec-notes/0033``)."""
+
 PROFILES: Final[dict[str, WireProfile]] = {
-    p.name: p for p in (SPEC_PROFILE, SUITE_MAIN_PROFILE, ENDO_PROFILE)
+    p.name: p for p in (SPEC_PROFILE, SUITE_MAIN_PROFILE, ENDO_PROFILE, CBOR_PROFILE)
 }
 """The profiles by name, as the command line and the test-suite peer take them."""
 
@@ -221,6 +229,14 @@ class OCapNWire:
         self.profile = profile
         self._framing: Framing = framing
         self._out_framing: Framing = framing if framing == "message" else profile.stream_framing
+        # The codec we write with, and the encoding the peer writes (known from
+        # its first message).  On a stream, :meth:`detect` also makes us answer
+        # in the peer's encoding if we have not written yet, as with framing.
+        self._codec: Any = cbor if profile.encoding == "cbor" else syrup
+        if self._codec is cbor and framing != "message":
+            self._out_framing = "len"
+        self.in_encoding: Encoding | None = None
+        self._written = False
         self._limits = limits
         self._key_order = profile.struct_key_order
         self._negative_zero = profile.negative_zero
@@ -269,15 +285,24 @@ class OCapNWire:
         self._out_framing = framing
 
     def detect(self, data: bytes) -> Framing:
-        """Learn the incoming framing from the first bytes of a stream (``<`` or a digit)."""
+        """Learn the incoming framing from the first bytes of a stream (``<`` or a digit).
+
+        Until we have written, the peer's encoding also becomes ours.
+        """
         if not self._detected and data:
             self._detected = True
             if data[:1] == b"<":
                 self._framing = "none"
             elif data[:1].isdigit():
                 self._framing = "len"
+            elif data[:1] == b"\xd8":
+                raise ProtocolError("CBOR on a byte stream must be len: framed")
             else:
                 raise ProtocolError(f"stream starts with {data[:1]!r}: neither a record nor len:")
+            if not self._written:
+                colon = data.find(b":", 0, 12) if self._framing == "len" else -1
+                cbor_first = 0 <= colon < len(data) - 1 and data[colon + 1] == 0xD8
+                self._codec = cbor if cbor_first else syrup
         return self._framing
 
     # == encoding ====================================================================
@@ -285,7 +310,8 @@ class OCapNWire:
     def encode(self, message: Message | StartSession) -> bytes:
         """The framed bytes of one message."""
         record = self.to_record(message)
-        data = syrup.encode(
+        self._written = True
+        data: bytes = self._codec.encode(
             record,
             default=self._default,
             key_order=self._key_order,
@@ -382,13 +408,29 @@ class OCapNWire:
                 self._stream = syrup.StreamDecoder(
                     limits=self._limits, record_hook=self._hook, key_order="either"
                 )
+            if self.in_encoding is None:
+                self._set_in_encoding("syrup")
             for value in self._stream.feed_lazily(data):
                 yield self.from_record(value)
 
     def decode_message(self, data: bytes) -> Any:
-        """The message in one complete Syrup record."""
-        value = syrup.decode(data, limits=self._limits, record_hook=self._hook, key_order="either")
+        """The message in one complete Syrup or CBOR record (told apart by the first byte)."""
+        codec: Any = cbor if data[:1] == b"\xd8" else syrup
+        encoding: Encoding = "cbor" if codec is cbor else "syrup"
+        if self.in_encoding != encoding:
+            self._set_in_encoding(encoding)
+        value = codec.decode(data, limits=self._limits, record_hook=self._hook, key_order="either")
         return self.from_record(value)
+
+    @property
+    def out_encoding(self) -> Encoding:
+        """The encoding this wire writes."""
+        return "cbor" if self._codec is cbor else "syrup"
+
+    def _set_in_encoding(self, encoding: Encoding) -> None:
+        if self.in_encoding is not None:
+            raise ProtocolError(f"a {encoding} message in a {self.in_encoding} session")
+        self.in_encoding = encoding
 
     def from_record(self, value: Any) -> Any:
         """The engine message for a decoded top-level ``op:`` record."""

@@ -1,7 +1,8 @@
 """The node in one process: sessions, sturdyrefs, crossed hellos, handoffs, the gift table.
 
 Nodes meet over the in-memory network (message framing) and over real
-tcp-testing-only sockets (stream framing), under asyncio and trio.
+tcp-testing-only sockets (stream framing), under asyncio and trio, in Syrup
+and (the ``-cbor`` kinds) in the draft CBOR encoding.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ocapn import (
     UnsupportedTransport,
 )
 from ocapn.handoffs import GiftTable, HandoffGive, HandoffReceive
+from ocapn.wire import CBOR_PROFILE, SPEC_PROFILE
 
 pytestmark = pytest.mark.anyio
 
@@ -54,17 +56,22 @@ class Holder:
 
 
 @asynccontextmanager
-async def nodes(count: int, kind: str) -> AsyncIterator[list[Node]]:
+async def nodes(count: int, kind: str, encodings: str = "") -> AsyncIterator[list[Node]]:
+    """``kind``: memory or tcp, with ``-cbor`` for CBOR nodes; ``encodings``: one
+    letter per node (``s`` Syrup, ``c`` CBOR) to mix them."""
     network = MemoryNetwork()
+    cbor = kind.endswith("-cbor")
     async with AsyncExitStack() as stack:
         result = []
-        for _ in range(count):
-            netlayer = network.netlayer() if kind == "memory" else tcp_testing_only()
-            result.append(await stack.enter_async_context(Node(netlayer)))
+        for i in range(count):
+            netlayer = network.netlayer() if kind.startswith("memory") else tcp_testing_only()
+            use_cbor = encodings[i] == "c" if encodings else cbor
+            profile = CBOR_PROFILE if use_cbor else SPEC_PROFILE
+            result.append(await stack.enter_async_context(Node(netlayer, profile=profile)))
         yield result
 
 
-KINDS = pytest.mark.parametrize("kind", ["memory", "tcp"])
+KINDS = pytest.mark.parametrize("kind", ["memory", "tcp", "memory-cbor", "tcp-cbor"])
 
 
 @KINDS
@@ -346,3 +353,36 @@ async def test_tables_return_to_their_starting_size(kind: str) -> None:
         assert session_a.engine.stats() == start_a
         assert session_b.engine.stats() == start_b
         assert len(a.gifts) == 0 and len(b.gifts) == 0
+
+
+# -- encodings: CBOR beside Syrup ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["memory", "tcp"])
+@pytest.mark.parametrize("encodings", ["sc", "cs"])
+async def test_a_syrup_node_and_a_cbor_node_talk(kind: str, encodings: str) -> None:
+    async with nodes(2, kind, encodings) as (a, b):
+        holder = await b.enliven(a.publish(Holder()))
+        assert await E(holder).echo({"x": [1, b"2", None]}) == {"x": [1, b"2", None]}
+        (dialer,) = b.sessions
+        (answerer,) = a.sessions
+        mine = "cbor" if encodings[1] == "c" else "syrup"
+        assert dialer.wire.out_encoding == mine and answerer.wire.in_encoding == mine
+        # On a stream the answerer mirrors the dialer, as with framing; on a
+        # message channel each writes its own and reads the other's.
+        theirs = mine if kind == "tcp" else ("cbor" if encodings[0] == "c" else "syrup")
+        assert answerer.wire.out_encoding == theirs and dialer.wire.in_encoding == theirs
+
+
+@pytest.mark.parametrize("encodings", ["ccs", "scc", "csc", "ssc"])
+async def test_handoff_across_sessions_of_different_encodings(encodings: str) -> None:
+    """Certificates are signed in their session's encoding and verify in either."""
+    async with nodes(3, "memory", encodings) as (gifter, receiver, exporter):
+        counter = Counter()
+        on_exporter = await gifter.enliven(exporter.publish(counter))
+        holder = Holder()
+        on_receiver = await gifter.enliven(receiver.publish(holder))
+        assert await E(on_receiver).keep(on_exporter) == 1
+        assert type(await holder.kept[0]) is RemoteRef
+        assert await E(on_receiver).call_kept("incr") == 1
+        assert counter.n == 1 and len(exporter.gifts) == 0
