@@ -362,7 +362,7 @@ def decode(
         )
     failure: BaseException | None = None
     try:
-        value, pos = _one(data, 0, 0, config)
+        value, pos = _parse(data, config)
         if pos != n:
             raise CBORDecodeError(f"{n - pos} trailing bytes after the value", pos)
         return value
@@ -442,40 +442,179 @@ def _str(data: bytes, pos: int, config: _Config) -> tuple[str, int]:
         raise CBORDecodeError(message, start + exc.start) from None
 
 
-def _one(data: bytes, pos: int, depth: int, config: _Config) -> tuple[Any, int]:
-    b = data[pos]
-    major = b >> 5
-    if major == 6:
-        if b == 0xC2 or b == 0xC3:
-            return _bignum(data, pos, config)
-        if b == 0xD8 and data[pos + 1] == 0x1B:
-            return _record(data, pos, depth, config)
-        if b == 0xD9 and data[pos + 1] == 0x01 and data[pos + 2] == 0x18:
+# The parser is one loop with an explicit stack (no recursion, so no Python
+# stack limit): ``items``/``left``/``kind``/``extra`` describe the innermost
+# open container, and ``stack`` holds those of the containers around it.
+_TOP: Final = 0
+_ARRAY: Final = 1
+_RECORD: Final = 2
+_MAP: Final = 3
+
+
+def _parse(data: bytes, config: _Config) -> tuple[Any, int]:
+    """The value at the start of ``data`` and the offset just past it."""
+    stack: list[tuple[list[Any], int, int, Any]] = []
+    push = stack.append
+    items: list[Any] = []
+    left = 1
+    kind = _TOP
+    extra: Any = None
+    max_depth = config.max_depth
+    pos = 0
+    while True:
+        start = pos
+        b = data[pos]
+        # -- atoms, the usual ones first ------------------------------------------
+        if b == 0xC2 and data[pos + 1] == 0x41 and data[pos + 2]:
+            v: Any = data[pos + 2]
+            pos += 3
+        elif 0x60 <= b < 0x78:
+            end = pos + b - 0x5F
+            if end > len(data):
+                raise IndexError
+            try:
+                v = data[pos + 1 : end].decode("utf-8")
+            except UnicodeDecodeError:
+                v, end = _str(data, pos, config)
+            pos = end
+        elif b == 0xD8 and data[pos + 1] == 0x1B:
+            # -- a record: read the head and the label, then its fields -----------
+            h = pos + 2
+            c = data[h]
+            if c >> 5 != 4:
+                raise CBORDecodeError("a record (tag 27) holds an array", h)
+            if len(stack) >= max_depth:
+                raise CBORDecodeError(f"nesting is deeper than the limit of {max_depth}", h)
+            if c < 0x98:
+                count, p = c - 0x80, h + 1
+            else:
+                count, p = _count(data, h, c & 31)
+            if count == 0:
+                raise CBORDecodeError("a record has a label", h)
+            if data[p] >> 5 != 3:
+                raise CBORDecodeError("a record label is a text string", p)
+            name, pos = _str(data, p, config)
+            if count > 1:
+                push((items, left, kind, extra))
+                items, left, kind, extra = [], count - 1, _RECORD, name
+                continue
+            v = _finish_record(name, [], config)
+        elif 0x80 <= b < 0x98 or b == 0xA0:
+            if b == 0x80 or b == 0xA0:
+                v = [] if b == 0x80 else {}
+                pos += 1
+            else:
+                if len(stack) >= max_depth:
+                    raise CBORDecodeError(f"nesting is deeper than the limit of {max_depth}", pos)
+                push((items, left, kind, extra))
+                items, left, kind, extra = [], b - 0x80, _ARRAY, None
+                pos += 1
+                continue
+        elif b == 0xD9 and data[pos + 1] == 0x01 and data[pos + 2] == 0x18:
             if data[pos + 3] >> 5 != 3:
                 raise CBORDecodeError("a symbol (tag 280) holds a text string", pos + 3)
-            name, end = _str(data, pos + 3, config)
-            return Symbol(name), end
-        return _bad_tag(data, pos)
-    if major == 3:
-        return _str(data, pos, config)
-    if major == 2:
-        start, end = _span(data, pos, config)
-        return data[start:end], end
-    if major == 4:
-        return _array(data, pos, depth, config)
-    if major == 5:
-        return _map(data, pos, depth, config)
-    if major == 7:
-        if b == 0xF5:
-            return True, pos + 1
-        if b == 0xF4:
-            return False, pos + 1
-        if b == 0xFB:
-            return _float(data, pos)
-        return _bad_simple(b, pos)
-    raise CBORDecodeError(
-        "a bare CBOR integer (OCapN CBOR writes every integer as a tag 2/3 bignum)", pos
-    )
+            name, pos = _str(data, pos + 3, config)
+            v = Symbol(name)
+        elif b == 0xF4 or b == 0xF5:
+            v = b == 0xF5
+            pos += 1
+        elif b == 0xC2 or b == 0xC3:
+            v, pos = _bignum(data, pos, config)
+        elif b == 0xFB:
+            v, pos = _float(data, pos)
+        else:
+            major = b >> 5
+            if major == 2:
+                s, pos = _span(data, pos, config)
+                v = data[s:pos]
+            elif major == 3:
+                v, pos = _str(data, pos, config)
+            elif major == 4 or major == 5:
+                if len(stack) >= max_depth:
+                    raise CBORDecodeError(f"nesting is deeper than the limit of {max_depth}", pos)
+                ai = b & 31
+                count, pos = (ai, pos + 1) if ai < 24 else _count(data, pos, ai)
+                if count == 0:
+                    v = [] if major == 4 else {}
+                else:
+                    push((items, left, kind, extra))
+                    if major == 4:
+                        items, left, kind, extra = [], count, _ARRAY, None
+                    else:
+                        items, left, kind = [], 2 * count, _MAP
+                        extra = _MapState(config.order)
+                    continue
+            elif major == 6:
+                v, pos = _bad_tag(data, pos)
+            elif major == 7:
+                v, pos = _bad_simple(b, pos)
+            else:
+                raise CBORDecodeError(
+                    "a bare CBOR integer (OCapN CBOR writes every integer as a tag 2/3 bignum)",
+                    pos,
+                )
+        # -- put ``v`` in its container; close every container it completes ------------
+        while True:
+            if kind == _MAP and not left & 1:
+                extra.key(v, start)
+            items.append(v)
+            left -= 1
+            if left:
+                break
+            if kind == _TOP:
+                return items[0], pos
+            if kind == _ARRAY:
+                v = items
+            elif kind == _RECORD:
+                v = _finish_record(extra, items, config)
+            else:
+                v = dict(zip(items[::2], items[1::2], strict=True))
+            items, left, kind, extra = stack.pop()
+
+
+def _count(data: bytes, pos: int, ai: int) -> tuple[int, int]:
+    """The item count of a container head with extra bytes, checked against the input."""
+    count, p = _arg(data, pos, ai)
+    if count > len(data) - p:  # every item takes at least one byte
+        raise _Truncated(pos, count)
+    return count, p
+
+
+def _finish_record(name: str, fields: list[Any], config: _Config) -> Any:
+    label = Symbol(name)
+    hook = config.hook
+    if hook is None:
+        return Record(label, fields)
+    try:
+        return hook(label, fields)
+    except Exception as exc:
+        raise _HookFailed(exc) from None
+
+
+class _MapState:
+    """The key checks of one open map: text keys, none repeated, in order."""
+
+    __slots__ = ("by_points", "by_units", "last")
+
+    def __init__(self, order: str) -> None:
+        self.last: str | None = None
+        self.by_points = order != "js"  # the keys so far are in code-point (UTF-8) order
+        self.by_units = order != "syrup"  # ... in JavaScript's (UTF-16) order
+
+    def key(self, key: Any, at: int) -> None:
+        if type(key) is not str:
+            raise CBORDecodeError("a map key is a text string", at)
+        last = self.last
+        if last is not None:
+            if key == last:
+                raise CBORDecodeError(f"repeated map key {key!r}", at)
+            if self.by_points and not last < key:
+                self.by_points = False
+            if self.by_units and not _utf16_key(last) < _utf16_key(key):
+                self.by_units = False
+            if not (self.by_points or self.by_units):
+                raise CBORDecodeError(f"map key {key!r} is out of order after {last!r}", at)
+        self.last = key
 
 
 def _bad_tag(data: bytes, pos: int) -> tuple[Any, int]:
@@ -529,99 +668,3 @@ def _bignum(data: bytes, pos: int, config: _Config) -> tuple[int, int]:
         raise CBORDecodeError("non-minimal bignum: a leading zero byte", start)
     n = int.from_bytes(data[start:end], "big")
     return (n if data[pos] == 0xC2 else -1 - n), end
-
-
-def _container_head(data: bytes, pos: int, depth: int, config: _Config) -> tuple[int, int]:
-    if depth >= config.max_depth:
-        raise CBORDecodeError(f"nesting is deeper than the limit of {config.max_depth}", pos)
-    ai = data[pos] & 31
-    if ai < 24:
-        return ai, pos + 1
-    count, p = _arg(data, pos, ai)
-    if count > len(data) - p:  # every item takes at least one byte
-        raise _Truncated(pos, count)
-    return count, p
-
-
-def _array(data: bytes, pos: int, depth: int, config: _Config) -> tuple[list[Any], int]:
-    count, p = _container_head(data, pos, depth, config)
-    depth += 1
-    out: list[Any] = []
-    append = out.append
-    for _ in range(count):
-        b = data[p]
-        if b == 0xC2:  # small non-negative integers, inline
-            if data[p + 1] == 0x41 and data[p + 2]:
-                append(data[p + 2])
-                p += 3
-                continue
-            if data[p + 1] == 0x40:
-                append(0)
-                p += 2
-                continue
-        elif 0x60 <= b < 0x78:  # short strings, inline
-            end = p + 1 + (b - 0x60)
-            if end <= len(data):
-                try:
-                    append(data[p + 1 : end].decode("utf-8"))
-                    p = end
-                    continue
-                except UnicodeDecodeError:
-                    pass
-        v, p = _one(data, p, depth, config)
-        append(v)
-    return out, p
-
-
-def _record(data: bytes, pos: int, depth: int, config: _Config) -> tuple[Any, int]:
-    h = pos + 2
-    c = data[h]
-    if c >> 5 != 4:
-        raise CBORDecodeError("a record (tag 27) holds an array", h)
-    count, p = _container_head(data, h, depth, config)
-    if count == 0:
-        raise CBORDecodeError("a record has a label", h)
-    if data[p] >> 5 != 3:
-        raise CBORDecodeError("a record label is a text string", p)
-    name, p = _str(data, p, config)
-    depth += 1
-    fields: list[Any] = []
-    append = fields.append
-    for _ in range(count - 1):
-        v, p = _one(data, p, depth, config)
-        append(v)
-    label = Symbol(name)
-    hook = config.hook
-    if hook is None:
-        return Record(label, fields), p
-    try:
-        return hook(label, fields), p
-    except Exception as exc:
-        raise _HookFailed(exc) from None
-
-
-def _map(data: bytes, pos: int, depth: int, config: _Config) -> tuple[dict[str, Any], int]:
-    count, p = _container_head(data, pos, depth, config)
-    depth += 1
-    out: dict[str, Any] = {}
-    order = config.order
-    by_points = order != "js"  # the keys so far are in code-point (UTF-8) order
-    by_units = order != "syrup"  # ... in JavaScript's (UTF-16) order
-    last: str | None = None
-    for _ in range(count):
-        if data[p] >> 5 != 3:
-            raise CBORDecodeError("a map key is a text string", p)
-        at = p
-        key, p = _str(data, p, config)
-        if last is not None:
-            if key == last:
-                raise CBORDecodeError(f"repeated map key {key!r}", at)
-            if by_points and not last < key:
-                by_points = False
-            if by_units and not _utf16_key(last) < _utf16_key(key):
-                by_units = False
-            if not (by_points or by_units):
-                raise CBORDecodeError(f"map key {key!r} is out of order after {last!r}", at)
-        last = key
-        out[key], p = _one(data, p, depth, config)
-    return out, p
