@@ -17,7 +17,7 @@ import anyio
 import anyio.abc
 
 from captp import Record, Symbol
-from ocapn import syrup
+from ocapn import cbor, syrup
 from ocapn.crypto import KeyPair, PublicKey, encode_signature, my_location_bytes, session_id
 from ocapn.handoffs import encode_value
 from ocapn.locators import PeerLocation
@@ -40,11 +40,19 @@ def deliver_only(to: Record, args: list[Any]) -> Record:
 
 
 class RawPeer:
-    """One TCP connection, spoken by hand.  ``location`` is the peer we claim to be."""
+    """One TCP connection, spoken by hand.  ``location`` is the peer we claim to be.
 
-    def __init__(self, stream: anyio.abc.SocketStream, location: PeerLocation) -> None:
+    ``encoding``: ``"syrup"`` (unframed) or ``"cbor"`` (``len:`` framed, as CBOR
+    on a stream always is).
+    """
+
+    def __init__(
+        self, stream: anyio.abc.SocketStream, location: PeerLocation, encoding: str = "syrup"
+    ) -> None:
         self.stream = stream
         self.location = location
+        self.encoding = encoding
+        self._frames = syrup.FrameDecoder()
         self.key = KeyPair()
         self.their_key: PublicKey | None = None
         self.their_location: Any = None
@@ -56,7 +64,7 @@ class RawPeer:
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, where: PeerLocation, designator: str | None = None
+        cls, where: PeerLocation, designator: str | None = None, encoding: str = "syrup"
     ) -> AsyncIterator[RawPeer]:
         hints = where.hints or {}
         stream = await anyio.connect_tcp(hints["host"], int(hints["port"]))
@@ -65,19 +73,25 @@ class RawPeer:
             {"host": "127.0.0.1", "port": "9"},
         )
         async with stream:
-            yield cls(stream, me)
+            yield cls(stream, me, encoding)
 
     # -- writing -------------------------------------------------------------------------
 
     async def send(self, message: Record | bytes) -> None:
-        data = message if isinstance(message, bytes) else encode_value(message)
+        if isinstance(message, bytes):
+            data = message
+        elif self.encoding == "cbor":
+            data = syrup.frame(encode_value(message, "cbor"))
+        else:
+            data = encode_value(message)
         await self.stream.send(data)
 
     def hello_record(
         self, version: str = "1.0", key: KeyPair | None = None, signed: bytes | None = None
     ) -> Record:
         key = key or self.key
-        data = my_location_bytes(self.location.to_record()) if signed is None else signed
+        location = self.location.to_record()
+        data = my_location_bytes(location, self.encoding) if signed is None else signed
         return Record(
             sym("op:start-session"),
             (version, key.public.descriptor(), self.location.to_record(),
@@ -126,7 +140,10 @@ class RawPeer:
         """The next record; :class:`anyio.EndOfStream` when the peer has closed."""
         while not self._ready:
             data = await self.stream.receive()
-            self._ready.extend(self._decoder.feed(data))
+            if self.encoding == "cbor":
+                self._ready.extend(cbor.decode(frame) for frame in self._frames.feed(data))
+            else:
+                self._ready.extend(self._decoder.feed(data))
         return self._ready.popleft()
 
     async def expect(self, label: str) -> Record:

@@ -22,6 +22,7 @@ from ocapn import Node
 from ocapn import session as session_module
 from ocapn.crypto import KeyPair, encode_signature
 from ocapn.handoffs import HandoffGive, HandoffReceive, SignedEnvelope
+from ocapn.syrup import frame
 
 pytestmark = pytest.mark.anyio
 
@@ -90,10 +91,33 @@ AFTER_HANDSHAKE: list[tuple[str, Build, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("case", "build", "reason"), AFTER_HANDSHAKE)
-async def test_bad_message_after_the_handshake(case: str, build: Build, reason: str) -> None:
+# The same checks for a peer that speaks CBOR: the Syrup byte cases become CBOR ones.
+_SYRUP_BYTES = {"non-canonical syrup", "not syrup at all", "frame over the size limit"}
+AFTER_HANDSHAKE_CBOR: list[tuple[str, Build, str]] = [
+    case for case in AFTER_HANDSHAKE if case[0] not in _SYRUP_BYTES
+] + [
+    ("non-canonical cbor", lambda r: frame(bytes.fromhex("d81b82") + b"\x68op:abort\x78\x01x"),
+     "non-canonical head"),
+    ("cbor integer not a bignum", lambda r: frame(bytes.fromhex("d81b82") + b"\x68op:abort\x05"),
+     "bignum"),
+    ("unknown cbor tag", lambda r: frame(bytes.fromhex("d81b82") + b"\x68op:abort\xc1\xf4"),
+     "unknown tag 1"),
+    ("indefinite cbor array", lambda r: frame(bytes.fromhex("d81b9f") + b"\x68op:abort\xff"),
+     "indefinite"),
+    ("cbor then syrup", lambda r: frame(b"<8'op:abort1\"x>"), "a syrup message in a cbor session"),
+    ("frame over the size limit", lambda r: b"999999999999:", "is over the limit"),
+]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "case", "build", "reason"),
+    [("syrup", *c) for c in AFTER_HANDSHAKE] + [("cbor", *c) for c in AFTER_HANDSHAKE_CBOR],
+)
+async def test_bad_message_after_the_handshake(
+    encoding: str, case: str, build: Build, reason: str
+) -> None:
     async with served() as (server, good):
-        async with RawPeer.connect(server.location) as raw:
+        async with RawPeer.connect(server.location, encoding=encoding) as raw:
             await raw.handshake()
             assert len(server.sessions) == 2
             await raw.send(build(raw))

@@ -23,15 +23,24 @@ from captp import BrokenPromise, E, RemoteError, RemoteRef, Symbol, far, same_va
 from interop.testsuite_peer import SWISS_NUMS
 from netlayers import tcp_testing_only
 from ocapn import Node, OCapNSession, PeerLocation, Sturdyref
+from ocapn.wire import PROFILES, SPEC_PROFILE, WireProfile
 
 pytestmark = [pytest.mark.anyio, pytest.mark.interop]
 
 
-@pytest.fixture(scope="module", params=["spec", "suite-main"])
+# The profile the test process's client speaks to each peer: a peer started
+# with --profile cbor answers in the encoding it is dialed in, so the client
+# dials it in CBOR.
+_CLIENT_PROFILES: dict[PeerLocation, WireProfile] = {}
+
+
+@pytest.fixture(scope="module", params=["spec", "suite-main", "cbor"])
 def suite_peer(request: pytest.FixtureRequest) -> Iterator[PeerLocation]:
     args = ["-m", "interop.testsuite_peer", "--port", "0", "--profile", request.param]
     with spawn(*args) as uri:
-        yield PeerLocation.from_uri(uri)
+        location = PeerLocation.from_uri(uri)
+        _CLIENT_PROFILES[location] = PROFILES[request.param]
+        yield location
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +51,11 @@ def recorder_uri() -> Iterator[str]:
 
 @asynccontextmanager
 async def client(peer: PeerLocation) -> AsyncIterator[tuple[Node, OCapNSession]]:
-    async with Node(tcp_testing_only()) as node:
-        yield node, await node.connect(peer)
+    async with Node(tcp_testing_only(), profile=_CLIENT_PROFILES.get(peer, SPEC_PROFILE)) as node:
+        session = await node.connect(peer)
+        assert session.wire.out_encoding == node.profile.encoding
+        assert session.wire.in_encoding == node.profile.encoding  # the peer answers in kind
+        yield node, session
 
 
 def fetch(session: OCapNSession, name: str) -> Any:

@@ -22,9 +22,25 @@ from captp import (
     null,
     same_value,
 )
-from netlayers import connect_pair
+from netlayers import connect_pair as _connect_pair
+from ocapn.wire import CBOR_PROFILE, SPEC_PROFILE, WireProfile
 
 pytestmark = pytest.mark.anyio
+
+# Every test runs in Syrup and in CBOR (the 100k-object soak: CBOR under asyncio only).
+_PROFILE: list[WireProfile] = [SPEC_PROFILE]
+
+
+@pytest.fixture(autouse=True, params=[SPEC_PROFILE, CBOR_PROFILE], ids=["syrup", "cbor"])
+def _encoding(request: pytest.FixtureRequest) -> None:
+    name = request.node.name
+    if request.param is CBOR_PROFILE and name.startswith("test_100k") and "asyncio" not in name:
+        pytest.skip("the soak runs in CBOR under asyncio only")
+    _PROFILE[0] = request.param
+
+
+def connect_pair(**kwargs: Any) -> Any:
+    return _connect_pair(profile=_PROFILE[0], **kwargs)
 
 
 @far
