@@ -556,7 +556,13 @@ def _parse(data: bytes, config: _Config) -> tuple[Any, int]:
         # -- put ``v`` in its container; close every container it completes ------------
         while True:
             if kind == _MAP and not left & 1:
-                extra.key(v, start)
+                # A key: text, and after the last key (JavaScript's order and
+                # "either" go through _MapState.key).
+                last = extra.last
+                if type(v) is str and extra.plain and (last is None or last < v):
+                    extra.last = v
+                else:
+                    extra.key(v, start)
             items.append(v)
             left -= 1
             if left:
@@ -594,10 +600,11 @@ def _finish_record(name: str, fields: list[Any], config: _Config) -> Any:
 class _MapState:
     """The key checks of one open map: text keys, none repeated, in order."""
 
-    __slots__ = ("by_points", "by_units", "last")
+    __slots__ = ("by_points", "by_units", "last", "plain")
 
     def __init__(self, order: str) -> None:
         self.last: str | None = None
+        self.plain = order == "syrup"
         self.by_points = order != "js"  # the keys so far are in code-point (UTF-8) order
         self.by_units = order != "syrup"  # ... in JavaScript's (UTF-16) order
 
