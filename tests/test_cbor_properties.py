@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
+import cbor2
 from _syrup_util import same, symbols
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -78,6 +80,39 @@ def test_js_key_order_round_trips_through_js_and_either(value: Any) -> None:
         assert same(decoded, value)
         assert encode(decoded, key_order="js") == data
     assert same(decode(encode(value), key_order="either"), value)
+
+
+def _generic(value: Any) -> Any:
+    """What a plain RFC 8949 decoder (cbor2) should read from our encoding of ``value``."""
+    t = type(value)
+    if t is Record:
+        return cbor2.CBORTag(27, [value.label.name, *map(_generic, value.fields)])
+    if t is Symbol:
+        return cbor2.CBORTag(280, value.name)
+    if t is list:
+        return [_generic(x) for x in value]
+    if t is dict:
+        return {k: _generic(x) for k, x in value.items()}
+    return value
+
+
+@FAST
+@given(cbor_values)
+def test_a_plain_cbor_decoder_reads_what_we_write(value: Any) -> None:
+    """The draft's first goal: any RFC 8949 decoder can parse the bytes (cbor2 here)."""
+    got = cbor2.loads(encode(value))
+    assert same(_untag(got), _untag(_generic(value)))
+
+
+def _untag(value: Any) -> Any:
+    # CBORTag compares NaN by identity: turn tags into records, which ``same`` knows.
+    if type(value) is cbor2.CBORTag:
+        return Record(Symbol(f"tag {value.tag}"), (_untag(value.value),))
+    if type(value) in (list, tuple):  # cbor2 reads the array inside a tag as a tuple
+        return [_untag(x) for x in value]
+    if isinstance(value, Mapping):  # ... and a map there as a frozendict
+        return {k: _untag(x) for k, x in value.items()}
+    return value
 
 
 def _decode_quietly(data: bytes, **options: Any) -> None:
