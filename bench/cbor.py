@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 from functools import partial
+from importlib import metadata
 from typing import Any, Final
 
 import cbor2
@@ -160,7 +161,7 @@ def main(argv: list[str]) -> int:
             {
                 "bench": "cbor",
                 "python": platform.python_version(),
-                "cbor2": cbor2.__version__ if hasattr(cbor2, "__version__") else "?",
+                "cbor2": metadata.version("cbor2"),
                 "cpus": pinned,
                 "rounds": rounds,
                 "decode_target": DECODE_TARGET,
