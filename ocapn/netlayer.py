@@ -21,6 +21,11 @@ the stream to ``on_end``, instead of waiting for ``receive()`` calls.  The
 node uses it, when offered, once a session's handshake is done (it saves a
 task wake-up per read; the asyncio TCP fast path offers it).
 
+A channel may also have an ``encoding`` attribute, ``"syrup"`` or ``"cbor"``:
+the encoding its netlayer negotiated with the peer (np's encoding field,
+numbered by ``ocapn.cbor.ENCODING_SYRUP`` / ``ENCODING_CBOR``).  The session
+then writes that encoding, whatever its wire profile says.
+
 The node runs :meth:`Netlayer.serve` in its task group; the netlayer runs the
 handler for each inbound connection in a task it owns and closes the channel
 (gracefully) when the handler returns.  :meth:`Netlayer.connect` is an async

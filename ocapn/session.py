@@ -118,7 +118,12 @@ class OCapNSession:
             self._send, node.vat, bootstrap=Bootstrap(node, self), policy=OCAPN_POLICY, name=name
         )
         self.engine.on_lost = self._lost
-        self.wire = OCapNWire(self.engine, profile, framing="none" if self._stream else "message")
+        self.wire = OCapNWire(
+            self.engine,
+            profile,
+            framing="none" if self._stream else "message",
+            encoding=getattr(channel, "encoding", None),  # negotiated by the netlayer
+        )
         self._encode = self.wire.encode
 
     def __repr__(self) -> str:

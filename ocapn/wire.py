@@ -208,10 +208,11 @@ def _arity(label: Symbol, fields: Sequence[Any], *counts: int) -> None:
 
 
 class OCapNWire:
-    """Engine messages <-> Syrup bytes for one session, with the profile's framing.
+    """Engine messages <-> Syrup or CBOR bytes for one session, with the profile's framing.
 
     ``framing``: ``"message"`` when the transport keeps message boundaries
     (in-memory pipe, WebSocket); otherwise the stream framing of the profile.
+    ``encoding``, if given, overrides the profile's (a netlayer negotiated it).
     Incoming stream framing is detected from the first byte (``<`` unframed,
     a digit ``len:``), so either kind of peer is understood.
     """
@@ -224,6 +225,7 @@ class OCapNWire:
         framing: Framing = "message",
         limits: syrup.Limits = syrup.DEFAULT_LIMITS,
         extra_records: dict[Symbol, Callable[[list[Any]], Any]] | None = None,
+        encoding: Encoding | None = None,
     ) -> None:
         self.session = session
         self.profile = profile
@@ -232,7 +234,10 @@ class OCapNWire:
         # The codec we write with, and the encoding the peer writes (known from
         # its first message).  On a stream, :meth:`detect` also makes us answer
         # in the peer's encoding if we have not written yet, as with framing.
-        self._codec: Any = cbor if profile.encoding == "cbor" else syrup
+        encoding = encoding or profile.encoding
+        if encoding not in ("syrup", "cbor"):
+            raise ValueError(f"encoding must be 'syrup' or 'cbor', not {encoding!r}")
+        self._codec: Any = cbor if encoding == "cbor" else syrup
         if self._codec is cbor and framing != "message":
             self._out_framing = "len"
         self.in_encoding: Encoding | None = None

@@ -386,3 +386,43 @@ async def test_handoff_across_sessions_of_different_encodings(encodings: str) ->
         assert type(await holder.kept[0]) is RemoteRef
         assert await E(on_receiver).call_kept("incr") == 1
         assert counter.n == 1 and len(exporter.gifts) == 0
+
+
+class _Negotiating:
+    """A memory netlayer whose channels say they negotiated ``encoding`` (as np does)."""
+
+    def __init__(self, inner: Any, encoding: str) -> None:
+        self.inner = inner
+        self.encoding = encoding
+        self.transport = inner.transport
+        self.framing = inner.framing
+
+    @property
+    def location(self) -> PeerLocation:
+        return self.inner.location  # type: ignore[no-any-return]
+
+    async def serve(self, handler: Any, *, task_status: Any) -> None:
+        async def negotiated(channel: Any) -> None:
+            channel.encoding = self.encoding
+            await handler(channel)
+
+        await self.inner.serve(negotiated, task_status=task_status)
+
+    @asynccontextmanager
+    async def connect(self, location: PeerLocation) -> AsyncIterator[Any]:
+        async with self.inner.connect(location) as channel:
+            channel.encoding = self.encoding
+            yield channel
+
+
+async def test_a_channel_s_negotiated_encoding_overrides_the_profile() -> None:
+    network = MemoryNetwork()
+    async with (
+        Node(_Negotiating(network.netlayer(), "cbor")) as a,  # type: ignore[arg-type]
+        Node(_Negotiating(network.netlayer(), "cbor")) as b,  # type: ignore[arg-type]
+    ):
+        holder = await b.enliven(a.publish(Holder()))
+        assert await E(holder).echo([1, "x"]) == [1, "x"]
+        for session in (*a.sessions, *b.sessions):
+            assert session.profile.encoding == "syrup"
+            assert session.wire.out_encoding == session.wire.in_encoding == "cbor"
