@@ -111,11 +111,15 @@ def _head(major: int, n: int) -> bytes:
 
 
 # Heads of short items, and the small non-negative integers, made once.
-_HEADS: Final = [[_head(major, n) for n in range(256)] for major in range(8)]
-_BYTES_HEADS: Final = _HEADS[2]
-_TEXT_HEADS: Final = _HEADS[3]
-_ARRAY_HEADS: Final = _HEADS[4]
-_MAP_HEADS: Final = _HEADS[5]
+def _short_heads(major: int) -> list[bytes]:
+    m = major << 5
+    return [bytes((m | n,)) for n in range(24)] + [bytes((m | 24, n)) for n in range(24, 256)]
+
+
+_BYTES_HEADS: Final = _short_heads(2)
+_TEXT_HEADS: Final = _short_heads(3)
+_ARRAY_HEADS: Final = _short_heads(4)
+_MAP_HEADS: Final = _short_heads(5)
 _SMALL_INTS: Final = [b"\xc2\x40"] + [b"\xc2\x41" + bytes((n,)) for n in range(1, 256)]
 _SMALL_NEGS: Final = [b"\xc3\x40"] + [b"\xc3\x41" + bytes((n,)) for n in range(1, 256)]
 _text_cache: dict[str, bytes] = {}
