@@ -464,6 +464,8 @@ def _parse(data: bytes, config: _Config) -> tuple[Any, int]:
     kind = _TOP
     extra: Any = None
     max_depth = config.max_depth
+    # Heads of the bignums read inline: byte strings of 2 to 23 bytes, within the limit.
+    max_short_int = 0x40 + min(23, config.max_int_bytes) + 1
     pos = 0
     while True:
         start = pos
@@ -472,10 +474,21 @@ def _parse(data: bytes, config: _Config) -> tuple[Any, int]:
         if b == 0xC2 and data[pos + 1] == 0x41 and data[pos + 2]:
             v: Any = data[pos + 2]
             pos += 3
+        elif (b == 0xC2 or b == 0xC3) and 0x41 < data[pos + 1] < max_short_int:
+            # A bignum of 2 to 23 bytes.
+            end = pos + data[pos + 1] - 0x3E
+            if end > len(data):
+                raise _Truncated(pos + 1, end - pos - 2)
+            if not data[pos + 2]:
+                raise CBORDecodeError("non-minimal bignum: a leading zero byte", pos + 2)
+            v = int.from_bytes(data[pos + 2 : end], "big")
+            if b == 0xC3:
+                v = -1 - v
+            pos = end
         elif 0x60 <= b < 0x78:
             end = pos + b - 0x5F
             if end > len(data):
-                raise IndexError
+                raise _Truncated(pos, b - 0x60)
             try:
                 v = data[pos + 1 : end].decode("utf-8")
             except UnicodeDecodeError:
@@ -497,12 +510,25 @@ def _parse(data: bytes, config: _Config) -> tuple[Any, int]:
                 raise CBORDecodeError("a record has a label", h)
             if data[p] >> 5 != 3:
                 raise CBORDecodeError("a record label is a text string", p)
-            name, pos = _str(data, p, config)
+            label, pos = _symbol(data, p, config)
             if count > 1:
                 push((items, left, kind, extra))
-                items, left, kind, extra = [], count - 1, _RECORD, name
+                items, left, kind, extra = [], count - 1, _RECORD, label
                 continue
-            v = _finish_record(name, [], config)
+            v = _finish_record(label, [], config)
+        elif 0xA0 < b < 0xB8:
+            if len(stack) >= max_depth:
+                raise CBORDecodeError(f"nesting is deeper than the limit of {max_depth}", pos)
+            push((items, left, kind, extra))
+            items, left, kind, extra = [], 2 * (b - 0xA0), _MAP, _MapState(config.order)
+            pos += 1
+            continue
+        elif 0x40 <= b < 0x58:
+            end = pos + b - 0x3F
+            if end > len(data):
+                raise _Truncated(pos, b - 0x40)
+            v = data[pos + 1 : end]
+            pos = end
         elif 0x80 <= b < 0x98 or b == 0xA0:
             if b == 0x80 or b == 0xA0:
                 v = [] if b == 0x80 else {}
@@ -517,8 +543,7 @@ def _parse(data: bytes, config: _Config) -> tuple[Any, int]:
         elif b == 0xD9 and data[pos + 1] == 0x01 and data[pos + 2] == 0x18:
             if data[pos + 3] >> 5 != 3:
                 raise CBORDecodeError("a symbol (tag 280) holds a text string", pos + 3)
-            name, pos = _str(data, pos + 3, config)
-            v = Symbol(name)
+            v, pos = _symbol(data, pos + 3, config)
         elif b == 0xF4 or b == 0xF5:
             v = b == 0xF5
             pos += 1
@@ -590,11 +615,40 @@ def _count(data: bytes, pos: int, ai: int) -> tuple[int, int]:
     return count, p
 
 
-def _finish_record(name: str, fields: list[Any], config: _Config) -> Any:
-    label = Symbol(name)
+# Symbols (and record labels) by the bytes of their short names, made once each
+# (bounded: names come from peers).
+_symbols: dict[bytes, Symbol] = {}
+_new_object: Final = object.__new__
+_set_label: Final = Record.__dict__["label"].__set__
+_set_fields: Final = Record.__dict__["fields"].__set__
+
+
+def _symbol(data: bytes, pos: int, config: _Config) -> tuple[Symbol, int]:
+    """The symbol named by the text string at ``pos``."""
+    b = data[pos]
+    if b < 0x78:
+        end = pos + b - 0x5F
+        raw = data[pos + 1 : end]
+        symbol = _symbols.get(raw)
+        if symbol is not None:
+            return symbol, end
+        name, end = _str(data, pos, config)
+        symbol = Symbol(name)
+        if len(_symbols) < 4096:
+            _symbols[raw] = symbol
+        return symbol, end
+    name, end = _str(data, pos, config)
+    return Symbol(name), end
+
+
+def _finish_record(label: Symbol, fields: list[Any], config: _Config) -> Any:
     hook = config.hook
     if hook is None:
-        return Record(label, fields)
+        # Record.__init__'s checks are for user code; set the two slots directly.
+        record: Record = _new_object(Record)
+        _set_label(record, label)
+        _set_fields(record, tuple(fields))
+        return record
     try:
         return hook(label, fields)
     except Exception as exc:
