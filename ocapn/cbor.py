@@ -40,7 +40,7 @@ from collections.abc import Callable
 from typing import Any, Final, Literal
 
 from captp._passable import Record, Symbol
-from captp.errors import DecodeError, EncodeError
+from ocapn._cbor_errors import CBORDecodeError, CBOREncodeError, HookFailed, Truncated
 from ocapn._syrup_types import DEFAULT_LIMITS, Limits
 from ocapn.syrup import FrameDecoder, frame
 
@@ -67,19 +67,6 @@ KeyOrder = Literal["syrup", "js"]
 DecodeKeyOrder = Literal["syrup", "js", "either"]
 RecordHook = Callable[[Symbol, list[Any]], Any]
 Default = Callable[[Any], Any] | None
-
-
-class CBORDecodeError(DecodeError):
-    """Bytes that are not canonical OCapN CBOR; ``offset`` is where the problem was found."""
-
-    offset: int
-
-    def __init__(self, message: str, offset: int) -> None:
-        super().__init__(message, offset)
-
-
-class CBOREncodeError(EncodeError):
-    """A value that has no OCapN CBOR form (a set, a non-symbol label, a lone surrogate, ...)."""
 
 
 # == encoding ======================================================================
@@ -327,14 +314,6 @@ class _Config:
 _DEFAULT_CONFIG: Final = _Config(DEFAULT_LIMITS, None, "syrup")
 
 
-class _HookFailed(Exception):
-    """Internal: carries an exception raised by ``record_hook`` out unchanged."""
-
-
-class _Truncated(Exception):
-    """Internal: a head claims bytes past the end; args: offset of the head, length."""
-
-
 def decode(
     data: bytes | bytearray | memoryview,
     *,
@@ -370,9 +349,9 @@ def decode(
         if pos != n:
             raise CBORDecodeError(f"{n - pos} trailing bytes after the value", pos)
         return value
-    except _HookFailed as wrapper:
+    except HookFailed as wrapper:
         failure = wrapper.args[0]
-    except _Truncated as exc:
+    except Truncated as exc:
         offset, length = exc.args
         if length > config.max_size:
             raise CBORDecodeError(
@@ -433,7 +412,7 @@ def _span(data: bytes, pos: int, config: _Config) -> tuple[int, int]:
         length, start = _arg(data, pos, ai)
         end = start + length
     if end > len(data):
-        raise _Truncated(pos, end - start)
+        raise Truncated(pos, end - start)
     return start, end
 
 
@@ -478,7 +457,7 @@ def _parse(data: bytes, config: _Config) -> tuple[Any, int]:
             # A bignum of 2 to 23 bytes.
             end = pos + data[pos + 1] - 0x3E
             if end > len(data):
-                raise _Truncated(pos + 1, end - pos - 2)
+                raise Truncated(pos + 1, end - pos - 2)
             if not data[pos + 2]:
                 raise CBORDecodeError("non-minimal bignum: a leading zero byte", pos + 2)
             v = int.from_bytes(data[pos + 2 : end], "big")
@@ -488,7 +467,7 @@ def _parse(data: bytes, config: _Config) -> tuple[Any, int]:
         elif 0x60 <= b < 0x78:
             end = pos + b - 0x5F
             if end > len(data):
-                raise _Truncated(pos, b - 0x60)
+                raise Truncated(pos, b - 0x60)
             try:
                 v = data[pos + 1 : end].decode("utf-8")
             except UnicodeDecodeError:
@@ -526,7 +505,7 @@ def _parse(data: bytes, config: _Config) -> tuple[Any, int]:
         elif 0x40 <= b < 0x58:
             end = pos + b - 0x3F
             if end > len(data):
-                raise _Truncated(pos, b - 0x40)
+                raise Truncated(pos, b - 0x40)
             v = data[pos + 1 : end]
             pos = end
         elif 0x80 <= b < 0x98 or b == 0xA0:
@@ -611,7 +590,7 @@ def _count(data: bytes, pos: int, ai: int) -> tuple[int, int]:
     """The item count of a container head with extra bytes, checked against the input."""
     count, p = _arg(data, pos, ai)
     if count > len(data) - p:  # every item takes at least one byte
-        raise _Truncated(pos, count)
+        raise Truncated(pos, count)
     return count, p
 
 
@@ -628,6 +607,8 @@ def _symbol(data: bytes, pos: int, config: _Config) -> tuple[Symbol, int]:
     b = data[pos]
     if b < 0x78:
         end = pos + b - 0x5F
+        if end > len(data):
+            raise Truncated(pos, b - 0x60)
         raw = data[pos + 1 : end]
         symbol = _symbols.get(raw)
         if symbol is not None:
@@ -652,7 +633,7 @@ def _finish_record(label: Symbol, fields: list[Any], config: _Config) -> Any:
     try:
         return hook(label, fields)
     except Exception as exc:
-        raise _HookFailed(exc) from None
+        raise HookFailed(exc) from None
 
 
 class _MapState:

@@ -209,6 +209,9 @@ REJECTED: list[tuple[str, str, int, str]] = [
     ("length past the end", "45010203", 0, "past the end"),
     ("items missing", "85f4f4", 3, "ends in the middle"),
     ("count past the end", "9818f4f4f4", 0, "past the end"),
+    # The second label (or symbol) is cut short where the first, a known one, ended.
+    ("record label past the end", "82d81b8160d81b8161", 8, "past the end"),
+    ("symbol past the end", "82d9011860d9011861", 8, "past the end"),
 ]
 
 
