@@ -20,7 +20,7 @@ from captp import E, Record, Symbol, far
 from netlayers import tcp_testing_only
 from ocapn import Node
 from ocapn import session as session_module
-from ocapn.crypto import KeyPair, encode_signature
+from ocapn.crypto import KeyPair, encode_signature, my_location_bytes
 from ocapn.handoffs import HandoffGive, HandoffReceive, SignedEnvelope
 from ocapn.syrup import frame
 
@@ -159,13 +159,29 @@ BEFORE_HANDSHAKE: list[tuple[str, Build, str]] = [
         sym("op:start-session"), ("1.0", [sym("public-key")], r.location.to_record(), [])
     ), "not an Ed25519 public-key descriptor"),
     ("not OCapN", lambda r: b"GET / HTTP/1.1\r\n\r\n", "neither a record nor len:"),
+    # (the node cannot tell what such a peer reads, so it aborts in plain Syrup)
+    ("unframed cbor", lambda r: bytes.fromhex("d81b81") + b"\x68op:abort", "must be len: framed"),
 ]
 
 
-@pytest.mark.parametrize(("case", "build", "reason"), BEFORE_HANDSHAKE)
-async def test_bad_handshake(case: str, build: Build, reason: str) -> None:
+# In CBOR: the hello's signature covers the CBOR bytes of <my-location ...>, so a
+# hello signed over its Syrup bytes does not verify.
+BEFORE_HANDSHAKE_CBOR: list[tuple[str, Build, str]] = [
+    case for case in BEFORE_HANDSHAKE if case[0] not in ("not OCapN", "unframed cbor")
+] + [
+    ("hello signed over its syrup bytes", lambda r: r.hello_record(
+        signed=my_location_bytes(r.location.to_record(), "syrup")
+    ), "the location signature does not verify"),
+]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "case", "build", "reason"),
+    [("syrup", *c) for c in BEFORE_HANDSHAKE] + [("cbor", *c) for c in BEFORE_HANDSHAKE_CBOR],
+)
+async def test_bad_handshake(encoding: str, case: str, build: Build, reason: str) -> None:
     async with served() as (server, good):
-        async with RawPeer.connect(server.location) as raw:
+        async with RawPeer.connect(server.location, encoding=encoding) as raw:
             await raw.send(build(raw))
             with anyio.fail_after(10):
                 got = await raw.expect_abort()
