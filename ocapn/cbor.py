@@ -57,11 +57,12 @@ __all__ = [
     "frame",
 ]
 
-ENCODING_SYRUP: Final = 0
-"""The number we put in a netlayer's encoding negotiation (np's SYN field) for Syrup."""
+ENCODING_CBOR: Final = 0
+"""This encoding's number in a netlayer's encoding negotiation (np's SYN field):
+0, what Endo's np network speaks under its default offer ``[0]`` (spec-notes/0033)."""
 
-ENCODING_CBOR: Final = 1
-"""The number we put in a netlayer's encoding negotiation for this CBOR encoding."""
+ENCODING_SYRUP: Final = 1
+"""Syrup's number in a netlayer's encoding negotiation (spec-notes/0033)."""
 
 KeyOrder = Literal["syrup", "js"]
 DecodeKeyOrder = Literal["syrup", "js", "either"]

@@ -156,7 +156,8 @@ def test_default_hook_and_refusals() -> None:
 
 
 def test_encoding_numbers_for_netlayers() -> None:
-    assert (cbor.ENCODING_SYRUP, cbor.ENCODING_CBOR) == (0, 1)
+    # Endo's np network offers [0] and speaks CBOR (spec-notes/0033).
+    assert (cbor.ENCODING_CBOR, cbor.ENCODING_SYRUP) == (0, 1)
 
 
 # -- strict reading: every rule, with its offset ---------------------------------------
