@@ -48,6 +48,7 @@ from ocapn.locators import OCAPN_PEER, OCAPN_STURDYREF, PeerLocation, Sturdyref
 
 __all__ = [
     "CBOR_PROFILE",
+    "ENDO_CBOR_PROFILE",
     "ENDO_PROFILE",
     "PROFILES",
     "SPEC_PROFILE",
@@ -110,8 +111,15 @@ struct keys in JavaScript's order, ``-0.0`` written as ``0.0``."""
 CBOR_PROFILE: Final = WireProfile(name="cbor", encoding="cbor")
 """The spec's shapes in the draft CBOR encoding (``spec-notes/0033``)."""
 
+ENDO_CBOR_PROFILE: Final = WireProfile(
+    name="endo-cbor", encoding="cbor", stream_framing="len", struct_key_order="js"
+)
+"""``@endo/ocapn`` with its CBOR codec: struct keys in JavaScript's order; ``-0.0``
+as it is (Endo's CBOR reader keeps it).  Checked live (``spec-notes/0033``)."""
+
 PROFILES: Final[dict[str, WireProfile]] = {
-    p.name: p for p in (SPEC_PROFILE, SUITE_MAIN_PROFILE, ENDO_PROFILE, CBOR_PROFILE)
+    p.name: p
+    for p in (SPEC_PROFILE, SUITE_MAIN_PROFILE, ENDO_PROFILE, CBOR_PROFILE, ENDO_CBOR_PROFILE)
 }
 """The profiles by name, as the command line and the test-suite peer take them."""
 
