@@ -57,12 +57,14 @@ __all__ = [
     "frame",
 ]
 
-ENCODING_CBOR: Final = 0
-"""This encoding's number in a netlayer's encoding negotiation (np's SYN field):
-0, what Endo's np network speaks under its default offer ``[0]`` (spec-notes/0033)."""
+ENCODING_SYRUP: Final = 0
+"""Syrup's number in a netlayer's encoding negotiation (np's SYN field; ``netlayers.np.SYRUP``).
 
-ENCODING_SYRUP: Final = 1
-"""Syrup's number in a netlayer's encoding negotiation (spec-notes/0033)."""
+It is also np's default offer, under which Endo writes whichever codec it is
+configured with, and we the session profile's encoding (spec-notes/0033)."""
+
+ENCODING_CBOR: Final = 1
+"""This encoding's number in a netlayer's encoding negotiation (spec-notes/0033)."""
 
 KeyOrder = Literal["syrup", "js"]
 DecodeKeyOrder = Literal["syrup", "js", "either"]

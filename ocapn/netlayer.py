@@ -23,7 +23,7 @@ task wake-up per read; the asyncio TCP fast path offers it).
 
 A channel may also have an ``encoding`` attribute, ``"syrup"`` or ``"cbor"``:
 the encoding its netlayer negotiated with the peer (np's encoding field,
-numbered by ``ocapn.cbor.ENCODING_CBOR`` (0) / ``ENCODING_SYRUP`` (1)).  The session
+numbered by ``ocapn.cbor.ENCODING_SYRUP`` (0) / ``ENCODING_CBOR`` (1)).  The session
 then writes that encoding, whatever its wire profile says.
 
 The node runs :meth:`Netlayer.serve` in its task group; the netlayer runs the

@@ -156,8 +156,10 @@ def test_default_hook_and_refusals() -> None:
 
 
 def test_encoding_numbers_for_netlayers() -> None:
-    # Endo's np network offers [0] and speaks CBOR (spec-notes/0033).
-    assert (cbor.ENCODING_CBOR, cbor.ENCODING_SYRUP) == (0, 1)
+    from netlayers import np
+
+    assert (cbor.ENCODING_SYRUP, cbor.ENCODING_CBOR) == (np.SYRUP, 1)
+    assert cbor.ENCODING_CBOR not in np.ENCODINGS  # np offers no CBOR yet (its module's call)
 
 
 # -- strict reading: every rule, with its offset ---------------------------------------
