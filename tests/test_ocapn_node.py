@@ -428,18 +428,21 @@ async def test_a_channel_s_negotiated_encoding_overrides_the_profile() -> None:
             assert session.wire.out_encoding == session.wire.in_encoding == "cbor"
 
 
-async def test_np_sessions_in_cbor() -> None:
+@pytest.mark.parametrize("netlayer", ["np", "websocket"])
+async def test_np_and_websocket_sessions_in_cbor(netlayer: str) -> None:
     """Over np the hello's signature is bound to the Noise handshake and covers CBOR bytes."""
     from netlayers.np import NpNetlayer
+    from netlayers.websocket import WebSocketNetlayer
 
+    make = NpNetlayer if netlayer == "np" else WebSocketNetlayer
     async with (
-        Node(NpNetlayer(), profile=CBOR_PROFILE) as server,
-        Node(NpNetlayer(), profile=CBOR_PROFILE) as client,
+        Node(make(), profile=CBOR_PROFILE) as server,
+        Node(make(), profile=CBOR_PROFILE) as client,
     ):
         holder = await client.enliven(server.publish(Holder()))
         assert await E(E(holder).make_counter()).incr() == 1
         big = bytes(range(256)) * 1200  # over one Noise message: np chunks it
         assert await E(holder).echo(big) == big
         for session in (*client.sessions, *server.sessions):
-            assert session.binding is not None
+            assert (session.binding is not None) == (netlayer == "np")
             assert session.wire.out_encoding == session.wire.in_encoding == "cbor"
