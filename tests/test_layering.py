@@ -11,6 +11,10 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ["captp", "ocapn", "netlayers", "interop"]  # each may import those before it
 # The `ocapn` command is a program on top of every layer, not part of the library.
 PROGRAMS = {"ocapn/cli.py"}
+# Imports that cross a layer at run time only, inside a function, never when
+# the package is imported.  The confined worker's channel uses the OCapN codec
+# (spec-notes/0034-confinement.md says why); this is the one place it does.
+RUNTIME_EDGES = {"captp/confine/_channel.py": {"ocapn"}}
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -27,7 +31,9 @@ def imported_packages(path: Path) -> set[str]:
 def test_no_layer_imports_a_layer_above_it(layer: str) -> None:
     above = set(LAYERS[LAYERS.index(layer) + 1 :])
     offenders = {
-        str(path.relative_to(ROOT)): sorted(imported_packages(path) & above)
+        str(path.relative_to(ROOT)): sorted(
+            imported_packages(path) & above - RUNTIME_EDGES.get(str(path.relative_to(ROOT)), set())
+        )
         for path in sorted((ROOT / layer).rglob("*.py"))
         if str(path.relative_to(ROOT)) not in PROGRAMS and "node_modules" not in path.parts
     }

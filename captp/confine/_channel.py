@@ -1,0 +1,198 @@
+"""The host <-> worker channel: a CapTP session over one connected Unix socket.
+
+This is the only module of :mod:`captp.confine` that touches the project's
+session machinery (:class:`~captp.Connection`, the OCapN wire), so a change
+of the driver is ported here and nowhere else.
+
+The session speaks OCapN's Syrup with ``len:`` framing: a frame's length
+comes first, so a worker that announces a frame above ``max_message`` is cut
+off before the host buffers it; and a position the peer never exported
+aborts the session (fail-closed), which is what confinement needs.  The
+codec lives in ``ocapn/``, a layer above ``captp/``; it is imported when a
+session is built, never when :mod:`captp.confine` is imported (see
+``spec-notes/0034-confinement.md``; the layering test lists this one edge).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections import deque
+from typing import Any, Final
+
+import anyio
+import anyio.abc
+
+from captp._connection import Connection
+from captp._vat import Scheduler
+
+__all__ = ["SocketChannel", "open_channel", "preload", "session_over"]
+
+# Bytes read but not yet handled above which reading pauses (the peer then
+# blocks on a full socket buffer instead of growing ours).
+MAX_BUFFERED: Final = 1 << 20
+
+
+class _Protocol(asyncio.Protocol):
+    """asyncio fast path: writes go straight to the transport, reads queue here."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.paused = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.ended: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.buffered += len(data)
+        if self.buffered > MAX_BUFFERED and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.ended = self.ended or anyio.EndOfStream()
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self.ended = self.ended or anyio.BrokenResourceError(repr(exc))
+        self.ended = self.ended or anyio.EndOfStream()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class SocketChannel:
+    """A :class:`captp.Channel` over a connected stream socket, on any anyio backend."""
+
+    def __init__(self) -> None:
+        self._protocol: _Protocol | None = None
+        self._stream: anyio.abc.SocketStream | None = None
+        self._queue: list[bytes] = []
+        self._wakeup: anyio.Event | None = None
+        self._closed = False
+        self._failed: BaseException | None = None
+
+    async def _start(self, sock: socket.socket, tg: anyio.abc.TaskGroup) -> None:
+        sock.setblocking(False)
+        loop = asyncio._get_running_loop()
+        if loop is not None:
+            _, protocol = await loop.connect_accepted_socket(_Protocol, sock)
+            self._protocol = protocol
+        else:
+            self._stream = await anyio.abc.SocketStream.from_socket(sock)
+            self._wakeup = anyio.Event()
+            tg.start_soon(self._writer)
+
+    def send_nowait(self, data: bytes) -> None:
+        """Queue ``data`` for the peer."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        protocol = self._protocol
+        if protocol is not None:
+            if protocol.ended is not None or protocol.transport is None:
+                raise anyio.BrokenResourceError
+            protocol.transport.write(data)
+            return
+        if self._failed is not None:
+            raise anyio.BrokenResourceError from self._failed
+        self._queue.append(data)
+        assert self._wakeup is not None
+        self._wakeup.set()
+
+    async def _writer(self) -> None:
+        assert self._stream is not None and self._wakeup is not None
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup = anyio.Event()
+                while self._queue:
+                    data = b"".join(self._queue)
+                    self._queue.clear()
+                    await self._stream.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            self._failed = exc
+
+    async def receive(self) -> bytes:
+        """The next bytes from the peer; :class:`anyio.EndOfStream` when it closed."""
+        protocol = self._protocol
+        if protocol is None:
+            assert self._stream is not None
+            return await self._stream.receive(65536)
+        while not protocol.chunks:
+            if protocol.ended is not None:
+                raise protocol.ended
+            protocol.waiter = asyncio.get_running_loop().create_future()
+            await protocol.waiter
+        data = protocol.chunks.popleft() if len(protocol.chunks) == 1 else b"".join(
+            protocol.chunks
+        )
+        protocol.chunks.clear()
+        protocol.buffered = 0
+        if protocol.paused and protocol.transport is not None:
+            protocol.paused = False
+            protocol.transport.resume_reading()
+        return data
+
+    async def aclose(self) -> None:
+        """Close the socket (what is queued is written first)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.close()
+        if self._stream is not None:
+            with contextlib.suppress(Exception), anyio.move_on_after(1):
+                if self._queue:
+                    await self._stream.send(b"".join(self._queue))
+            with contextlib.suppress(Exception):
+                await self._stream.aclose()
+
+
+async def open_channel(sock: socket.socket, tg: anyio.abc.TaskGroup) -> SocketChannel:
+    """A channel over ``sock`` (which it now owns); ``tg`` runs its writer where one is needed."""
+    channel = SocketChannel()
+    await channel._start(sock, tg)
+    return channel
+
+
+def session_over(
+    channel: SocketChannel,
+    vat: Scheduler,
+    *,
+    bootstrap: Any = None,
+    max_message: int,
+    name: str,
+) -> Connection:
+    """A CapTP connection over ``channel``: OCapN Syrup, ``len:`` frames of ``max_message`` at most.
+
+    Run its :meth:`~captp.Connection.run` in a task.
+    """
+    from ocapn.syrup import Limits
+    from ocapn.wire import OCapNWire
+
+    limits = Limits(max_size=max_message)
+
+    def make_wire(session: Any) -> OCapNWire:
+        wire = OCapNWire(session, framing="len", limits=limits)
+        wire.out_framing = "len"
+        return wire
+
+    return Connection(channel, make_wire, vat, bootstrap=bootstrap, name=name)
+
+
+def preload() -> None:
+    """Import the codec now (a confined worker cannot import anything later)."""
+    import ocapn.syrup
+    import ocapn.wire  # noqa: F401

@@ -1,0 +1,151 @@
+"""The worker: one confined process per compartment, serving guest code over CapTP.
+
+It starts either cold (``python -I -m captp.confine._worker FD POLICY``) or
+forked from the zygote (:mod:`captp.confine._zygote`); both then run
+:func:`child_main`:
+
+1. move the channel to fd 3 and close every other file but 0-2 (stdin is
+   ``/dev/null``, stdout and stderr the host's size-capped log file);
+2. import what guest code may use (the runtime is imported already; the
+   policy names the rest), since no file can be opened afterwards;
+3. still single-threaded, apply the kernel layers (:func:`_kernel.confine`);
+4. serve a :class:`WorkerAdmin` as the bootstrap of a CapTP session on the
+   channel, under asyncio, until the host closes it.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import importlib
+import inspect
+import json
+import os
+import resource
+import socket
+import sys
+from typing import Any, Final
+
+import anyio
+
+# Preloaded for the session, guest code and its errors: none of these can be
+# imported once Landlock denies every file.
+import anyio._backends._asyncio
+import anyio.abc
+import anyio.streams.memory
+
+import captp.confine._channel as channel_module
+from captp import E, far
+from captp._passable import check_passable
+from captp._vat import open_vat
+from captp.confine import _kernel
+from captp.confine._errors import LayerUnavailable
+
+__all__ = ["WorkerAdmin", "child_main", "preload_runtime"]
+
+CHANNEL_FD: Final = 3
+
+# The exit status of a worker whose strict confinement failed; its log's last
+# line then reads ``STRICT_FAILED <layer> <reason>``.
+EXIT_STRICT: Final = 78
+STRICT_FAILED: Final = "captp.confine: strict confinement failed:"
+
+
+def preload_runtime() -> None:
+    """Import everything a session needs, while files can still be opened."""
+    # Encoding and error paths that import lazily.
+    import encodings.idna  # noqa: F401
+    import traceback  # noqa: F401
+
+    channel_module.preload()
+
+
+@far(name="WorkerAdmin")
+class WorkerAdmin:
+    """The worker's bootstrap: the host evaluates guest code through it."""
+
+    def __init__(self, report: dict[str, Any]) -> None:
+        self._report = report
+
+    def report(self) -> dict[str, Any]:
+        """Which layers applied (name -> ``{"ok": bool, "detail": str}``) and the pid."""
+        return self._report
+
+    async def evaluate(self, source: str, endowments: dict[str, Any]) -> Any:
+        """Run ``source`` with ``E`` and ``endowments`` as its only globals; its ``result``."""
+        if type(source) is not str or type(endowments) is not dict:
+            raise TypeError("evaluate(source: str, endowments: dict)")
+        code = compile(
+            source, "<guest>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
+        )
+        scope: dict[str, Any] = {"__builtins__": builtins, "__name__": "__guest__", "E": E}
+        scope.update(endowments)
+        outcome = eval(code, scope)  # the guest's own process: this is what it is for
+        if inspect.iscoroutine(outcome):
+            await outcome
+        result = scope.get("result")
+        check_passable(result)
+        return result
+
+
+def _isolate_files(channel_fd: int) -> None:
+    if channel_fd != CHANNEL_FD:
+        os.dup2(channel_fd, CHANNEL_FD)
+        os.close(channel_fd)
+    os.set_inheritable(CHANNEL_FD, False)
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    os.closerange(CHANNEL_FD + 1, min(soft, 65536))
+
+
+async def _serve(report: dict[str, Any], max_message: int) -> None:
+    sock = socket.socket(fileno=CHANNEL_FD)
+    async with open_vat() as vat, anyio.create_task_group() as tg:
+        channel = await channel_module.open_channel(sock, tg)
+        connection = channel_module.session_over(
+            channel, vat, bootstrap=WorkerAdmin(report), max_message=max_message, name="worker"
+        )
+        await connection.run()
+        tg.cancel_scope.cancel()
+
+
+def child_main(channel_fd: int, policy: dict[str, Any]) -> None:
+    """Confine this process as ``policy`` says and serve the host; never returns."""
+    status = 0
+    try:
+        _isolate_files(channel_fd)
+        for name in policy["modules"]:
+            importlib.import_module(name)
+        mode = policy["mode"]
+        if mode == "unconfined":
+            layers: dict[str, _kernel.Layer] = {}
+        else:
+            try:
+                layers = _kernel.confine(
+                    policy["limits"], policy["fs_read"], strict=mode == "strict"
+                )
+            except LayerUnavailable as exc:
+                print(f"{STRICT_FAILED} {exc.layer} {exc.reason}", file=sys.stderr, flush=True)
+                os._exit(EXIT_STRICT)
+        report = {
+            "mode": mode,
+            "pid": os.getpid(),
+            "layers": {n: {"ok": layer.ok, "detail": layer.detail} for n, layer in layers.items()},
+        }
+        anyio.run(_serve, report, int(policy["limits"]["max_message"]), backend="asyncio")
+    except BaseException as exc:  # the worker ends here whatever happened
+        print(f"captp.confine worker: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        status = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+
+def main() -> None:
+    """Cold start: ``python -I -m captp.confine._worker FD POLICY_JSON``."""
+    preload_runtime()
+    child_main(int(sys.argv[1]), json.loads(sys.argv[2]))
+
+
+if __name__ == "__main__":
+    main()

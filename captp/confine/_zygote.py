@@ -1,0 +1,179 @@
+"""The zygote: a preloaded, single-threaded process that forks workers in a few milliseconds.
+
+A cold worker spends ~100 ms importing its runtime.  The zygote imports it
+once, then waits on a control socket; each request carries the policy (JSON)
+and two file descriptors (the worker's end of the channel and the log file).
+It forks, and the child confines itself and serves (:func:`_worker.child_main`);
+the zygote answers with the child's pid and a pidfd, through which the host
+kills it (a pidfd cannot name a recycled pid).  The zygote never runs guest
+code; it is not confined itself, but it holds nothing: an empty environment,
+cwd ``/``, no file but its control socket, and it dies with the host
+(``PR_SET_PDEATHSIG``) or when the control socket closes.
+
+Host side: :func:`spawn` (one zygote per host process, started on first use).
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from typing import Any, Final
+
+__all__ = ["ZygoteError", "shutdown", "spawn"]
+
+_MAX_REQUEST: Final = 1 << 20
+_FDS_PER_REQUEST: Final = 2
+_ZYGOTE_MAIN: Final = "from captp.confine._zygote import main; main()"
+
+
+class ZygoteError(OSError):
+    """The zygote could not be started or did not answer."""
+
+
+def _send_fds(sock: socket.socket, payload: bytes, fds: list[int]) -> None:
+    sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+
+
+def _recv_fds(sock: socket.socket, size: int, maxfds: int) -> tuple[bytes, list[int]]:
+    data, ancdata, _flags, _addr = sock.recvmsg(size, socket.CMSG_SPACE(maxfds * 4))
+    fds = array.array("i")
+    for level, kind, cdata in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
+    return data, list(fds)
+
+
+# -- the zygote process -----------------------------------------------------------
+
+
+def _serve(control: socket.socket) -> None:
+    from captp.confine import _worker
+
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    control.sendall(b"ready")
+    while True:
+        try:
+            data, fds = _recv_fds(control, _MAX_REQUEST, _FDS_PER_REQUEST)
+        except OSError:
+            return
+        if not data:
+            return  # the host closed the control socket
+        if len(fds) != _FDS_PER_REQUEST:
+            for fd in fds:
+                os.close(fd)
+            control.sendall(b"error: expected two file descriptors")
+            continue
+        channel_fd, log_fd = fds
+        policy = json.loads(data)
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            control.close()
+            os.dup2(log_fd, 1)
+            os.dup2(log_fd, 2)
+            os.close(log_fd)
+            _worker.child_main(channel_fd, policy)  # never returns
+        os.close(channel_fd)
+        os.close(log_fd)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError as exc:
+            control.sendall(f"error: pidfd_open: {exc}".encode())
+            continue
+        try:
+            _send_fds(control, b"%d" % pid, [pidfd])
+        finally:
+            os.close(pidfd)
+
+
+def main() -> None:
+    """``python -I -m captp.confine._zygote FD``: preload, then fork workers on request."""
+    from captp.confine import _kernel, _worker
+
+    _kernel.die_with_parent()
+    _worker.preload_runtime()
+    _kernel.load_libseccomp()
+    control = socket.socket(fileno=int(sys.argv[1]))
+    _serve(control)
+
+
+# -- the host's side --------------------------------------------------------------
+
+_lock = threading.Lock()
+_zygote: tuple[subprocess.Popen[bytes], socket.socket] | None = None
+
+
+def _start() -> tuple[subprocess.Popen[bytes], socket.socket]:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-c", _ZYGOTE_MAIN, str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            env={},
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=None,
+        )
+    finally:
+        theirs.close()
+    ours.settimeout(60)
+    try:
+        ready = ours.recv(16)
+    except OSError as exc:
+        process.kill()
+        raise ZygoteError(f"the zygote did not start: {exc}") from exc
+    if ready != b"ready":
+        process.kill()
+        raise ZygoteError(f"the zygote did not start (exit status {process.wait()})")
+    return process, ours
+
+
+def spawn(policy: dict[str, Any], channel_fd: int, log_fd: int) -> tuple[int, int]:
+    """Fork a worker from the zygote; its pid and a pidfd for it (the caller closes both fds)."""
+    global _zygote
+    payload = json.dumps(policy).encode()
+    with _lock:
+        for attempt in range(2):
+            if _zygote is None or _zygote[0].poll() is not None:
+                _zygote = _start()
+            control = _zygote[1]
+            try:
+                _send_fds(control, payload, [channel_fd, log_fd])
+                data, fds = _recv_fds(control, 256, 1)
+            except OSError:
+                _zygote = None
+                if attempt:
+                    raise
+                continue
+            if not data.isdigit() or len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                raise ZygoteError(f"the zygote refused: {data.decode(errors='replace')}")
+            return int(data), fds[0]
+    raise ZygoteError("unreachable")
+
+
+def shutdown() -> None:
+    """Stop the zygote (it is started again on next use)."""
+    global _zygote
+    with _lock:
+        if _zygote is not None:
+            process, control = _zygote
+            _zygote = None
+            control.close()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+if __name__ == "__main__":
+    main()
