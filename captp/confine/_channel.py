@@ -83,6 +83,7 @@ class SocketChannel:
         self._wakeup: anyio.Event | None = None
         self._closed = False
         self._failed: BaseException | None = None
+        self._writer_done = anyio.Event()
 
     async def _start(self, sock: socket.socket, tg: anyio.abc.TaskGroup) -> None:
         sock.setblocking(False)
@@ -121,8 +122,12 @@ class SocketChannel:
                     data = b"".join(self._queue)
                     self._queue.clear()
                     await self._stream.send(data)
+                if self._closed:
+                    break
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             self._failed = exc
+        finally:
+            self._writer_done.set()
 
     async def receive(self) -> bytes:
         """The next bytes from the peer; :class:`anyio.EndOfStream` when it closed."""
@@ -153,11 +158,13 @@ class SocketChannel:
         if self._protocol is not None and self._protocol.transport is not None:
             self._protocol.transport.close()
         if self._stream is not None:
-            with contextlib.suppress(Exception), anyio.move_on_after(1):
-                if self._queue:
-                    await self._stream.send(b"".join(self._queue))
-            with contextlib.suppress(Exception):
-                await self._stream.aclose()
+            assert self._wakeup is not None
+            self._wakeup.set()  # the writer flushes what is queued, then ends
+            with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(1):
+                    await self._writer_done.wait()
+                with contextlib.suppress(Exception):
+                    await self._stream.aclose()
 
 
 async def open_channel(sock: socket.socket, tg: anyio.abc.TaskGroup) -> SocketChannel:

@@ -81,6 +81,16 @@ class Report:
         return "\n".join(lines)
 
 
+def _guest_error(exc: RemoteError) -> GuestError:
+    # OCapN errors carry a message only; the worker writes it as "Name: message".
+    name, message = exc.remote_name, exc.remote_message
+    if name is None:
+        head, sep, rest = message.partition(": ")
+        if sep and head.isidentifier():
+            name, message = head, rest
+    return GuestError(message, name)
+
+
 def _check_strict() -> None:
     for name, layer in _kernel.probe().items():
         if not layer.ok:
@@ -257,7 +267,7 @@ class Compartment:
             try:
                 return await E(self._admin).evaluate(source, endowments)
             except RemoteError as exc:
-                raise GuestError(exc.remote_message, exc.remote_name) from None
+                raise _guest_error(exc) from None
             except ConnectionLost:
                 self._raise_if_dead()
                 raise

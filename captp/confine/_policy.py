@@ -179,7 +179,8 @@ class Policy:
             else:
                 data = json.loads(text)
         except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PolicyError(f"{file}: not valid {file.suffix[1:] or 'JSON'}: {exc}") from None
+            kind = "TOML" if file.suffix == ".toml" else "JSON"
+            raise PolicyError(f"{file}: not valid {kind}: {exc}") from None
         if not isinstance(data, dict) or not isinstance(data.get("compartments"), dict):
             raise PolicyError(f"{file}: expected a 'compartments' table, one entry per compartment")
         extra = sorted(set(data) - {"compartments"})

@@ -1,0 +1,391 @@
+"""captp.confine under asyncio, uvloop and trio: harden, caretaker, membrane, attenuate,
+interface guards, policy files, and compartments driven from each backend."""
+
+from __future__ import annotations
+
+import gc
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from captp import E, PassStyleError, RemoteError, Symbol, check_passable, far, open_vat
+from captp.confine import (
+    Compartment,
+    FrozenDict,
+    GuardError,
+    GuestError,
+    Invocation,
+    LimitExceeded,
+    Limits,
+    M,
+    Policy,
+    PolicyError,
+    Revoked,
+    attenuate,
+    caretaker,
+    guard,
+    guarded,
+    harden,
+    is_hardened,
+    membrane,
+    probe,
+)
+from netlayers import connect_pair
+
+pytestmark = pytest.mark.anyio
+
+CONFINED = all(layer.ok for layer in probe().values())
+needs_kernel = pytest.mark.skipif(
+    not CONFINED,
+    reason=f"kernel layers missing: {[n for n, x in probe().items() if not x.ok]}",
+)
+
+
+@far
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def incr(self, by: int = 1) -> int:
+        self.n += by
+        return self.n
+
+    def reset(self) -> None:
+        self.n = 0
+
+    def make_child(self) -> Counter:
+        return Counter()
+
+    def poke(self, other: Any) -> Any:
+        return E(other).incr()
+
+
+# == harden =========================================================================
+
+
+def test_harden_returns_a_deep_frozen_copy() -> None:
+    data = {"model": "mini", "stop": ["\n", "."], "opts": {"n": 1}}
+    frozen = harden(data)
+    assert frozen == {"model": "mini", "stop": ("\n", "."), "opts": {"n": 1}}
+    assert type(frozen) is FrozenDict and type(frozen["stop"]) is tuple
+    assert is_hardened(frozen) and not is_hardened(data)
+    with pytest.raises(TypeError, match="cannot be changed"):
+        frozen["model"] = "big"
+    with pytest.raises(TypeError):
+        frozen["opts"].update(n=2)
+    data["stop"].append("!")  # the original stays the caller's
+    assert frozen["stop"] == ("\n", ".")
+    assert check_passable(frozen) == "struct"
+
+
+def test_harden_passes_references_and_refuses_the_unpassable() -> None:
+    counter = Counter()
+    assert harden([counter])[0] is counter
+    with pytest.raises(PassStyleError):
+        harden({"f": object()})
+
+
+def test_harden_is_not_a_boundary() -> None:
+    frozen = harden({"k": 1})
+    dict.__setitem__(frozen, "k", 2)  # documented: integrity against accidents only
+    assert frozen["k"] == 2
+
+
+async def test_hardened_data_travels_as_the_same_value() -> None:
+    @far
+    class Echo:
+        def echo(self, value: Any) -> Any:
+            return value
+
+    async with connect_pair(bootstrap_b=Echo()) as (a, _b):
+        echo = await a.bootstrap()
+        assert await E(echo).echo(harden({"a": [1, {"b": b"x"}]})) == {"a": [1, {"b": b"x"}]}
+
+
+# == caretaker, attenuate, membrane ====================================================
+
+
+async def test_caretaker_forwards_until_revoked() -> None:
+    counter = Counter()
+    async with open_vat():
+        proxy, revoke = caretaker(counter)
+        assert await E(proxy).incr(2) == 2
+        revoke()
+        with pytest.raises(Revoked, match="revoked"):
+            await E(proxy).incr()
+    assert counter.n == 2
+
+
+async def test_caretaker_across_a_session() -> None:
+    counter = Counter()
+    proxy, revoke = caretaker(counter)
+    async with connect_pair(bootstrap_b=proxy) as (a, _b):
+        remote = await a.bootstrap()
+        assert await E(remote).incr(5) == 5
+        with pytest.raises(RemoteError, match="TypeError: Counter has no method '_secret'"):
+            await E(remote)["_secret"]()
+        revoke()
+        with pytest.raises(RemoteError, match=r"^Revoked: caretaker of Counter: capability"):
+            await E(remote).incr()
+    assert counter.n == 5
+
+
+async def test_attenuate_exposes_only_the_named_methods() -> None:
+    counter = Counter()
+    async with connect_pair(bootstrap_b=attenuate(counter, ["incr"])) as (a, _b):
+        remote = await a.bootstrap()
+        assert await E(remote).incr() == 1
+        with pytest.raises(RemoteError, match="does not expose method 'reset'"):
+            await E(remote).reset()
+        with pytest.raises(RemoteError, match="does not expose a call"):
+            await E(remote)()
+    assert counter.n == 1
+
+
+async def test_membrane_sees_every_call_and_wraps_references() -> None:
+    root = Counter()
+    seen: list[Invocation] = []
+    proxy, revoke = membrane(root, seen.append)
+    async with connect_pair(bootstrap_b=proxy) as (a, _b):
+        remote = await a.bootstrap()
+        assert await E(remote).incr(3) == 3
+        child = await E(remote).make_child()  # a reference out through the membrane
+        assert await E(child).incr() == 1
+        with pytest.raises(RemoteError, match="has no method 'nope'"):
+            await E(remote).nope()
+        assert [(i.seq, i.target, i.method, i.args, i.ok) for i in seen] == [
+            (1, "Counter", "incr", (3,), True),
+            (2, "Counter", "make_child", (), True),
+            (3, "Counter", "incr", (), True),
+            (4, "Counter", "nope", (), False),
+        ]
+        assert isinstance(seen[3].outcome, TypeError)
+        revoke()  # ends the root and every reference handed out through it
+        for target in (remote, child):
+            with pytest.raises(RemoteError, match=r"^Revoked: "):
+                await E(target).incr()
+    assert root.n == 3
+
+
+async def test_membrane_wraps_references_coming_in() -> None:
+    root = Counter()
+    outside = Counter()
+    seen: list[Invocation] = []
+    proxy, revoke = membrane(root, seen.append)
+    async with open_vat():
+        assert await E(proxy).poke(outside) == 1  # root calls outside through the membrane
+        assert [(i.method, i.args[:0]) for i in seen] == [("incr", ()), ("poke", ())]
+        revoke()
+        with pytest.raises(Revoked):
+            await E(proxy).incr()
+
+
+async def test_membrane_can_refuse_calls() -> None:
+    seen: list[Invocation] = []
+    proxy, _ = membrane(Counter(), seen.append, allow=lambda method, args: method != "reset")
+    async with open_vat():
+        assert await E(proxy).incr() == 1
+        with pytest.raises(PermissionError, match=r"refused Counter\.reset"):
+            await E(proxy).reset()
+    assert [(i.method, i.ok) for i in seen] == [("incr", True), ("reset", False)]
+
+
+async def test_caretaker_lets_go_of_its_target() -> None:
+    import weakref
+
+    counter = Counter()
+    ref = weakref.ref(counter)
+    proxy, revoke = caretaker(counter)
+    del counter
+    revoke()
+    gc.collect()
+    assert ref() is None
+    assert proxy is not None
+
+
+# == interface guards ==================================================================
+
+MessageShape = M.struct({"role": M.string(max_len=16), "content": M.string()})
+ChatI = M.interface(
+    "Chat",
+    {
+        "complete": M.call(M.list_of(MessageShape, max_len=8)).optional_(M.int(min=1, max=100)),
+        "models": M.call(),
+    },
+)
+
+
+@guarded(ChatI)
+@far
+class GuardedChat:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def complete(self, messages: list[dict[str, str]], max_tokens: int = 10) -> str:
+        self.calls += 1
+        return f"{len(messages)} messages, {max_tokens} tokens"
+
+    async def models(self) -> list[str]:
+        return ["mini"]
+
+    def debug_dump(self) -> str:  # not in the interface: peers cannot call it
+        return "secrets"
+
+
+async def test_guarded_class_checks_before_the_method_runs() -> None:
+    chat = GuardedChat()
+    async with connect_pair(bootstrap_b=chat) as (a, _b):
+        remote = await a.bootstrap()
+        ok = [{"role": "user", "content": "hi"}]
+        assert await E(remote).complete(ok) == "1 messages, 10 tokens"
+        assert await E(remote).complete(ok, 5) == "1 messages, 5 tokens"
+        assert await E(remote).models() == ["mini"]
+        cases = [
+            ((ok, 500), r"Chat.complete: argument 1: expected an integer in \[1, 100\]"),
+            (("hi",), "Chat.complete: argument 0: expected a list of"),
+            (([{"role": "user"}],), r"argument 0\[0\]: struct lacks \['content'\]"),
+            (([{"role": "user", "content": 1}],), r"argument 0\[0\]\.content: expected a string"),
+            (([{"role": "u", "content": "x", "x": 1}],), "unexpected fields"),
+            (([],) * 3, "takes 1 to 2 arguments, got 3"),
+            ((ok * 9,), "more than 8 items"),
+        ]
+        for args, message in cases:
+            with pytest.raises(RemoteError, match=f"^GuardError: .*{message}"):
+                await E(remote).complete(*args)
+        with pytest.raises(RemoteError, match="GuardError: Chat has no method 'debug_dump'"):
+            await E(remote).debug_dump()
+    assert chat.calls == 2
+
+
+async def test_guard_wraps_any_reference() -> None:
+    counter = Counter()
+    iface = M.interface("Incr", {"incr": M.call().optional_(M.int(min=0))})
+    async with connect_pair(bootstrap_b=counter) as (a, _b):
+        remote = await a.bootstrap()  # a reference from another session
+        async with open_vat():
+            guarded_ref = guard(remote, iface)
+            assert await E(guarded_ref).incr(2) == 2
+            with pytest.raises(GuardError, match="expected an integer"):
+                await E(guarded_ref).incr(-1)
+            with pytest.raises(GuardError, match="no method 'reset'"):
+                await E(guarded_ref).reset()
+    assert counter.n == 2
+
+
+def test_patterns() -> None:
+    assert M.or_(M.string(), M.null()).matches("x")
+    assert not M.int().matches(True)
+    assert not M.float().matches(float("nan"))
+    assert M.opt(M.symbol()).matches(None) and M.opt(M.symbol()).matches(Symbol("a"))
+    assert M.eq("x").matches("x") and not M.eq(1).matches(1.0)
+    assert M.remotable().matches(Counter()) and not M.remotable().matches({})
+    assert M.bytes(max_len=2).matches(b"ab") and not M.bytes(max_len=2).matches(b"abc")
+    rest = M.call(M.string()).rest_(M.int())
+    rest.check("f", ("a", 1, 2, 3))
+    with pytest.raises(GuardError, match="argument 2"):
+        rest.check("f", ("a", 1, "x"))
+
+
+# == policies ==========================================================================
+
+
+def test_policy_load_toml_and_json(tmp_path: Path) -> None:
+    toml = tmp_path / "policy.toml"
+    toml.write_text(
+        """
+[compartments.summarizer]
+endowments = { chat = "chat-mini" }
+modules = ["json"]
+mode = "best_effort"
+
+[compartments.summarizer.limits]
+wall_s = 5.0
+log_bytes = 4096
+
+[compartments.searcher]
+endowments = ["search"]
+"""
+    )
+    policies = Policy.load(toml)
+    s = policies["summarizer"]
+    assert s.endowments == {"chat": "chat-mini"}
+    assert s.modules == ("json",) and s.mode == "best_effort"
+    assert s.limits == Limits(wall_s=5.0, log_bytes=4096)
+    assert policies["searcher"].endowments == {"search": "search"}
+    assert policies["searcher"].mode == "strict" and policies["searcher"].fs_read == ()
+    as_json = tmp_path / "policy.json"
+    as_json.write_text(json.dumps({"compartments": {"x": {"limits": {"cpu_s": 2}}}}))
+    assert Policy.load(as_json)["x"].limits.cpu_s == 2
+    caps = {"chat-mini": "the chat", "other": "not given"}
+    assert s.select(caps) == {"chat": "the chat"}
+    with pytest.raises(PolicyError, match=r"no capability named \['search'\]"):
+        policies["searcher"].select(caps)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"compartments": {"x": {"network": true}}}', r"x: unknown fields \['network'\]"),
+        ('{"compartments": {"x": {"mode": "lax"}}}', "mode must be one of"),
+        ('{"compartments": {"x": {"limits": {"wall_s": -1}}}}', "limits.wall_s must be a positive"),
+        ('{"compartments": {"x": {"limits": {"disk": 1}}}}', r"unknown limits \['disk'\]"),
+        ('{"compartments": {"x": {"fs_read": ["etc"]}}}', "must be absolute"),
+        ('{"compartments": {"x": {"modules": ["os; rm"]}}}', "not a module name"),
+        ('{"x": {}}', "expected a 'compartments' table"),
+        ("{not json", "not valid JSON"),
+    ],
+)
+def test_policy_files_are_checked(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(text)
+    with pytest.raises(PolicyError, match=message):
+        Policy.load(path)
+
+
+# == compartments, from every backend ================================================
+
+
+@needs_kernel
+async def test_compartment_evaluates_and_reports() -> None:
+    counter = Counter()
+    async with Compartment({"counter": counter}) as c:
+        assert c.report().confined
+        assert await c.evaluate("result = [await E(counter).incr(), await E(counter).incr()]") == [
+            1, 2,
+        ]
+        assert await c.evaluate("import json\nresult = json.dumps({'a': n})", n=3) == '{"a": 3}'
+        with pytest.raises(GuestError, match="guest raised ValueError: no") as info:
+            await c.evaluate("raise ValueError('no')")
+        assert info.value.name == "ValueError"
+        with pytest.raises(GuestError, match="SyntaxError"):
+            await c.evaluate("def (")
+        with pytest.raises(GuestError, match="not passable"):
+            await c.evaluate("result = object()")
+        # A guest's far object comes back as a reference the host can call.
+        made = await c.evaluate("""
+from captp import far
+@far
+class Box:
+    def get(self):
+        return 'from the guest'
+result = Box()
+""")
+        assert await E(made).get() == "from the guest"
+    assert counter.n == 2
+
+
+@needs_kernel
+async def test_compartment_wall_limit_from_every_backend() -> None:
+    async with Compartment({}, Policy(limits=Limits(wall_s=1.0))) as c:
+        with pytest.raises(LimitExceeded, match="wall_s"):
+            await c.evaluate("import time\ntime.sleep(60)")
+
+
+async def test_unconfined_mode_warns_loudly() -> None:
+    with pytest.warns(RuntimeWarning, match="UNCONFINED"):
+        async with Compartment({}, Policy(mode="unconfined", start="cold")) as c:
+            assert c.report().missing == list(c.report().missing)
+            assert not c.report().confined
+            assert await c.evaluate("result = 6 * 7") == 42
