@@ -24,10 +24,10 @@ from typing import Any, Final
 import anyio
 import anyio.abc
 
-from captp._connection import Connection
+from captp._connection import TRANSPORT_ERRORS, Connection, handle_messages, lost_reason
 from captp._vat import Scheduler
 
-__all__ = ["SocketChannel", "open_channel", "preload", "session_over"]
+__all__ = ["SocketChannel", "open_channel", "preload", "run_session", "session_over"]
 
 # Bytes read but not yet handled above which reading pauses (the peer then
 # blocks on a full socket buffer instead of growing ours).
@@ -44,11 +44,16 @@ class _Protocol(asyncio.Protocol):
         self.paused = False
         self.waiter: asyncio.Future[None] | None = None
         self.ended: BaseException | None = None
+        # Push mode: each read is handed to this callback at once (no task wake-up).
+        self.on_data: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.on_data is not None:
+            self.on_data(data)
+            return
         self.chunks.append(data)
         self.buffered += len(data)
         if self.buffered > MAX_BUFFERED and not self.paused and self.transport is not None:
@@ -203,3 +208,41 @@ def preload() -> None:
     """Import the codec now (a confined worker cannot import anything later)."""
     import ocapn.syrup
     import ocapn.wire  # noqa: F401
+
+
+async def run_session(connection: Connection, channel: SocketChannel) -> None:
+    """Run ``connection`` until its session ends; then close the channel.
+
+    Under asyncio each read is handled inside the protocol's callback (one
+    event-loop iteration less per message than a reader task); elsewhere this
+    is :meth:`Connection.run`.
+    """
+    protocol = channel._protocol
+    if protocol is None:
+        await connection.run()
+        return
+    session = connection.session
+    feed = connection.wire.feed
+    done = asyncio.get_running_loop().create_future()
+
+    def on_data(data: bytes) -> None:
+        handle_messages(session, feed(data), session.receive, session.abort)
+        if session.dead is not None and not done.done():
+            done.set_result(None)
+
+    try:
+        while protocol.chunks:  # what arrived before push mode began
+            on_data(protocol.chunks.popleft())
+        protocol.on_data = on_data
+        while session.dead is None:
+            if protocol.ended is not None:
+                session.connection_lost(lost_reason(protocol.ended))
+                break
+            protocol.waiter = done = asyncio.get_running_loop().create_future()
+            await done
+    finally:
+        protocol.on_data = None
+        if session.dead is None:
+            session.connection_lost("connection closed")
+        with anyio.CancelScope(shield=True), contextlib.suppress(*TRANSPORT_ERRORS):
+            await channel.aclose()

@@ -198,7 +198,7 @@ class Compartment:
             name=f"compartment {self.policy.name}",
         )
         connection.session.on_lost = self._on_lost
-        tg.start_soon(connection.run)
+        tg.start_soon(_channel.run_session, connection, channel)
         stack.push_async_callback(connection.aclose, "compartment closed")
         self._admin = connection.bootstrap()
         try:

@@ -16,6 +16,7 @@ Host side: :func:`spawn` (one zygote per host process, started on first use).
 from __future__ import annotations
 
 import array
+import atexit
 import json
 import os
 import signal
@@ -132,6 +133,7 @@ def _start() -> tuple[subprocess.Popen[bytes], socket.socket]:
     if ready != b"ready":
         process.kill()
         raise ZygoteError(f"the zygote did not start (exit status {process.wait()})")
+    atexit.register(shutdown)
     return process, ours
 
 
