@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import array
 import atexit
+import gc
 import json
 import os
 import signal
@@ -99,7 +100,9 @@ def main() -> None:
 
     _kernel.die_with_parent()
     _worker.preload_runtime()
-    _kernel.load_libseccomp()
+    if _kernel.load_libseccomp() is not None:
+        _kernel.precompile_seccomp()
+    gc.freeze()  # forked workers then share the preloaded objects without copying them
     control = socket.socket(fileno=int(sys.argv[1]))
     _serve(control)
 
