@@ -88,6 +88,23 @@ class WorkerAdmin:
         return result
 
 
+class _PolicyImports:
+    """A meta-path finder that refuses every module not loaded before confinement.
+
+    No file can be opened any more, so the import would fail anyway, with an
+    error that depends on the interpreter's layout; this says why.
+    """
+
+    def __init__(self, modules: list[str]) -> None:
+        self._modules = modules
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        raise ModuleNotFoundError(
+            f"No module named {name!r} in this compartment: its policy preloads "
+            f"{self._modules}", name=name,
+        )
+
+
 def _isolate_files(channel_fd: int) -> None:
     if channel_fd != CHANNEL_FD:
         os.dup2(channel_fd, CHANNEL_FD)
@@ -126,6 +143,7 @@ def child_main(channel_fd: int, policy: dict[str, Any]) -> None:
             except LayerUnavailable as exc:
                 print(f"{STRICT_FAILED} {exc.layer} {exc.reason}", file=sys.stderr, flush=True)
                 os._exit(EXIT_STRICT)
+        sys.meta_path.insert(0, _PolicyImports(list(policy["modules"])))
         report = {
             "mode": mode,
             "pid": os.getpid(),
