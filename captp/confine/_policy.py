@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -171,6 +170,8 @@ class Policy:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> dict[str, Policy]:
         """Every compartment's policy in a TOML (``.toml``) or JSON file, by name."""
+        import tomllib  # only policy files need it
+
         file = Path(path)
         text = file.read_bytes()
         try:

@@ -53,7 +53,8 @@ STRICT_FAILED: Final = "captp.confine: strict confinement failed:"
 
 def preload_runtime() -> None:
     """Import everything a session needs, while files can still be opened."""
-    # Encoding and error paths that import lazily.
+    # Paths that import lazily: error reports, and host names (socket calls
+    # encode them with IDNA before the kernel refuses them).
     import encodings.idna  # noqa: F401
     import traceback  # noqa: F401
 
