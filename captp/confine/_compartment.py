@@ -23,6 +23,7 @@ from captp._vat import open_vat
 from captp.confine import _channel, _kernel, _zygote
 from captp.confine._errors import (
     CompartmentClosed,
+    ConfinementError,
     GuestError,
     LayerUnavailable,
     LimitExceeded,
@@ -138,6 +139,10 @@ class Compartment:
 
     async def __aenter__(self) -> Compartment:
         policy = self.policy
+        if not sys.platform.startswith("linux"):
+            raise ConfinementError(
+                "compartments need Linux (pidfds, namespaces, Landlock, seccomp)"
+            )
         if policy.mode == "strict":
             _check_strict()
         elif policy.mode == "unconfined":
