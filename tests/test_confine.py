@@ -12,6 +12,7 @@ import pytest
 
 from captp import E, PassStyleError, RemoteError, Symbol, check_passable, far, open_vat
 from captp.confine import (
+    LAYERS,
     Compartment,
     FrozenDict,
     GuardError,
@@ -386,6 +387,18 @@ async def test_compartment_wall_limit_from_every_backend() -> None:
 async def test_unconfined_mode_warns_loudly() -> None:
     with pytest.warns(RuntimeWarning, match="UNCONFINED"):
         async with Compartment({}, Policy(mode="unconfined", start="cold")) as c:
-            assert c.report().missing == list(c.report().missing)
-            assert not c.report().confined
+            assert c.report().missing == list(LAYERS)  # nothing applied, and it says so
+            assert not c.report().confined and c.report().mode == "unconfined"
             assert await c.evaluate("result = 6 * 7") == 42
+
+
+@needs_kernel
+async def test_best_effort_runs_and_reports_what_is_missing(tmp_path: Path) -> None:
+    # A read-only path that does not exist makes Landlock fail in the worker.
+    policy = Policy(mode="best_effort", fs_read=(str(tmp_path / "missing"),))
+    async with Compartment({}, policy) as c:
+        report = c.report()
+        assert report.missing == ["landlock"]
+        assert str(tmp_path / "missing") in report.layers["landlock"].detail
+        assert "landlock: MISSING" in str(report)
+        assert await c.evaluate("result = 1") == 1

@@ -439,10 +439,14 @@ def _drop_capabilities() -> None:
 def _enter_namespaces() -> str:
     libc = _c()
     if os.geteuid() == 0:
-        _check(libc.unshare(_CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+        netns = libc.unshare(_CLONE_NEWNET)
+        err = ctypes.get_errno()
+        # Drop root whether or not the namespace applied (best effort goes on).
         os.setgroups([])
         os.setresgid(NOBODY, NOBODY, NOBODY)
         os.setresuid(NOBODY, NOBODY, NOBODY)  # leaves no capabilities
+        if netns < 0:
+            raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)} (uid {NOBODY} applied)")
         return f"network namespace; uid and gid {NOBODY}"
     _check(libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET), "unshare(CLONE_NEWUSER|CLONE_NEWNET)")
     _drop_capabilities()  # the new user namespace grants all of them: keep none

@@ -72,7 +72,8 @@ class Policy:
     pet name), resolved against the capabilities given to the compartment;
     empty means every endowment given, under its own name.  ``modules``: what
     the guest may import (preloaded; nothing else can be).  ``fs_read``:
-    read-only paths (none by default).  ``mode``: ``strict`` refuses to start
+    read-only paths (none by default; under a root host the worker runs as
+    uid 65534, which must be able to read them).  ``mode``: ``strict`` refuses to start
     unless every kernel layer applies; ``best_effort`` runs with what applies
     and reports the rest; ``unconfined`` applies nothing (tests only: it
     warns loudly).  ``start``: fork from the zygote (fast) or start ``cold``.
