@@ -402,3 +402,16 @@ async def test_best_effort_runs_and_reports_what_is_missing(tmp_path: Path) -> N
         assert str(tmp_path / "missing") in report.layers["landlock"].detail
         assert "landlock: MISSING" in str(report)
         assert await c.evaluate("result = 1") == 1
+
+
+@needs_kernel
+async def test_a_dead_zygote_is_replaced() -> None:
+    from captp.confine import _zygote
+
+    async with Compartment({}) as c:
+        assert await c.evaluate("result = 1") == 1
+    assert _zygote._zygote is not None
+    _zygote._zygote[0].kill()
+    _zygote._zygote[0].wait()
+    async with Compartment({}) as c:
+        assert await c.evaluate("result = 2") == 2

@@ -152,8 +152,10 @@ def spawn(policy: dict[str, Any], channel_fd: int, log_fd: int) -> tuple[int, in
             try:
                 _send_fds(control, payload, [channel_fd, log_fd])
                 data, fds = _recv_fds(control, 256, 1)
+                if not data:
+                    raise ZygoteError("the zygote ended")
             except OSError:
-                _zygote = None
+                _zygote = None  # it died (or its parent thread ended): start another
                 if attempt:
                     raise
                 continue
