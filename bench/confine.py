@@ -117,7 +117,7 @@ async def main(rounds: int, calls: int) -> dict[str, Any]:
     pair: list[float] = []
     pipe: list[float] = []
     async with Compartment({"chat": Chat()}, zygote) as c:
-        for _ in range(max(rounds // 4, 3)):
+        for _ in range(max(rounds // 2, 5)):
             guest.append(await c.evaluate(GUEST_LOOP, n=calls))
             pair.append(await socketpair_us(calls))
             pipe.append(await pipe_us(calls))
@@ -150,7 +150,7 @@ async def main(rounds: int, calls: int) -> dict[str, Any]:
 def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--calls", type=int, default=1000)
     args = parser.parse_args()
     figures = anyio.run(main, args.rounds, args.calls)
     print(f"worker start from the zygote  {figures['zygote_start_ms']:8.2f} ms"

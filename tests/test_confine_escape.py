@@ -451,3 +451,21 @@ async def test_30_strict_worker_refuses_when_a_layer_fails(tmp_path: Path) -> No
         async with Compartment({}, policy):
             pass
     assert info.value.layer == "landlock"
+
+
+async def test_cpu_limit_ends_the_worker(setup: Setup) -> None:
+    policy = POLICY.with_(limits=Limits(cpu_s=1, wall_s=60.0))
+    async with Compartment({"chat": setup.proxy}, policy) as c:
+        with pytest.raises(WorkerDied, match="session ended"):
+            await c.evaluate("while True: pass")  # SIGXCPU after one second of CPU
+
+
+async def test_policy_picks_the_endowments(setup: Setup) -> None:
+    policy = POLICY.with_(endowments={"llm": "chat-mini"})
+    capabilities = {"chat-mini": setup.proxy, "search": ChatAPI()}
+    async with Compartment(capabilities, policy) as c:
+        names = await c.evaluate("result = sorted(k for k in globals() if not k.startswith('_'))")
+        assert names == ["E", "llm"]
+        assert await c.evaluate(
+            "result = await E(llm).complete([{'role': 'user', 'content': 'p'}])"
+        ) == "(reply to 'p')"
