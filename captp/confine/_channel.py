@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import socket
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 
 import anyio
@@ -26,6 +27,7 @@ import anyio.abc
 
 from captp._connection import TRANSPORT_ERRORS, Connection, handle_messages, lost_reason
 from captp._vat import Scheduler
+from captp.errors import ConnectionLost
 
 __all__ = ["SocketChannel", "open_channel", "preload", "run_session", "session_over"]
 
@@ -33,9 +35,12 @@ __all__ = ["SocketChannel", "open_channel", "preload", "run_session", "session_o
 # blocks on a full socket buffer instead of growing ours).
 MAX_BUFFERED: Final = 1 << 20
 
+OnData = Callable[[bytes], None]
+OnEnd = Callable[[BaseException], None]
+
 
 class _Protocol(asyncio.Protocol):
-    """asyncio fast path: writes go straight to the transport, reads queue here."""
+    """asyncio fast path: writes go straight to the transport; reads queue here or are pushed."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -44,8 +49,9 @@ class _Protocol(asyncio.Protocol):
         self.paused = False
         self.waiter: asyncio.Future[None] | None = None
         self.ended: BaseException | None = None
-        # Push mode: each read is handed to this callback at once (no task wake-up).
-        self.on_data: Any = None
+        # Push mode: each read goes to on_data from this callback (no task wake-up).
+        self.on_data: OnData | None = None
+        self.on_end: OnEnd | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -62,14 +68,19 @@ class _Protocol(asyncio.Protocol):
         self._wake()
 
     def eof_received(self) -> bool:
-        self.ended = self.ended or anyio.EndOfStream()
-        self._wake()
+        self._end(anyio.EndOfStream())
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if exc is not None:
-            self.ended = self.ended or anyio.BrokenResourceError(repr(exc))
-        self.ended = self.ended or anyio.EndOfStream()
+        self._end(anyio.BrokenResourceError(repr(exc)) if exc is not None else anyio.EndOfStream())
+
+    def _end(self, exc: BaseException) -> None:
+        if self.ended is None:
+            self.ended = exc
+            on_end, self.on_end = self.on_end, None
+            self.on_data = None
+            if on_end is not None:
+                on_end(exc)
         self._wake()
 
     def _wake(self) -> None:
@@ -79,7 +90,14 @@ class _Protocol(asyncio.Protocol):
 
 
 class SocketChannel:
-    """A :class:`captp.Channel` over a connected stream socket, on any anyio backend."""
+    """A :class:`captp.Channel` over a connected stream socket, on any anyio backend.
+
+    Under asyncio it also offers ``push(on_data, on_end)``: from then on each
+    read is handed to ``on_data`` from the transport's callback, and the end
+    of the stream to ``on_end``.  Elsewhere ``push`` is ``None``.
+    """
+
+    push: Callable[[OnData, OnEnd], None] | None
 
     def __init__(self) -> None:
         self._protocol: _Protocol | None = None
@@ -89,6 +107,7 @@ class SocketChannel:
         self._closed = False
         self._failed: BaseException | None = None
         self._writer_done = anyio.Event()
+        self.push = None
 
     async def _start(self, sock: socket.socket, tg: anyio.abc.TaskGroup) -> None:
         sock.setblocking(False)
@@ -96,10 +115,26 @@ class SocketChannel:
         if loop is not None:
             _, protocol = await loop.connect_accepted_socket(_Protocol, sock)
             self._protocol = protocol
+            self.push = self._push
         else:
             self._stream = await anyio.abc.SocketStream.from_socket(sock)
             self._wakeup = anyio.Event()
             tg.start_soon(self._writer)
+
+    def _push(self, on_data: OnData, on_end: OnEnd) -> None:
+        protocol = self._protocol
+        assert protocol is not None
+        while protocol.chunks:  # what arrived before push mode began
+            on_data(protocol.chunks.popleft())
+        protocol.buffered = 0
+        if protocol.paused and protocol.transport is not None:
+            protocol.paused = False
+            protocol.transport.resume_reading()
+        if protocol.ended is not None:
+            on_end(protocol.ended)
+            return
+        protocol.on_data = on_data
+        protocol.on_end = on_end
 
     def send_nowait(self, data: bytes) -> None:
         """Queue ``data`` for the peer."""
@@ -186,10 +221,12 @@ def session_over(
     bootstrap: Any = None,
     max_message: int,
     name: str,
+    on_lost: Callable[[ConnectionLost], None] | None = None,
 ) -> Connection:
     """A CapTP connection over ``channel``: OCapN Syrup, ``len:`` frames of ``max_message`` at most.
 
-    Run its :meth:`~captp.Connection.run` in a task.
+    ``on_lost(error)`` is called once when the session ends.  Run it with
+    :func:`run_session`.
     """
     from ocapn.syrup import Limits
     from ocapn.wire import OCapNWire
@@ -201,48 +238,48 @@ def session_over(
         wire.out_framing = "len"
         return wire
 
-    return Connection(channel, make_wire, vat, bootstrap=bootstrap, name=name)
+    connection = Connection(channel, make_wire, vat, bootstrap=bootstrap, name=name)
+    connection.session.on_lost = on_lost
+    return connection
+
+
+async def run_session(connection: Connection, channel: SocketChannel) -> None:
+    """Run ``connection`` until its session ends; then close the channel.
+
+    Under asyncio each read is handled inside the transport's callback
+    (``channel.push``: one event-loop iteration less per message than a
+    reader task).  Elsewhere this is :meth:`Connection.run`.  (Once the
+    driver takes pushed reads itself, this is ``await connection.run()``.)
+    """
+    if channel.push is None:
+        await connection.run()
+        return
+    session = connection.session
+    feed = connection.wire.feed
+    ended = anyio.Event()
+
+    def on_data(data: bytes) -> None:
+        if session.dead is None:
+            handle_messages(session, feed(data), session.receive, session.abort)
+        if session.dead is not None:
+            ended.set()
+
+    def on_end(exc: BaseException) -> None:
+        session.connection_lost(lost_reason(exc))
+        ended.set()
+
+    try:
+        channel.push(on_data, on_end)
+        if session.dead is None:
+            await ended.wait()
+    finally:
+        if session.dead is None:
+            session.connection_lost("connection closed")
+        with anyio.CancelScope(shield=True), contextlib.suppress(*TRANSPORT_ERRORS):
+            await channel.aclose()
 
 
 def preload() -> None:
     """Import the codec now (a confined worker cannot import anything later)."""
     import ocapn.syrup
     import ocapn.wire  # noqa: F401
-
-
-async def run_session(connection: Connection, channel: SocketChannel) -> None:
-    """Run ``connection`` until its session ends; then close the channel.
-
-    Under asyncio each read is handled inside the protocol's callback (one
-    event-loop iteration less per message than a reader task); elsewhere this
-    is :meth:`Connection.run`.
-    """
-    protocol = channel._protocol
-    if protocol is None:
-        await connection.run()
-        return
-    session = connection.session
-    feed = connection.wire.feed
-    done = asyncio.get_running_loop().create_future()
-
-    def on_data(data: bytes) -> None:
-        handle_messages(session, feed(data), session.receive, session.abort)
-        if session.dead is not None and not done.done():
-            done.set_result(None)
-
-    try:
-        while protocol.chunks:  # what arrived before push mode began
-            on_data(protocol.chunks.popleft())
-        protocol.on_data = on_data
-        while session.dead is None:
-            if protocol.ended is not None:
-                session.connection_lost(lost_reason(protocol.ended))
-                break
-            protocol.waiter = done = asyncio.get_running_loop().create_future()
-            await done
-    finally:
-        protocol.on_data = None
-        if session.dead is None:
-            session.connection_lost("connection closed")
-        with anyio.CancelScope(shield=True), contextlib.suppress(*TRANSPORT_ERRORS):
-            await channel.aclose()

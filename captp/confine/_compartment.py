@@ -200,9 +200,8 @@ class Compartment:
         channel = await _channel.open_channel(host_sock, tg)
         self._connection = connection = _channel.session_over(
             channel, vat, bootstrap=None, max_message=self.policy.limits.max_message,
-            name=f"compartment {self.policy.name}",
+            name=f"compartment {self.policy.name}", on_lost=self._on_lost,
         )
-        connection.session.on_lost = self._on_lost
         tg.start_soon(_channel.run_session, connection, channel)
         stack.push_async_callback(connection.aclose, "compartment closed")
         self._admin = connection.bootstrap()
