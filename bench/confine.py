@@ -7,7 +7,8 @@ Run from the repository root (pinned, as the other benchmarks are)::
 It measures, in one run, on asyncio:
 
 * worker start, forked from the zygote and cold: from entering
-  ``Compartment`` until the worker, confined, has answered its first call;
+  ``Compartment`` until the worker, confined, has answered its first call
+  (beside a bare interpreter's start and exit, to show how busy the machine is);
 * a guest -> host call, ``await E(chat).complete(msgs)`` timed inside the
   guest, beside the same call between two connections in one process
   (over a socketpair with the same channel and codec, and over the
@@ -25,6 +26,8 @@ import argparse
 import json
 import socket
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -69,6 +72,13 @@ async def start_ms(policy: Policy) -> float:
     return elapsed
 
 
+def python_startup_ms() -> float:
+    """Milliseconds to start and end a bare interpreter (the same run's reference for cold)."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-I", "-c", "pass"], check=True)
+    return (time.perf_counter() - started) * 1e3
+
+
 async def timed_calls(chat: Any, n: int) -> float:
     for _ in range(50):
         await E(chat).complete(MESSAGES)
@@ -109,10 +119,12 @@ async def main(rounds: int, calls: int) -> dict[str, Any]:
     await start_ms(zygote)  # start the zygote itself once
     zygote_ms: list[float] = []
     cold_ms: list[float] = []
+    bare_ms: list[float] = []
     for i in range(rounds):
         zygote_ms.append(await start_ms(zygote))
         if i % 4 == 0:
             cold_ms.append(await start_ms(cold))
+            bare_ms.append(python_startup_ms())
     guest: list[float] = []
     pair: list[float] = []
     pipe: list[float] = []
@@ -126,6 +138,7 @@ async def main(rounds: int, calls: int) -> dict[str, Any]:
         "missing_layers": missing,
         "zygote_start_ms": round(statistics.median(zygote_ms), 2),
         "cold_start_ms": round(statistics.median(cold_ms), 1),
+        "bare_python_start_ms": round(statistics.median(bare_ms), 1),
         "guest_call_us": round(statistics.median(guest), 1),
         "socketpair_call_us": round(statistics.median(pair), 1),
         "pipe_call_us": round(statistics.median(pipe), 1),
@@ -157,6 +170,7 @@ def run() -> None:
           f"   (target <= {TARGET_ZYGOTE_MS} ms)")
     print(f"worker start, cold            {figures['cold_start_ms']:8.1f} ms"
           f"   (target <= {TARGET_COLD_MS} ms)")
+    print(f"  (a bare `python -I -c pass`   {figures['bare_python_start_ms']:8.1f} ms in this run)")
     print(f"guest -> host call            {figures['guest_call_us']:8.1f} us")
     print(f"same call, socketpair in-proc {figures['socketpair_call_us']:8.1f} us"
           f"   ratio {figures['call_ratio_vs_socketpair']} (target <= {TARGET_CALL_RATIO})")
