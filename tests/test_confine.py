@@ -415,3 +415,28 @@ async def test_a_dead_zygote_is_replaced() -> None:
     _zygote._zygote[0].wait()
     async with Compartment({}) as c:
         assert await c.evaluate("result = 2") == 2
+
+
+@needs_kernel
+async def test_compartments_leave_no_file_or_process_behind(tmp_path: Path) -> None:
+    import os
+
+    from captp.confine import LayerUnavailable
+
+    async with Compartment({}) as c:  # the zygote and the loop's own files exist from here
+        pass
+    before = set(os.listdir("/proc/self/fd"))
+    pids = []
+    for start in ("zygote", "cold"):
+        async with Compartment({}, Policy(start=start)) as c:
+            pids.append(c.pid)
+        with pytest.raises(LayerUnavailable):  # refused inside the worker
+            async with Compartment({}, Policy(start=start, fs_read=(str(tmp_path / "no"),))):
+                pass
+    assert set(os.listdir("/proc/self/fd")) == before
+    for pid in pids:  # killed, and reaped by the zygote or by us: no zombie
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+        except FileNotFoundError:
+            continue
+        assert state != "Z"

@@ -152,16 +152,13 @@ class Compartment:
             )
             warnings.warn(message, RuntimeWarning, stacklevel=2)
             log.warning(message)
-        stack = AsyncExitStack()
+        self._stack = stack = AsyncExitStack()
         await stack.__aenter__()
         try:
             await self._start(stack)
         except BaseException:
-            self.kill()
-            await stack.aclose()
-            self._closed = True
+            await self.aclose()
             raise
-        self._stack = stack
         return self
 
     def _spawn(self, worker_sock: socket.socket) -> None:
@@ -222,7 +219,7 @@ class Compartment:
             log.warning("compartment %r runs without %s", self.policy.name, self._report.missing)
 
     def _raise_start_failure(self, exc: ConnectionLost) -> None:
-        self._wait_dead(2.0)
+        # The worker wrote its reason before it exited, and its exit closed the channel.
         text = self.log().decode(errors="replace")
         for line in text.splitlines():
             if line.startswith(STRICT_FAILED):
@@ -297,11 +294,6 @@ class Compartment:
         if self._pidfd is not None:
             with contextlib.suppress(ProcessLookupError, OSError):
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
-
-    def _wait_dead(self, timeout: float) -> None:
-        if self._process is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._process.wait(timeout)
 
     async def aclose(self) -> None:
         """Kill the worker and end its session."""
