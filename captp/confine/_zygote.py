@@ -3,9 +3,11 @@
 A cold worker spends ~100 ms importing its runtime.  The zygote imports it
 once, then waits on a control socket; each request carries the policy (JSON)
 and two file descriptors (the worker's end of the channel and the log file).
-It forks, and the child confines itself and serves (:func:`_worker.child_main`);
-the zygote answers with the child's pid and a pidfd, through which the host
-kills it (a pidfd cannot name a recycled pid).  The zygote never runs guest
+It keeps one forked child waiting (a spare) and hands it the request, so no
+fork happens while a worker starts; the child confines itself and serves
+(:func:`_worker.child_main`).  The zygote answers with the child's pid and a
+pidfd, through which the host kills it (a pidfd cannot name a recycled pid),
+then forks the next spare once no request has come for a moment.  The zygote never runs guest
 code; it is not confined itself, but it holds nothing: an empty environment,
 cwd ``/``, no file but its control socket, and it dies with the host
 (``PR_SET_PDEATHSIG``) or when the control socket closes.
@@ -20,6 +22,7 @@ import atexit
 import gc
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -54,12 +57,64 @@ def _recv_fds(sock: socket.socket, size: int, maxfds: int) -> tuple[bytes, list[
 # -- the zygote process -----------------------------------------------------------
 
 
-def _serve(control: socket.socket) -> None:
+# After a request, the zygote waits this long for the next one before it forks
+# the spare that will serve it: the fork then happens while nothing is
+# starting, not in the middle of the worker just handed over.
+_SPARE_DELAY_S: Final = 0.05
+
+
+class _Spare:
+    """A forked child waiting for its request: handing it over costs no fork."""
+
+    def __init__(self, control: socket.socket) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            control.close()
+            ours.close()
+            _become_worker(theirs)  # never returns
+        theirs.close()
+        self.pid = pid
+        self.socket = ours
+        self.pidfd = os.pidfd_open(pid)
+
+    def hand_over(self, payload: bytes, fds: list[int]) -> None:
+        """Send the request to the spare (it now owns the descriptors)."""
+        _send_fds(self.socket, payload, fds)
+
+    def close(self) -> None:
+        self.socket.close()  # an unused spare reads end of file and exits
+        os.close(self.pidfd)
+
+
+def _become_worker(requests: socket.socket) -> None:
     from captp.confine import _worker
 
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        data, fds = _recv_fds(requests, _MAX_REQUEST, _FDS_PER_REQUEST)
+    except OSError:
+        os._exit(0)
+    requests.close()
+    if not data or len(fds) != _FDS_PER_REQUEST:
+        os._exit(0)
+    channel_fd, log_fd = fds
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    _worker.child_main(channel_fd, json.loads(data))  # never returns
+
+
+def _serve(control: socket.socket) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     control.sendall(b"ready")
+    spare: _Spare | None = _Spare(control)
     while True:
+        if spare is None:
+            ready, _, _ = select.select([control], [], [], _SPARE_DELAY_S)
+            if not ready:
+                spare = _Spare(control)
+                continue
         try:
             data, fds = _recv_fds(control, _MAX_REQUEST, _FDS_PER_REQUEST)
         except OSError:
@@ -71,27 +126,18 @@ def _serve(control: socket.socket) -> None:
                 os.close(fd)
             control.sendall(b"error: expected two file descriptors")
             continue
-        channel_fd, log_fd = fds
-        policy = json.loads(data)
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            control.close()
-            os.dup2(log_fd, 1)
-            os.dup2(log_fd, 2)
-            os.close(log_fd)
-            _worker.child_main(channel_fd, policy)  # never returns
-        os.close(channel_fd)
-        os.close(log_fd)
+        if spare is None:
+            spare = _Spare(control)
         try:
-            pidfd = os.pidfd_open(pid)
+            spare.hand_over(data, fds)
+            _send_fds(control, b"%d" % spare.pid, [spare.pidfd])
         except OSError as exc:
-            control.sendall(f"error: pidfd_open: {exc}".encode())
-            continue
-        try:
-            _send_fds(control, b"%d" % pid, [pidfd])
+            control.sendall(f"error: {exc}".encode())
         finally:
-            os.close(pidfd)
+            for fd in fds:
+                os.close(fd)
+            spare.close()
+            spare = None
 
 
 def main() -> None:
