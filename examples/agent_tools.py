@@ -11,7 +11,8 @@ The story, step by step:
 2. It builds a ``chat`` capability: one model, a token cap, a rate limit, an
    interface guard, behind a caretaker (revocable) and a logging membrane.
 3. It runs two LLM-proposed tools (source strings) in two compartments: a
-   summarizer endowed with ``chat``, a searcher endowed with ``search``.
+   summarizer endowed with ``chat``, a searcher endowed with an index
+   attenuated to ``search`` (it cannot ``add``).
 4. A hostile tool tries to read the key, the environment, the network and
    the other tool, and fails.
 5. The host revokes ``chat`` mid-run; the summarizer's next call fails.
@@ -44,6 +45,7 @@ from captp.confine import (
     Invocation,
     M,
     Policy,
+    attenuate,
     caretaker,
     guarded,
     membrane,
@@ -144,11 +146,14 @@ CORPUS = {
 
 
 @far
-class Search:
-    """A search capability over a small local corpus."""
+class Index:
+    """A small local search index; the tool gets ``search`` only (see ``attenuate``)."""
 
     def search(self, query: str) -> list[str]:
         return [text for key, text in CORPUS.items() if key in query.lower()]
+
+    def add(self, key: str, text: str) -> None:
+        CORPUS[key] = text
 
 
 # -- 3. the tools an LLM proposed -------------------------------------------------------
@@ -160,6 +165,10 @@ result = await E(chat).complete([{'role': 'user', 'content': text}])
 
 SEARCHER = """
 hits = await E(search).search('what is landlock?')
+try:
+    await E(search).add('landlock', 'spam')
+except Exception as e:
+    hits.append(f'(add refused: {str(e).split(";")[0]})')
 result = hits
 """
 
@@ -228,9 +237,11 @@ async def main() -> None:
     logged, _ = membrane(Chat(client, "mini", 12, 5), record)
     chat, revoke_chat = caretaker(logged)
 
-    say("3. two tools, two compartments: a summarizer (chat) and a searcher (search)")
+    say("3. two tools, two compartments: a summarizer (chat) and a searcher (search only)")
     async with Compartment({"chat": chat}, policy.with_(name="summarizer")) as summarizer, \
-            Compartment({"search": Search()}, policy.with_(name="searcher")) as searcher:
+            Compartment(
+                {"search": attenuate(Index(), ["search"])}, policy.with_(name="searcher")
+            ) as searcher:
         say("", f"summarizer pid {summarizer.pid}: layers {summarizer.report().applied}")
         say("", f"searcher pid {searcher.pid}: layers {searcher.report().applied}")
         say("", f"summarizer says: {await summarizer.evaluate(SUMMARIZER)!r}")

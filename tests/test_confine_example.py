@@ -34,5 +34,6 @@ def test_agent_tools_example() -> None:
         "private method: TypeError: Chat has no method '_client'",
         "summarizer now fails: guest raised Revoked: ",
         "summarizer says: '[mini-remote] Compartments",
+        "(add refused: TypeError: attenuated Index does not expose method 'add')",
     ]:
         assert line in out, out
