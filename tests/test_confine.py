@@ -440,3 +440,12 @@ async def test_compartments_leave_no_file_or_process_behind(tmp_path: Path) -> N
         except FileNotFoundError:
             continue
         assert state != "Z"
+
+
+@needs_kernel
+async def test_a_policy_module_that_does_not_exist_is_named() -> None:
+    from captp.confine import WorkerDied
+
+    with pytest.raises(WorkerDied, match="No module named 'no_such_module_here'"):
+        async with Compartment({}, Policy(modules=("json", "no_such_module_here"))):
+            pass
