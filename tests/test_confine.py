@@ -218,9 +218,14 @@ ChatI = M.interface(
 )
 
 
+class ChatBase:
+    def admin_reset(self) -> str:  # inherited, not in the interface: refused too
+        return "reset"
+
+
 @guarded(ChatI)
 @far
-class GuardedChat:
+class GuardedChat(ChatBase):
     def __init__(self) -> None:
         self.calls = 0
 
@@ -255,8 +260,9 @@ async def test_guarded_class_checks_before_the_method_runs() -> None:
         for args, message in cases:
             with pytest.raises(RemoteError, match=f"^GuardError: .*{message}"):
                 await E(remote).complete(*args)
-        with pytest.raises(RemoteError, match="GuardError: Chat has no method 'debug_dump'"):
-            await E(remote).debug_dump()
+        for unlisted in ("debug_dump", "admin_reset"):
+            with pytest.raises(RemoteError, match=f"GuardError: Chat has no method '{unlisted}'"):
+                await E(remote)[unlisted]()
     assert chat.calls == 2
 
 

@@ -283,13 +283,16 @@ def guarded(iface: Interface) -> Callable[[T], T]:
                 raise TypeError(f"{cls.__name__} has no method {attr!r} for {iface.name}")
             setattr(cls, attr, _checked(method, wire, iface))
         if not iface.sloppy:
-            for name, value in list(vars(cls).items()):
-                if (
-                    not name.startswith("_") and callable(value)
-                    and not isinstance(value, type) and name not in
-                    {python_name(w) for w in iface.methods}
-                ):
-                    setattr(cls, name, _unlisted(name, iface))
+            listed = {python_name(w) for w in iface.methods}
+            for klass in cls.__mro__:  # inherited methods too
+                if klass is object:
+                    continue
+                for name, value in list(vars(klass).items()):
+                    if (
+                        not name.startswith("_") and callable(value)
+                        and not isinstance(value, type) and name not in listed
+                    ):
+                        setattr(cls, name, _unlisted(name, iface))
         cls._captp_interface_ = iface  # type: ignore[attr-defined]
         return cls
 

@@ -183,7 +183,8 @@ def membrane(
     ends every proxy at once.  ``allow(method, args)``, if given, may refuse a
     call (it then fails with :class:`PermissionError` and is reported).
     Promises nested inside data pass unwrapped; a call's own result is awaited
-    and wrapped.
+    and wrapped.  The membrane keeps every reference that crossed it (so the
+    same reference always gets the same proxy) until it is revoked.
     """
     state = _Membrane(on_call, allow)
     return state.wrap(target), state.revoke
