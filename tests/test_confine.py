@@ -455,3 +455,22 @@ async def test_a_policy_module_that_does_not_exist_is_named() -> None:
     with pytest.raises(WorkerDied, match="No module named 'no_such_module_here'"):
         async with Compartment({}, Policy(modules=("json", "no_such_module_here"))):
             pass
+
+
+@needs_kernel
+async def test_many_compartments_at_once() -> None:
+    import anyio
+
+    counter = Counter()
+    pids: dict[int, int] = {}
+
+    async def one(i: int) -> None:
+        async with Compartment({"c": counter}) as box:
+            pids[i] = box.pid
+            assert len(await box.evaluate("result = [await E(c).incr() for _ in range(10)]")) == 10
+
+    async with anyio.create_task_group() as tg:
+        for i in range(6):
+            tg.start_soon(one, i)
+    assert counter.n == 60
+    assert len(set(pids.values())) == 6  # one worker each
