@@ -474,3 +474,23 @@ async def test_many_compartments_at_once() -> None:
             tg.start_soon(one, i)
     assert counter.n == 60
     assert len(set(pids.values())) == 6  # one worker each
+
+
+@pytest.mark.parametrize("layer", ["landlock", "seccomp", "namespaces"])
+async def test_30_strict_refuses_without_a_layer(
+    layer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Escape test 30 (runs on any kernel): strict refuses to start, naming the layer.
+    from captp.confine import LAYERS, Layer, LayerUnavailable, _kernel
+
+    def lacking() -> dict[str, Layer]:
+        layers = {name: Layer(name, True, "simulated") for name in LAYERS}
+        layers[layer] = Layer(layer, False, "simulated: not on this kernel")
+        return layers
+
+    monkeypatch.setattr(_kernel, "probe", lacking)
+    with pytest.raises(LayerUnavailable) as info:
+        async with Compartment({}, Policy()):
+            pass
+    assert info.value.layer == layer
+    assert str(info.value) == f"strict confinement needs {layer}: simulated: not on this kernel"
