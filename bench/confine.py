@@ -15,7 +15,9 @@ It measures, in one run, on asyncio:
   guest, beside the same call between two connections in one process
   (over a socketpair with the same channel and codec, and over the
   in-memory pipe); rounds of the three are interleaved and each figure is
-  the median of the rounds.
+  the median of the rounds.  Beside wall time, the CPU time per call of
+  both sides (worker plus host, or the one process): on a busy machine the
+  wall time also holds the wait for a core at each of the two wake-ups.
 
 Targets: zygote start <= 10 ms, cold start <= 150 ms, call overhead (guest
 over the in-process socketpair baseline) <= 1.3x.  The last line of output
@@ -36,7 +38,7 @@ from typing import Any
 import anyio
 
 from captp import E, far, open_vat
-from captp.confine import Compartment, Policy, _channel, probe
+from captp.confine import Compartment, Mode, Policy, _channel, probe
 from netlayers import connect_pair
 
 TARGET_ZYGOTE_MS = 10.0
@@ -59,10 +61,10 @@ import time
 msgs = [{'role': 'user', 'content': 'hi'}]
 for _ in range(50):
     await E(chat).complete(msgs)
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 for _ in range(n):
     await E(chat).complete(msgs)
-result = (time.perf_counter() - start) / n * 1e6
+result = [(time.perf_counter() - start) / n * 1e6, (time.process_time() - cpu) / n * 1e6]
 """
 
 
@@ -81,16 +83,20 @@ def python_startup_ms() -> float:
     return (time.perf_counter() - started) * 1e3
 
 
-async def timed_calls(chat: Any, n: int) -> float:
+async def timed_calls(chat: Any, n: int) -> tuple[float, float]:
+    """Wall and CPU microseconds per call (CPU: this whole process, both sides here)."""
     for _ in range(50):
         await E(chat).complete(MESSAGES)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
         await E(chat).complete(MESSAGES)
-    return (time.perf_counter() - started) / n * 1e6
+    return (
+        (time.perf_counter() - started) / n * 1e6,
+        (time.process_time() - cpu) / n * 1e6,
+    )
 
 
-async def socketpair_us(n: int) -> float:
+async def socketpair_us(n: int) -> tuple[float, float]:
     """Microseconds per call between two connections in this process, over a socketpair."""
     a_sock, b_sock = socket.socketpair()
     async with open_vat() as vat, anyio.create_task_group() as tg:
@@ -107,7 +113,7 @@ async def socketpair_us(n: int) -> float:
     return result
 
 
-async def pipe_us(n: int) -> float:
+async def pipe_us(n: int) -> tuple[float, float]:
     """Microseconds per call between two connections over the in-memory pipe."""
     async with connect_pair(bootstrap_b=Chat()) as (a, _b):
         return await timed_calls(await a.bootstrap(), n)
@@ -115,7 +121,7 @@ async def pipe_us(n: int) -> float:
 
 async def main(rounds: int, calls: int) -> dict[str, Any]:
     missing = [n for n, layer in probe().items() if not layer.ok]
-    mode = "strict" if not missing else "best_effort"
+    mode: Mode = "strict" if not missing else "best_effort"
     zygote = Policy(mode=mode, modules=("time",))
     cold = zygote.with_(start="cold")
     await start_ms(zygote)  # start the zygote itself once
@@ -131,14 +137,22 @@ async def main(rounds: int, calls: int) -> dict[str, Any]:
             cold_ms.append(await start_ms(cold))
             bare_ms.append(python_startup_ms())
     guest: list[float] = []
+    guest_cpu: list[float] = []
     pair: list[float] = []
+    pair_cpu: list[float] = []
     pipe: list[float] = []
     async with Compartment({"chat": Chat()}, zygote) as c:
         for _ in range(max(rounds // 2, 5)):
-            guest.append(await c.evaluate(GUEST_LOOP, n=calls))
-            pair.append(await socketpair_us(calls))
-            pipe.append(await pipe_us(calls))
-    figures = {
+            host_cpu = time.process_time()
+            wall_us, worker_cpu_us = await c.evaluate(GUEST_LOOP, n=calls)
+            host_cpu_us = (time.process_time() - host_cpu) / (calls + 50) * 1e6
+            guest.append(wall_us)
+            guest_cpu.append(worker_cpu_us + host_cpu_us)
+            wall_us, cpu_us = await socketpair_us(calls)
+            pair.append(wall_us)
+            pair_cpu.append(cpu_us)
+            pipe.append((await pipe_us(calls))[0])
+    figures: dict[str, Any] = {
         "mode": mode,
         "missing_layers": missing,
         "zygote_start_ms": round(statistics.median(zygote_ms), 2),
@@ -148,7 +162,12 @@ async def main(rounds: int, calls: int) -> dict[str, Any]:
         "guest_call_us": round(statistics.median(guest), 1),
         "socketpair_call_us": round(statistics.median(pair), 1),
         "pipe_call_us": round(statistics.median(pipe), 1),
+        "guest_call_cpu_us": round(statistics.median(guest_cpu), 1),
+        "socketpair_call_cpu_us": round(statistics.median(pair_cpu), 1),
     }
+    figures["cpu_ratio_vs_socketpair"] = round(
+        figures["guest_call_cpu_us"] / figures["socketpair_call_cpu_us"], 2
+    )
     figures["call_ratio_vs_socketpair"] = round(
         figures["guest_call_us"] / figures["socketpair_call_us"], 2
     )
@@ -181,6 +200,9 @@ def run() -> None:
     print(f"guest -> host call            {figures['guest_call_us']:8.1f} us")
     print(f"same call, socketpair in-proc {figures['socketpair_call_us']:8.1f} us"
           f"   ratio {figures['call_ratio_vs_socketpair']} (target <= {TARGET_CALL_RATIO})")
+    print(f"  CPU per call, both sides: guest {figures['guest_call_cpu_us']:.1f} us,"
+          f" in-process {figures['socketpair_call_cpu_us']:.1f} us,"
+          f" ratio {figures['cpu_ratio_vs_socketpair']}")
     print(f"same call, memory pipe        {figures['pipe_call_us']:8.1f} us"
           f"   ratio {figures['call_ratio_vs_pipe']}")
     if figures["missing_layers"]:
