@@ -14,7 +14,8 @@ It measures, in one run, on asyncio:
 * a guest -> host call, ``await E(chat).complete(msgs)`` timed inside the
   guest, beside the same call between two connections in one process
   (over a socketpair with the same channel and codec, and over the
-  in-memory pipe); rounds of the three are interleaved and each figure is
+  in-memory pipe), and from an unconfined worker (the process boundary
+  without the kernel layers); rounds of the three are interleaved and each figure is
   the median of the rounds.  Beside wall time, the CPU time per call of
   both sides (worker plus host, or the one process): on a busy machine the
   wall time also holds the wait for a core at each of the two wake-ups.
@@ -28,11 +29,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import socket
 import statistics
 import subprocess
 import sys
 import time
+import warnings
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
@@ -120,6 +124,11 @@ async def pipe_us(n: int) -> tuple[float, float]:
 
 
 async def main(rounds: int, calls: int) -> dict[str, Any]:
+    async with AsyncExitStack() as stack:
+        return await measure(stack, rounds, calls)
+
+
+async def measure(stack: AsyncExitStack, rounds: int, calls: int) -> dict[str, Any]:
     missing = [n for n, layer in probe().items() if not layer.ok]
     mode: Mode = "strict" if not missing else "best_effort"
     zygote = Policy(mode=mode, modules=("time",))
@@ -141,8 +150,19 @@ async def main(rounds: int, calls: int) -> dict[str, Any]:
     pair: list[float] = []
     pair_cpu: list[float] = []
     pipe: list[float] = []
+    bare: list[float] = []
+    quiet = logging.getLogger("captp.confine")
+    level = quiet.level
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the unconfined worker says so loudly
+        quiet.setLevel(logging.ERROR)
+        unconfined = await stack.enter_async_context(
+            Compartment({"chat": Chat()}, zygote.with_(mode="unconfined"))
+        )
+        quiet.setLevel(level)
     async with Compartment({"chat": Chat()}, zygote) as c:
         for _ in range(max(rounds // 2, 5)):
+            bare.append((await unconfined.evaluate(GUEST_LOOP, n=calls))[0])
             host_cpu = time.process_time()
             wall_us, worker_cpu_us = await c.evaluate(GUEST_LOOP, n=calls)
             host_cpu_us = (time.process_time() - host_cpu) / (calls + 50) * 1e6
@@ -162,6 +182,7 @@ async def main(rounds: int, calls: int) -> dict[str, Any]:
         "guest_call_us": round(statistics.median(guest), 1),
         "socketpair_call_us": round(statistics.median(pair), 1),
         "pipe_call_us": round(statistics.median(pipe), 1),
+        "unconfined_worker_call_us": round(statistics.median(bare), 1),
         "guest_call_cpu_us": round(statistics.median(guest_cpu), 1),
         "socketpair_call_cpu_us": round(statistics.median(pair_cpu), 1),
     }
@@ -170,6 +191,9 @@ async def main(rounds: int, calls: int) -> dict[str, Any]:
     )
     figures["call_ratio_vs_socketpair"] = round(
         figures["guest_call_us"] / figures["socketpair_call_us"], 2
+    )
+    figures["call_ratio_vs_unconfined_worker"] = round(
+        figures["guest_call_us"] / figures["unconfined_worker_call_us"], 2
     )
     figures["call_ratio_vs_pipe"] = round(figures["guest_call_us"] / figures["pipe_call_us"], 2)
     figures["targets"] = {
@@ -203,6 +227,8 @@ def run() -> None:
     print(f"  CPU per call, both sides: guest {figures['guest_call_cpu_us']:.1f} us,"
           f" in-process {figures['socketpair_call_cpu_us']:.1f} us,"
           f" ratio {figures['cpu_ratio_vs_socketpair']}")
+    print(f"same call, unconfined worker  {figures['unconfined_worker_call_us']:8.1f} us"
+          f"   ratio {figures['call_ratio_vs_unconfined_worker']} (what confinement adds)")
     print(f"same call, memory pipe        {figures['pipe_call_us']:8.1f} us"
           f"   ratio {figures['call_ratio_vs_pipe']}")
     if figures["missing_layers"]:
