@@ -167,6 +167,9 @@ async def test_membrane_sees_every_call_and_wraps_references() -> None:
         for target in (remote, child):
             with pytest.raises(RemoteError, match=r"^Revoked: "):
                 await E(target).incr()
+        assert [(i.method, i.ok, type(i.outcome).__name__) for i in seen[4:]] == [
+            ("incr", False, "Revoked"), ("incr", False, "Revoked"),
+        ]
     assert root.n == 3
 
 
@@ -193,17 +196,20 @@ async def test_membrane_can_refuse_calls() -> None:
     assert [(i.method, i.ok) for i in seen] == [("incr", True), ("reset", False)]
 
 
-async def test_caretaker_lets_go_of_its_target() -> None:
+async def test_revocation_lets_go_of_the_target() -> None:
     import weakref
 
-    counter = Counter()
-    ref = weakref.ref(counter)
-    proxy, revoke = caretaker(counter)
-    del counter
-    revoke()
-    gc.collect()
-    assert ref() is None
-    assert proxy is not None
+    for wrap in (caretaker, lambda t: membrane(t, lambda i: None)):
+        counter = Counter()
+        ref = weakref.ref(counter)
+        proxy, revoke = wrap(counter)
+        del counter
+        gc.collect()
+        assert ref() is not None  # held while the capability lives
+        revoke()
+        gc.collect()
+        assert ref() is None
+        assert proxy is not None
 
 
 # == interface guards ==================================================================

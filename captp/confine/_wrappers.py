@@ -113,6 +113,7 @@ class _Membrane:
         self.allow = allow
         self.revoked = False
         self.seq = itertools.count(1)
+        self.holders: list[list[Any]] = []  # each proxy's target, in a list revoke empties
         self.proxies: dict[int, tuple[Any, FarFunction]] = {}  # id(target) -> (target, proxy)
         self.originals: dict[int, Any] = {}  # id(proxy) -> target
 
@@ -121,18 +122,22 @@ class _Membrane:
         if known is not None and known[0] is target:
             return known[1]
         iface = interface_name(target)
+        holder = [target]  # emptied on revocation: the target can then be collected
+        self.holders.append(holder)
 
         async def forward(*args: Any) -> Any:
-            if self.revoked:
-                raise Revoked(f"membrane around {iface}: capability revoked")
             method, rest = _split(args)
-            if self.allow is not None and not self.allow(method, rest):
+            error: Exception | None = None
+            if not holder:  # attempts after revocation are reported too
+                error = Revoked(f"membrane around {iface}: capability revoked")
+            elif self.allow is not None and not self.allow(method, rest):
                 error = PermissionError(f"membrane refused {iface}.{method}")
+            if error is not None:
                 self._report(iface, method, rest, False, error)
                 raise error
             inner = map_leaves(rest, self.unwrap_or_wrap)
             try:
-                result = await _forward(target, method, inner)
+                result = await _forward(holder[0], method, inner)
             except Exception as exc:
                 self._report(iface, method, rest, False, exc)
                 raise
@@ -164,6 +169,9 @@ class _Membrane:
 
     def revoke(self) -> None:
         self.revoked = True
+        for holder in self.holders:
+            holder.clear()
+        self.holders.clear()
         self.proxies.clear()
         self.originals.clear()
 
