@@ -27,7 +27,6 @@ import ctypes
 import ctypes.util
 import errno
 import os
-import resource
 import signal
 import sys
 import threading
@@ -418,6 +417,8 @@ def _set_rlimits(limits: dict[str, Any]) -> str:
     cpu = int(limits["cpu_s"])
     memory = int(limits["memory_bytes"])
     log_bytes = int(limits["log_bytes"])
+    import resource  # POSIX only: imported where it is used
+
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # The log (stdout and stderr) is a file: its size limit caps it.  Writes past
     # the cap fail with EFBIG instead of killing the worker with SIGXFSZ.

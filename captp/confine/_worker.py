@@ -21,7 +21,6 @@ import importlib
 import inspect
 import json
 import os
-import resource
 import socket
 import sys
 from typing import Any, Final
@@ -111,6 +110,8 @@ def _isolate_files(channel_fd: int) -> None:
         os.dup2(channel_fd, CHANNEL_FD)
         os.close(channel_fd)
     os.set_inheritable(CHANNEL_FD, False)
+    import resource  # POSIX only: imported where it is used
+
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     os.closerange(CHANNEL_FD + 1, min(soft, 65536))
 
