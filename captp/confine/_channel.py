@@ -295,6 +295,25 @@ async def run_session(connection: Connection, channel: SocketChannel) -> None:
             await channel.aclose()
 
 
+async def rehearse(bootstrap: Any) -> None:
+    """One call to ``bootstrap`` over a session with ourselves (warms a fresh fork)."""
+    from captp._eventual import E
+    from captp._vat import open_vat
+
+    a, b = socket.socketpair()
+    async with open_vat() as vat, anyio.create_task_group() as tg:
+        a_channel = await open_channel(a, tg)
+        b_channel = await open_channel(b, tg)
+        serving = session_over(a_channel, vat, bootstrap=bootstrap, max_message=1 << 20, name="r")
+        asking = session_over(b_channel, vat, max_message=1 << 20, name="q")
+        tg.start_soon(run_session, serving, a_channel)
+        tg.start_soon(run_session, asking, b_channel)
+        await E(asking.bootstrap()).report()
+        await serving.aclose()
+        await asking.aclose()
+        tg.cancel_scope.cancel()
+
+
 def preload() -> None:
     """Import the codec now (a confined worker cannot import anything later)."""
     import ocapn.syrup

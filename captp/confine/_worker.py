@@ -52,9 +52,10 @@ STRICT_FAILED: Final = "captp.confine: strict confinement failed:"
 
 def preload_runtime() -> None:
     """Import everything a session needs, while files can still be opened."""
-    # Paths that import lazily: error reports, and host names (socket calls
-    # encode them with IDNA before the kernel refuses them).
+    # Paths that import lazily: error reports, host names (socket calls
+    # encode them with IDNA before the kernel refuses them), rlimits.
     import encodings.idna  # noqa: F401
+    import resource  # noqa: F401
     import traceback  # noqa: F401
 
     channel_module.preload()
@@ -103,6 +104,12 @@ class _PolicyImports:
             f"No module named {name!r} in this compartment: its policy preloads "
             f"{self._modules}", name=name,
         )
+
+
+def rehearse() -> None:
+    """Run what a worker's start runs, once, against itself: a fresh fork of the
+    zygote then finds those pages already its own (copy-on-write has happened)."""
+    anyio.run(channel_module.rehearse, WorkerAdmin({}), backend="asyncio")
 
 
 def _isolate_files(channel_fd: int) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import array
 import atexit
+import contextlib
 import gc
 import json
 import os
@@ -66,13 +67,13 @@ _SPARE_DELAY_S: Final = 0.05
 class _Spare:
     """A forked child waiting for its request: handing it over costs no fork."""
 
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: socket.socket, *, ahead: bool) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             control.close()
             ours.close()
-            _become_worker(theirs)  # never returns
+            _become_worker(theirs, rehearse=ahead)  # never returns
         theirs.close()
         self.pid = pid
         self.socket = ours
@@ -87,10 +88,13 @@ class _Spare:
         os.close(self.pidfd)
 
 
-def _become_worker(requests: socket.socket) -> None:
+def _become_worker(requests: socket.socket, *, rehearse: bool) -> None:
     from captp.confine import _worker
 
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    if rehearse:  # forked ahead of need: pay the start's copy-on-write faults now
+        with contextlib.suppress(Exception):  # an optimisation only
+            _worker.rehearse()
     try:
         data, fds = _recv_fds(requests, _MAX_REQUEST, _FDS_PER_REQUEST)
     except OSError:
@@ -108,12 +112,12 @@ def _become_worker(requests: socket.socket) -> None:
 def _serve(control: socket.socket) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     control.sendall(b"ready")
-    spare: _Spare | None = _Spare(control)
+    spare: _Spare | None = _Spare(control, ahead=True)
     while True:
         if spare is None:
             ready, _, _ = select.select([control], [], [], _SPARE_DELAY_S)
             if not ready:
-                spare = _Spare(control)
+                spare = _Spare(control, ahead=True)
                 continue
         try:
             data, fds = _recv_fds(control, _MAX_REQUEST, _FDS_PER_REQUEST)
@@ -127,7 +131,7 @@ def _serve(control: socket.socket) -> None:
             control.sendall(b"error: expected two file descriptors")
             continue
         if spare is None:
-            spare = _Spare(control)
+            spare = _Spare(control, ahead=False)
         try:
             spare.hand_over(data, fds)
             _send_fds(control, b"%d" % spare.pid, [spare.pidfd])
