@@ -500,3 +500,13 @@ async def test_30_strict_refuses_without_a_layer(
             pass
     assert info.value.layer == layer
     assert str(info.value) == f"strict confinement needs {layer}: simulated: not on this kernel"
+
+
+def test_the_policy_file_in_the_docs_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "captp" / "confine" / "README.md").read_text()
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "tools.toml").write_text(block)
+    policy = Policy.load(tmp_path / "tools.toml")["summarizer"]
+    assert policy.endowments == {"chat": "chat-mini"}
+    assert policy.limits == Limits(wall_s=5.0)  # the documented values are the defaults
+    assert policy.modules == ("json", "re") and policy.mode == "strict"
