@@ -117,6 +117,8 @@ async def test_01_chat_call_works_and_is_logged(box: Compartment, setup: Setup) 
     assert reply == "(reply to 'hi')"
     assert [(i.method, i.ok) for i in setup.log] == [("complete", True)]
     assert box.report().confined
+    # Forked from the zygote: the seccomp filter it compiled once, with this pid patched in.
+    assert box.report().layers["seccomp"].detail.startswith("precompiled filter")
 
 
 async def test_02_etc_passwd(box: Compartment) -> None:

@@ -242,21 +242,15 @@ def _build_seccomp(pid: int, export: bool) -> tuple[int, bytes]:
         for name in ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
             _rule(lib, ctx, eperm, name, _ArgCmp(0, _SCMP_CMP_NE, pid, 0))
         if export:
-            read_end, write_end = os.pipe()
+            fd = os.memfd_create("captp-seccomp", os.MFD_CLOEXEC)  # no size limit, no file
             try:
-                rc = lib.seccomp_export_bpf(ctx, write_end)
-                os.close(write_end)
-                write_end = -1
+                rc = lib.seccomp_export_bpf(ctx, fd)
                 if rc < 0:
                     raise OSError(-rc, f"seccomp_export_bpf: {os.strerror(-rc)}")
-                chunks = []
-                while chunk := os.read(read_end, 65536):
-                    chunks.append(chunk)
-                return denied, b"".join(chunks)
+                size = os.lseek(fd, 0, os.SEEK_CUR)
+                return denied, os.pread(fd, size, 0)
             finally:
-                os.close(read_end)
-                if write_end >= 0:
-                    os.close(write_end)
+                os.close(fd)
         rc = lib.seccomp_load(ctx)
         if rc < 0:
             raise OSError(-rc, f"seccomp_load: {os.strerror(-rc)}")
