@@ -510,3 +510,23 @@ def test_the_policy_file_in_the_docs_loads(tmp_path: Path) -> None:
     assert policy.endowments == {"chat": "chat-mini"}
     assert policy.limits == Limits(wall_s=5.0)  # the documented values are the defaults
     assert policy.modules == ("json", "re") and policy.mode == "strict"
+
+
+@needs_kernel
+async def test_a_compartment_from_a_policy_file(tmp_path: Path) -> None:
+    path = tmp_path / "tools.json"
+    path.write_text(json.dumps({"compartments": {"counter-tool": {
+        "endowments": {"counter": "the-counter"},
+        "modules": ["json"],
+        "limits": {"wall_s": 20},
+    }}}))
+    policy = Policy.load(path)["counter-tool"]
+    counter = Counter()
+    async with Compartment({"the-counter": counter, "other": Counter()}, policy) as c:
+        assert await c.evaluate("result = sorted(k for k in globals() if k[0] != '_')") == [
+            "E", "counter",
+        ]
+        assert await c.evaluate("import json\nresult = json.dumps(await E(counter).incr())") == "1"
+        with pytest.raises(GuestError, match="ModuleNotFoundError: No module named 'sqlite3'"):
+            await c.evaluate("import sqlite3")
+    assert counter.n == 1

@@ -5,7 +5,7 @@ A policy file (TOML or JSON) holds one entry per compartment under
 
     [compartments.summarizer]
     endowments = { chat = "chat-mini" }   # guest global -> the host's pet name
-    modules = ["json", "re"]              # preloaded: nothing else can be imported
+    modules = ["json", "re"]              # preloaded: nothing is read from disk later
     fs_read = []                          # read-only paths (none by default)
     mode = "strict"                       # or "best_effort", "unconfined" (tests only)
 
@@ -71,7 +71,10 @@ class Policy:
     ``endowments``: guest global name -> the host's name for a capability (a
     pet name), resolved against the capabilities given to the compartment;
     empty means every endowment given, under its own name.  ``modules``: what
-    the guest may import (preloaded; nothing else can be).  ``fs_read``:
+    to preload for the guest.  After confinement nothing is read from disk:
+    the guest can import these and what the worker's runtime had loaded
+    already (``os``, ``socket``, ``asyncio``, ...; importing grants no power
+    the kernel layers do not stop), nothing else.  ``fs_read``:
     read-only paths (none by default; under a root host the worker runs as
     uid 65534, which must be able to read them).  ``mode``: ``strict`` refuses to start
     unless every kernel layer applies; ``best_effort`` runs with what applies
