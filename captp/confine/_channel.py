@@ -17,19 +17,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import socket
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import anyio
 import anyio.abc
 
-from captp._connection import TRANSPORT_ERRORS, Connection, handle_messages, lost_reason
+from captp._connection import TRANSPORT_ERRORS, Connection, lost_reason
 from captp._vat import Scheduler
 from captp.errors import ConnectionLost
 
 __all__ = ["SocketChannel", "open_channel", "preload", "run_session", "session_over"]
+
+# Whether the connection driver takes ``on_lost`` and pushed reads itself (the
+# single driver of issue 9).  Until it has landed everywhere this module
+# speaks to both; afterwards the older branch below can go.
+_DRIVER_PUSHES: Final = "on_lost" in inspect.signature(Connection.__init__).parameters
 
 # Bytes read but not yet handled above which reading pauses (the peer then
 # blocks on a full socket buffer instead of growing ours).
@@ -254,8 +260,12 @@ def session_over(
         wire.out_framing = "len"
         return wire
 
+    if _DRIVER_PUSHES:
+        return Connection(
+            channel, make_wire, vat, bootstrap=bootstrap, name=name, on_lost=on_lost  # type: ignore[call-arg,unused-ignore]
+        )
     connection = Connection(channel, make_wire, vat, bootstrap=bootstrap, name=name)
-    connection.session.on_lost = on_lost
+    cast(Any, connection).session.on_lost = on_lost  # the older driver's engine attribute
     return connection
 
 
@@ -264,13 +274,15 @@ async def run_session(connection: Connection, channel: SocketChannel) -> None:
 
     Under asyncio each read is handled inside the transport's callback
     (``channel.push``: one event-loop iteration less per message than a
-    reader task).  Elsewhere this is :meth:`Connection.run`.  (Once the
-    driver takes pushed reads itself, this is ``await connection.run()``.)
+    reader task).  Elsewhere, and with a driver that takes pushed reads
+    itself, this is :meth:`Connection.run`.
     """
-    if channel.push is None:
-        await connection.run()
+    if channel.push is None or _DRIVER_PUSHES:
+        await connection.run()  # the single driver takes channel.push itself
         return
-    session = connection.session
+    from captp._connection import handle_messages  # type: ignore[attr-defined,unused-ignore]
+
+    session = cast(Any, connection).session  # the older driver's engine attribute
     feed = connection.wire.feed
     ended = anyio.Event()
 
