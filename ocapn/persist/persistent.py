@@ -56,10 +56,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeAlias
-
-if TYPE_CHECKING:
-    from ocapn.persist.state import Binding
+from typing import Any, ClassVar, Protocol, Self, TypeAlias
 
 __all__ = ["Persistent", "Restorer", "Restorers", "restorer_name", "restorer_table"]
 
@@ -68,6 +65,20 @@ Restorer: TypeAlias = "Callable[[Any], Any] | type[Persistent]"
 
 Restorers: TypeAlias = Iterable["type[Persistent]"] | Mapping[str, Restorer]
 """What a node is given: Persistent classes, or restorer names mapped to restorers."""
+
+
+class Binding(Protocol):
+    """What ties a live persistent object to its stored row (the node's state makes it)."""
+
+    object_id: int
+    last: bytes | None
+
+    @property
+    def node_state(self) -> object:
+        """The state the row belongs to."""
+
+    def save(self, obj: Persistent) -> None:
+        """Commit ``obj``'s current state."""
 
 
 class Persistent:
