@@ -18,6 +18,20 @@ ratios are the medians of the per-round ratios):
 ``--generic`` runs the OCapN side over the generic anyio path (the one trio
 uses) instead of the asyncio fast path, for comparison.
 
+``--base DIR`` adds a fourth pair: OCapN from another checkout of the
+project (e.g. ``git worktree add /tmp/base 48d35e4``), interleaved with the
+others, so that a change is measured against its base in the same run.
+
+``--bulk`` measures instead how fast a 1 MB bytes argument moves
+(``await E(ref).size(blob)``) against a raw socket copy of the same bytes
+(blocking sockets: ``sendall`` 1 MB, the peer ``recv_into`` a reused buffer
+and answers one byte), interleaved the same way; pinned only.
+
+``--idle N`` measures the memory an idle session holds on the server: a
+server node in its own process, N client nodes in another each open one
+session to it, and the growth of the server's resident memory (and of the
+Python heap, by ``tracemalloc``) is divided by N.
+
 "pinned" runs both processes on one CPU (``--cpu``, as ``taskset -c 1``
 would), which measures the CPU spent per call; "unpinned" lets the kernel
 place them, which adds cross-CPU wake-ups (roughly what a real link adds).
@@ -221,6 +235,9 @@ def _ocapn_server(generic: bool) -> None:
         def echo(self, x: Any) -> Any:
             return x
 
+        def size(self, blob: bytes) -> int:
+            return len(blob)
+
     async def main() -> None:
         async with Node(TcpTestingNetlayer(fast_path=not generic)) as node:
             print(node.publish(Bench()), flush=True)
@@ -253,23 +270,38 @@ def _ocapn_client(uri: str, generic: bool) -> None:
 # == the driver =============================================================================
 
 
-def _child(args: list[str], cpu: int | None, generic: bool) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "bench.ocapn_tcp", *args]
+def _child(
+    args: list[str], cpu: int | None, generic: bool, cwd: str | None = None
+) -> subprocess.Popen[str]:
+    """This module in a child process (using the packages of the checkout at ``cwd``, if given).
+
+    For another checkout the child runs this file, so that it can play roles
+    that checkout's own copy of the benchmark may not know.
+    """
+    here = [os.path.abspath(__file__)] if cwd is not None else ["-m", "bench.ocapn_tcp"]
+    command = [sys.executable, *here, *args]
     if cpu is not None:
         command += ["--cpu", str(cpu)]
     if generic:
         command.append("--generic")
-    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    env = None
+    if cwd is not None:
+        env = {**os.environ, "PYTHONPATH": cwd}
+    return subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=cwd, env=env
+    )
 
 
 class _Pair:
     """A server process and a client process that runs series on request."""
 
-    def __init__(self, kind: str, cpu: int | None, generic: bool) -> None:
-        self.server = _child(["--role", f"{kind}-server"], cpu, generic)
+    def __init__(self, kind: str, cpu: int | None, generic: bool, cwd: str | None = None) -> None:
+        self.server = _child(["--role", f"{kind}-server"], cpu, generic, cwd)
         assert self.server.stdout is not None
         address = self.server.stdout.readline().strip()
-        self.client = _child(["--role", f"{kind}-client", "--address", address], cpu, generic)
+        self.client = _child(
+            ["--role", f"{kind}-client", "--address", address], cpu, generic, cwd
+        )
         assert self.client.stdout is not None and self.client.stdin is not None
         self._in, self._out = self.client.stdin, self.client.stdout
         if self._out.readline().strip() != "ready":
@@ -290,25 +322,54 @@ class _Pair:
         self.server.wait()
 
 
-def _measure(seconds: float, cpu: int | None, generic: bool) -> dict[str, Any]:
-    """Interleave series of the three pairs, so that the machine's drift hits all alike."""
+def _interleaved(
+    pairs: dict[str, _Pair], seconds: float, key: str
+) -> dict[str, list[float]]:
+    """Per-round figures of each pair, the pairs taking turns (the order rotating)."""
+    kinds = list(pairs)
+    rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for round_number in range(ROUNDS):
+        shift = round_number % len(kinds)
+        for kind in kinds[shift:] + kinds[:shift]:
+            rates[kind].append(pairs[kind].ask(f"seq {seconds / ROUNDS}")[key])
+    return rates
+
+
+def _ratio(rates: dict[str, list[float]], over: str, under: str) -> float:
+    """The median of the per-round ratios of two series."""
+    return round(
+        statistics.median(o / u for o, u in zip(rates[over], rates[under], strict=True)), 3
+    )
+
+
+def _measure(
+    seconds: float, cpu: int | None, generic: bool, base: str | None = None
+) -> dict[str, Any]:
+    """Interleave series of the pairs, so that the machine's drift hits all alike."""
     kinds = ["plain", "buffered", "ocapn"]
     pairs = {kind: _Pair(kind, cpu, generic) for kind in kinds}
+    if base is not None:
+        pairs["base"] = _Pair("ocapn", cpu, generic, cwd=base)
     try:
-        rates: dict[str, list[float]] = {kind: [] for kind in kinds}
-        for round_number in range(ROUNDS):
-            order = kinds[round_number % 3:] + kinds[: round_number % 3]
-            for kind in order:
-                rates[kind].append(pairs[kind].ask(f"seq {seconds / ROUNDS}")["rt_per_s"])
+        rates = _interleaved(pairs, seconds, "rt_per_s")
         bursts = {kind: statistics.median(pairs[kind].ask("burst")["burst_s"] for _ in range(3))
-                  for kind in kinds}
+                  for kind in pairs}
     finally:
         for pair in pairs.values():
             pair.close()
     median = {kind: statistics.median(values) for kind, values in rates.items()}
     per_round = [o / p for o, p in zip(rates["ocapn"], rates["plain"], strict=True)]
     per_round_buffered = [o / b for o, b in zip(rates["ocapn"], rates["buffered"], strict=True)]
-    return {
+    extra: dict[str, Any] = {}
+    if base is not None:
+        extra = {
+            "base_rt_per_s": round(median["base"]),
+            "base_ratio_to_protocol": _ratio(rates, "base", "plain"),
+            "base_ratio_to_buffered": _ratio(rates, "base", "buffered"),
+            "speedup_over_base": _ratio(rates, "ocapn", "base"),
+            "base_concurrent_10k_s": round(bursts["base"], 3),
+        }
+    return extra | {
         "plain_protocol_rt_per_s": round(median["plain"]),
         "plain_buffered_rt_per_s": round(median["buffered"]),
         "ocapn_rt_per_s": round(median["ocapn"]),
@@ -322,6 +383,222 @@ def _measure(seconds: float, cpu: int | None, generic: bool) -> dict[str, Any]:
     }
 
 
+# == a 1 MB bytes argument against a raw socket copy =========================================
+
+BULK: Final = 1_000_000
+
+
+def _raw_bulk_server() -> None:
+    """Blocking sockets: read a 4-byte length and that many bytes, answer one byte."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    print(listener.getsockname()[1], flush=True)
+    conn, _ = listener.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buffer = bytearray(BULK + 4)
+    view = memoryview(buffer)
+    while True:
+        got = 0
+        while got < 4 or got < 4 + HEADER.unpack_from(buffer)[0]:
+            n = conn.recv_into(view[got:])
+            if n == 0:
+                return
+            got += n
+        conn.sendall(b"k")
+
+
+def _raw_bulk_client(port: int) -> None:
+    import socket
+
+    conn = socket.create_connection(("127.0.0.1", port))
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    message = HEADER.pack(BULK) + bytes(BULK)
+
+    def transfer() -> None:
+        conn.sendall(message)
+        if conn.recv(1) != b"k":
+            raise RuntimeError("the raw server did not answer")
+
+    def series(seconds: float) -> float:
+        n = 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            transfer()
+            n += 1
+        return n * BULK / 1e6 / (time.perf_counter() - start)
+
+    series(0.3)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        command, *rest = line.split() or ["quit"]
+        if command != "seq":
+            return
+        print(json.dumps({"mb_per_s": series(float(rest[0]))}), flush=True)
+
+
+def _ocapn_bulk_client(uri: str, generic: bool) -> None:
+    import anyio
+
+    from captp import E
+    from netlayers import TcpTestingNetlayer
+    from ocapn import Node
+
+    async def main() -> None:
+        async with Node(TcpTestingNetlayer(fast_path=not generic)) as node:
+            ref = await node.enliven(uri)
+            blob = bytes(BULK)
+
+            async def series(seconds: float) -> float:
+                n = 0
+                start = time.perf_counter()
+                while time.perf_counter() - start < seconds:
+                    if await E(ref).size(blob) != BULK:
+                        raise RuntimeError("the OCapN server got the wrong size")
+                    n += 1
+                return n * BULK / 1e6 / (time.perf_counter() - start)
+
+            await series(0.3)
+            print("ready", flush=True)
+            loop = asyncio.get_running_loop()
+            while True:
+                line = await loop.run_in_executor(None, sys.stdin.readline)
+                command, *rest = line.split() or ["quit"]
+                if command != "seq":
+                    return
+                print(json.dumps({"mb_per_s": await series(float(rest[0]))}), flush=True)
+
+    anyio.run(main)
+
+
+def _measure_bulk(seconds: float, cpu: int, generic: bool, base: str | None) -> dict[str, Any]:
+    pairs = {"raw": _Pair("raw-bulk", cpu, generic), "ocapn": _Pair("ocapn-bulk", cpu, generic)}
+    if base is not None:
+        pairs["base"] = _Pair("ocapn-bulk", cpu, generic, cwd=base)
+    try:
+        rates = _interleaved(pairs, seconds, "mb_per_s")
+    finally:
+        for pair in pairs.values():
+            pair.close()
+    result: dict[str, Any] = {
+        f"{kind}_mb_per_s": round(statistics.median(values), 1) for kind, values in rates.items()
+    }
+    result["ratio_to_raw"] = _ratio(rates, "ocapn", "raw")
+    if base is not None:
+        result["base_ratio_to_raw"] = _ratio(rates, "base", "raw")
+    return result
+
+
+# == memory per idle session ================================================================
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def _idle_server() -> None:
+    """An OCapN node; on stdin ``mem`` prints its RSS and traced Python heap."""
+    import tracemalloc
+
+    import anyio
+
+    from captp import far
+    from netlayers import TcpTestingNetlayer
+    from ocapn import Node
+
+    @far
+    class Bench:
+        def ping(self) -> None:
+            return None
+
+    async def main() -> None:
+        tracemalloc.start()
+        async with Node(TcpTestingNetlayer()) as node:
+            print(node.publish(Bench()), flush=True)
+            loop = asyncio.get_running_loop()
+            while (await loop.run_in_executor(None, sys.stdin.readline)).strip() == "mem":
+                gc.collect()
+                heap = tracemalloc.get_traced_memory()[0]
+                print(json.dumps({"rss_kib": _rss_kib(), "heap": heap}), flush=True)
+
+    anyio.run(main)
+
+
+def _idle_clients(uri: str, count: int) -> None:
+    """``count`` client nodes, each with one live session to ``uri``, held open."""
+    import anyio
+
+    from captp import E
+    from netlayers import TcpTestingNetlayer
+    from ocapn import Node
+
+    async def main() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(count):
+                node = await stack.enter_async_context(Node(TcpTestingNetlayer()))
+                await E(await node.enliven(uri)).ping()
+            print("ready", flush=True)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, sys.stdin.readline)
+
+    anyio.run(main)
+
+
+def _measure_idle(count: int, base: str | None) -> dict[str, Any]:
+    result: dict[str, Any] = {"sessions": count}
+    for name, cwd in [("this", None), ("base", base)]:
+        if name == "base" and base is None:
+            continue
+        server = _child(["--role", "idle-server"], None, False, cwd)
+        assert server.stdin is not None and server.stdout is not None
+        uri = server.stdout.readline().strip()
+
+        def mem(server: subprocess.Popen[str] = server) -> dict[str, int]:
+            assert server.stdin is not None and server.stdout is not None
+            server.stdin.write("mem\n")
+            server.stdin.flush()
+            answer: dict[str, int] = json.loads(server.stdout.readline())
+            return answer
+
+        clients = []
+        try:
+            for how_many in (1, count):  # one session first, so lazy imports are done
+                client = _child(
+                    ["--role", "idle-clients", "--address", uri, "--count", str(how_many)],
+                    None, False, cwd,
+                )
+                assert client.stdout is not None
+                if client.stdout.readline().strip() != "ready":
+                    raise RuntimeError("the idle clients did not start")
+                clients.append(client)
+                if how_many == 1:
+                    time.sleep(0.5)
+                    before = mem()
+            time.sleep(0.5)
+            after = mem()
+        finally:
+            for client in clients:
+                assert client.stdin is not None
+                with contextlib.suppress(BrokenPipeError):
+                    client.stdin.write("\n")
+                    client.stdin.flush()
+                client.wait(60)
+            server.terminate()
+            server.wait()
+        prefix = "" if name == "this" else "base_"
+        result[prefix + "rss_kib_per_session"] = round(
+            (after["rss_kib"] - before["rss_kib"]) / count, 1
+        )
+        result[prefix + "heap_kib_per_session"] = round(
+            (after["heap"] - before["heap"]) / 1024 / count, 1
+        )
+    return result
+
+
 def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -331,9 +608,16 @@ def run() -> None:
     parser.add_argument("--placement", default="both", choices=["pinned", "unpinned", "both"])
     parser.add_argument("--generic", action="store_true",
                         help="OCapN over the generic anyio path, not the asyncio fast path")
+    parser.add_argument("--base", help="also run OCapN from the checkout in this directory")
+    parser.add_argument("--bulk", action="store_true",
+                        help="measure a 1 MB bytes argument against a raw socket copy")
+    parser.add_argument("--idle", type=int, metavar="N",
+                        help="measure the server's memory per idle session, over N sessions")
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    base = os.path.abspath(args.base) if args.base else None
 
     if args.role is not None:  # a child process
         _pin(args.cpu)
@@ -344,10 +628,20 @@ def run() -> None:
             asyncio.run(_plain_server(True))
         elif args.role in ("plain-client", "buffered-client"):
             asyncio.run(_plain_client(int(args.address), args.role == "buffered-client"))
-        elif args.role == "ocapn-server":
+        elif args.role in ("ocapn-server", "ocapn-bulk-server"):
             _ocapn_server(args.generic)
         elif args.role == "ocapn-client":
             _ocapn_client(args.address, args.generic)
+        elif args.role == "raw-bulk-server":
+            _raw_bulk_server()
+        elif args.role == "raw-bulk-client":
+            _raw_bulk_client(int(args.address))
+        elif args.role == "ocapn-bulk-client":
+            _ocapn_bulk_client(args.address, args.generic)
+        elif args.role == "idle-server":
+            _idle_server()
+        elif args.role == "idle-clients":
+            _idle_clients(args.address, args.count)
         return
 
     cpus = sorted(os.sched_getaffinity(0))
@@ -357,9 +651,30 @@ def run() -> None:
         "python": sys.version.split()[0],
         "ocapn_path": "generic anyio" if args.generic else "asyncio fast path",
     }
+    if args.idle is not None:
+        figures["bench"] = "ocapn_tcp idle sessions"
+        idle = figures["idle"] = _measure_idle(args.idle, base)
+        print(f"server memory per idle session, over {args.idle} sessions: "
+              f"{idle['rss_kib_per_session']} KiB RSS, {idle['heap_kib_per_session']} KiB "
+              "Python heap" + (f"; base: {idle['base_rss_kib_per_session']} KiB RSS, "
+                               f"{idle['base_heap_kib_per_session']} KiB heap" if base else ""))
+        print(json.dumps(figures))
+        return
+    if args.bulk:
+        figures["bench"] = "ocapn_tcp bulk"
+        bulk = figures["bulk_pinned"] = _measure_bulk(args.seconds, cpu, args.generic, base)
+        print(f"a 1 MB bytes argument, pinned to CPU {cpu}: raw socket copy "
+              f"{bulk['raw_mb_per_s']} MB/s, OCapN {bulk['ocapn_mb_per_s']} MB/s: "
+              f"{bulk['ratio_to_raw']:.0%} of raw"
+              + (f"; base {bulk['base_mb_per_s']} MB/s: {bulk['base_ratio_to_raw']:.0%}"
+                 if base else ""))
+        print(json.dumps(figures))
+        return
     placements = ["pinned", "unpinned"] if args.placement == "both" else [args.placement]
     for placement in placements:
-        result = _measure(args.seconds, cpu if placement == "pinned" else None, args.generic)
+        result = _measure(
+            args.seconds, cpu if placement == "pinned" else None, args.generic, base
+        )
         figures[placement] = result
         where = f"both on CPU {cpu}" if placement == "pinned" else "placed by the kernel"
         print(f"{placement} ({where}):")
@@ -374,6 +689,12 @@ def run() -> None:
         print(f"  OCapN / Protocol: {result['ratio_to_protocol']:.0%} (median of {ROUNDS} rounds,"
               f" {low:.0%}-{high:.0%})   OCapN / BufferedProtocol:"
               f" {result['ratio_to_buffered']:.0%}")
+        if base is not None:
+            print(f"  base OCapN ({base}):  {result['base_rt_per_s']:8d} rt/s"
+                  f"   10k concurrent {result['base_concurrent_10k_s']:.3f} s;"
+                  f" base / Protocol {result['base_ratio_to_protocol']:.0%},"
+                  f" base / BufferedProtocol {result['base_ratio_to_buffered']:.0%};"
+                  f" this / base {result['speedup_over_base']:.2f}x")
     if "pinned" in figures:
         figures["target_ratio"] = TARGET_RATIO
         figures["target_met"] = figures["pinned"]["ratio_to_protocol"] >= TARGET_RATIO

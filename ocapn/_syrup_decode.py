@@ -29,7 +29,9 @@ __all__ = [
     "HookFailed",
     "TooDeep",
     "Truncated",
+    "VIEW_THRESHOLD",
     "WHITESPACE",
+    "as_parsable",
     "decode",
     "decode_one",
     "make_config",
@@ -38,6 +40,8 @@ __all__ = [
 ]
 
 RecordHook = Callable[[object, list[object]], object]
+_Data = bytes | memoryview
+"""What the parser reads: ``bytes``, or a one-dimensional byte ``memoryview``."""
 DecodeKeyOrder = Literal["syrup", "js", "either"]
 _KEY_ORDERS: Final = ("syrup", "js", "either")
 
@@ -182,12 +186,7 @@ def decode(
     decoded, innermost first; its exceptions propagate unchanged.
     """
     if type(data) is not bytes:
-        if isinstance(data, memoryview):
-            data = data.tobytes()
-        elif isinstance(data, (bytes, bytearray)):
-            data = bytes(data)
-        else:
-            raise TypeError(f"decode() needs bytes, not {type(data).__name__}")
+        data = as_parsable(data)
     if limits is DEFAULT_LIMITS and record_hook is None and not lenient and key_order == "syrup":
         config = _DEFAULT_CONFIG
     else:
@@ -226,7 +225,26 @@ def decode(
     raise failure
 
 
-def decode_one(data: bytes, pos: int, config: Config) -> tuple[object, int]:
+# Inputs at least this large are parsed in place (a memoryview) rather than
+# copied to ``bytes`` first: a bytestring in them then costs one copy.
+VIEW_THRESHOLD: Final = 64 * 1024
+
+
+def as_parsable(data: bytes | bytearray | memoryview) -> _Data:
+    """``data`` as the parser reads it: small inputs as ``bytes``, large ones as a view."""
+    if type(data) is bytes:
+        return data
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"decode() needs bytes, not {type(data).__name__}")
+    view = memoryview(data)
+    if view.nbytes < VIEW_THRESHOLD or not view.c_contiguous:
+        return view.tobytes()
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    return view
+
+
+def decode_one(data: _Data, pos: int, config: Config) -> tuple[object, int]:
     """Decode the value that starts at ``pos``; return it and the offset just past it.
 
     Raises ``IndexError`` or :class:`Truncated` if the value is incomplete,
@@ -242,7 +260,7 @@ def decode_one(data: bytes, pos: int, config: Config) -> tuple[object, int]:
 # exceed ``config.max_depth``.
 
 
-def _one(data: bytes, pos: int, depth: int, config: Config) -> tuple[Any, int]:
+def _one(data: _Data, pos: int, depth: int, config: Config) -> tuple[Any, int]:
     """Decode any one value at ``pos``."""
     c = data[pos]
     if 47 < c < 58:
@@ -282,7 +300,7 @@ def _one(data: bytes, pos: int, depth: int, config: Config) -> tuple[Any, int]:
 
 
 def _items(
-    data: bytes,
+    data: _Data,
     pos: int,
     close: int,
     depth: int,
@@ -336,6 +354,8 @@ def _items(
                 if end > n:
                     raise _past_end("symbol", pos, num, start, n)
                 raw = data[start:end]
+                if type(raw) is not bytes:  # parsing a memoryview
+                    raw = bytes(raw)
                 sym = _symbols.get(raw)
                 if sym is None:
                     sym = _new_symbol(raw, start)
@@ -344,15 +364,17 @@ def _items(
             elif m == 34:  # " string
                 if end > n:
                     raise _past_end("string", pos, num, start, n)
+                raw = data[start:end]
                 try:
-                    append(data[start:end].decode())
+                    append(raw.decode() if type(raw) is bytes else str(raw, "utf-8"))
                 except UnicodeDecodeError as exc:
                     raise _bad_utf8("string", exc, start) from None
                 pos = end
             elif m == 58:  # : bytestring
                 if end > n:
                     raise _past_end("bytestring", pos, num, start, n)
-                append(data[start:end])
+                raw = data[start:end]
+                append(raw if type(raw) is bytes else bytes(raw))  # the one copy
                 pos = end
             else:  # '-' and malformed input
                 v, pos = _digit_atom(data, pos, config)
@@ -433,7 +455,7 @@ def _record(sub: list[Any], pos: int, config: Config) -> Any:
     return result
 
 
-def _digit_atom(data: bytes, pos: int, config: Config) -> tuple[Any, int]:
+def _digit_atom(data: _Data, pos: int, config: Config) -> tuple[Any, int]:
     """Decode an integer, bytestring, string or symbol (they all start with digits)."""
     limit = config.max_int_digits
     j = _DIGITS.match(data, pos, pos + limit + 1).end()  # type: ignore[union-attr]
@@ -444,7 +466,7 @@ def _digit_atom(data: bytes, pos: int, config: Config) -> tuple[Any, int]:
     if data[pos] == 48 and ndigits > 1 and not config.lenient:
         what = "integer" if m == 43 or m == 45 else "length"
         raise SyrupDecodeError(f"{what} has a leading zero (not canonical)", pos)
-    num = parse_digits(data[pos:j])
+    num = parse_digits(bytes(data[pos:j]))
     if m == 43:  # +
         return num, j + 1
     if m == 45:  # -
@@ -457,18 +479,18 @@ def _digit_atom(data: bytes, pos: int, config: Config) -> tuple[Any, int]:
     if m == 58:  # :
         if end > n:
             raise _past_end("bytestring", pos, num, start, n)
-        return data[start:end], end
+        return bytes(data[start:end]), end
     if m == 34:  # "
         if end > n:
             raise _past_end("string", pos, num, start, n)
         try:
-            return data[start:end].decode(), end
+            return str(data[start:end], "utf-8"), end
         except UnicodeDecodeError as exc:
             raise _bad_utf8("string", exc, start) from None
     if m == 39:  # '
         if end > n:
             raise _past_end("symbol", pos, num, start, n)
-        raw = data[start:end]
+        raw = bytes(data[start:end])
         sym = _symbols.get(raw)
         if sym is None:
             sym = _new_symbol(raw, start)
@@ -490,20 +512,20 @@ def parse_digits(digits: bytes) -> int:
     return high + parse_digits(digits[-low:])
 
 
-def _float64(data: bytes, pos: int, config: Config) -> float:
+def _float64(data: _Data, pos: int, config: Config) -> float:
     if pos + 9 > len(data):
         raise IndexError
     value: float = _unpack_d(data, pos + 1)[0]
-    if value != value and not config.lenient and data[pos + 1 : pos + 9] != _CANONICAL_NAN64:
+    if value != value and not config.lenient and bytes(data[pos + 1 : pos + 9]) != _CANONICAL_NAN64:
         raise SyrupDecodeError("NaN is not the canonical D 7ff8000000000000", pos)
     return value
 
 
-def _float32(data: bytes, pos: int, config: Config) -> Float32:
+def _float32(data: _Data, pos: int, config: Config) -> Float32:
     if pos + 5 > len(data):
         raise IndexError
     value: float = _unpack_f(data, pos + 1)[0]
-    if value != value and not config.lenient and data[pos + 1 : pos + 5] != _CANONICAL_NAN32:
+    if value != value and not config.lenient and bytes(data[pos + 1 : pos + 5]) != _CANONICAL_NAN32:
         raise SyrupDecodeError("NaN is not the canonical F 7fc00000", pos)
     return float.__new__(Float32, value)
 
@@ -522,7 +544,7 @@ def _new_symbol(raw: bytes, start: int) -> Symbol:
 
 
 def _dict(
-    data: bytes, items: list[Any], offsets: list[int], end: int, config: Config
+    data: _Data, items: list[Any], offsets: list[int], end: int, config: Config
 ) -> dict[Any, Any]:
     """Build a dictionary from its decoded keys and values, checking canonical order."""
     if not items:
@@ -555,12 +577,12 @@ def _dict(
     return result
 
 
-def _check_syrup_order(data: bytes, offsets: list[int]) -> None:
+def _check_syrup_order(data: _Data, offsets: list[int]) -> None:
     """Keys strictly increasing in their encoded bytes (a key runs to its value)."""
     bounds = iter(offsets)
     previous = b""
     for start in bounds:
-        raw = data[start : next(bounds)]
+        raw = bytes(data[start : next(bounds)])
         if raw <= previous:
             raise _out_of_order("dictionary key", raw == previous, start)
         previous = raw
@@ -579,7 +601,7 @@ def _check_js_order(keys: list[str], offsets: list[int], problem: str) -> None:
 
 
 def _set(
-    data: bytes, items: list[Any], offsets: list[int], end: int, config: Config
+    data: _Data, items: list[Any], offsets: list[int], end: int, config: Config
 ) -> frozenset[Any]:
     """Build a set from its decoded items, checking canonical order."""
     if config.lenient:
@@ -589,7 +611,7 @@ def _set(
     if len(items) > 1:
         previous = b""
         for i, start in enumerate(offsets):
-            raw = data[start : offsets[i + 1] if i + 1 < len(offsets) else end - 1]
+            raw = bytes(data[start : offsets[i + 1] if i + 1 < len(offsets) else end - 1])
             if raw <= previous:
                 raise _out_of_order("set item", raw == previous, start)
             previous = raw
@@ -629,7 +651,7 @@ def _fingerprint(value: object) -> object:
         return (type(value), value)
 
 
-def _skip_whitespace(data: bytes, pos: int) -> int:
+def _skip_whitespace(data: _Data, pos: int) -> int:
     n = len(data)
     while pos < n and data[pos] in WHITESPACE:
         pos += 1
@@ -646,7 +668,7 @@ def _show(byte: int) -> str:
 _CLOSERS: Final = {93: "]", 125: "}", 62: ">", 36: "$"}
 
 
-def _unexpected(data: bytes, pos: int) -> SyrupDecodeError:
+def _unexpected(data: _Data, pos: int) -> SyrupDecodeError:
     c = data[pos]
     if c in _CLOSERS:
         return SyrupDecodeError(f"unexpected {_show(c)} (nothing to close here)", pos)

@@ -8,6 +8,11 @@ payloads, remembering where it stopped; the value is decoded once the
 scanner has found its end.  So a value that arrives in many pieces costs
 a constant number of passes over its bytes, not one pass per piece, and a
 large bytestring costs O(1) per chunk while its payload streams in.
+
+Copies: a ``bytes`` chunk is parsed where it is (only the bytes of a value it
+leaves incomplete are kept, in one growing buffer); a value that arrived in
+pieces is parsed in place from that buffer (through a ``memoryview`` once it
+is large), so each bytestring in it is copied once, into its ``bytes`` value.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Callable, Generator, Iterator
 from typing import Final
 
 from ocapn._syrup_decode import (
+    VIEW_THRESHOLD,
     WHITESPACE,
     Config,
     DecodeKeyOrder,
@@ -64,7 +70,10 @@ class StreamDecoder:
         if record_hook is not None:
             self._config.hook_results = {}
         self._buffer = bytearray()
-        self._consumed = 0  # stream offset of self._buffer[0]
+        # A bytes chunk fed while the buffer was empty: parsed where it is, and
+        # only its unparsed tail is copied into the buffer.
+        self._chunk: bytes | None = None
+        self._consumed = 0  # stream offset of the first unparsed byte
         self._error: BaseException | None = None
         # Scanner state for a value that did not arrive whole (None: not scanning).
         self._scan_pos: int | None = None  # next buffer index to look at
@@ -77,6 +86,12 @@ class StreamDecoder:
         """How many bytes of an incomplete value are held."""
         return len(self._buffer)
 
+    def _add(self, chunk: bytes | bytearray | memoryview) -> None:
+        if not self._buffer and self._scan_pos is None and type(chunk) is bytes:
+            self._chunk = chunk
+        else:
+            self._buffer += chunk
+
     def feed(self, chunk: bytes | bytearray | memoryview) -> list[object]:
         """Add bytes; return every value they complete, in order.
 
@@ -86,7 +101,7 @@ class StreamDecoder:
         if self._error is not None:
             raise self._error
         self._finish_lazy()
-        self._buffer += chunk
+        self._add(chunk)
         out: list[object] = []
         failure: BaseException
         try:
@@ -114,7 +129,7 @@ class StreamDecoder:
         if self._error is not None:
             raise self._error
         self._finish_lazy()
-        self._buffer += chunk
+        self._add(chunk)
         self._lazy = self._lazy_values()
         return self._lazy
 
@@ -132,6 +147,9 @@ class StreamDecoder:
         lazy, self._lazy = self._lazy, None
         if lazy is not None:
             lazy.close()  # runs its cleanup: the buffer drops what it returned
+        chunk, self._chunk = self._chunk, None
+        if chunk is not None:  # fed to an iterator that was never started
+            self._buffer += chunk
 
     def close(self) -> None:
         """Declare the end of the stream; raise if it ends in the middle of a value."""
@@ -163,11 +181,16 @@ class StreamDecoder:
     # -- internals ---------------------------------------------------------------
 
     def _values(self) -> Iterator[object]:
-        """Decode values from the front of the buffer, one per step, until it runs dry."""
+        """Decode values from the front of the input, one per step, until it runs dry."""
         buffer = self._buffer
+        chunk, self._chunk = self._chunk, None
+        if chunk is not None:
+            yield from self._whole_values(chunk)
+            if buffer:  # the chunk ends inside a value: scan it, do not parse it again
+                self._scan_pos, self._scan_depth, self._scan_digits = 0, 0, 0
         while buffer:
             if self._scan_pos is None:
-                yield from self._whole_values()
+                yield from self._whole_values(None)
                 if not buffer:
                     break
                 self._scan_pos, self._scan_depth, self._scan_digits = 0, 0, 0
@@ -175,24 +198,35 @@ class StreamDecoder:
             if end is None:
                 break
             self._scan_pos = None
-            try:
-                value, stop = self._decode_at(bytes(buffer[:end]), 0)
-            except (IndexError, Truncated):
-                stop = -1
-            if stop != end:  # the scanner and the parser disagree: a bug, not bad input
-                raise AssertionError(f"scanner found a value of {end} bytes, parser {stop}")
-            del buffer[:end]
+            value = self._decode_scanned(end)
+            del buffer[:end]  # cheap: a bytearray drops its front without moving the rest
             self._consumed += end
             yield value
 
-    def _whole_values(self) -> Iterator[object]:
-        """Decode the complete values at the front of the buffer; keep the rest.
+    def _decode_scanned(self, end: int) -> object:
+        """Decode the value the scanner found in ``buffer[:end]``, in place if it is large."""
+        with memoryview(self._buffer) as view:
+            data: bytes | memoryview = view[:end].tobytes() if end < VIEW_THRESHOLD else view[:end]
+            try:
+                value, stop = self._decode_at(data, 0)
+            except (IndexError, Truncated):
+                stop = -1
+            finally:
+                if type(data) is memoryview:
+                    data.release()  # before the buffer is resized
+            if stop != end:  # the scanner and the parser disagree: a bug, not bad input
+                raise AssertionError(f"scanner found a value of {end} bytes, parser {stop}")
+            return value
 
-        The buffer is trimmed once, when the generator ends or is closed, so
-        that error offsets (``_consumed``) stay put while it runs.
+    def _whole_values(self, chunk: bytes | None) -> Iterator[object]:
+        """Decode the complete values at the front of ``chunk`` (None: of the buffer).
+
+        What is left of a chunk goes to the buffer, or the buffer is trimmed,
+        once, when the generator ends or is closed, so that error offsets
+        (``_consumed``) stay put while it runs.
         """
         buffer = self._buffer
-        data = bytes(buffer)
+        data = bytes(buffer) if chunk is None else chunk
         n = len(data)
         lenient = self._config.lenient
         pos = 0
@@ -208,10 +242,15 @@ class StreamDecoder:
                 pos = end
                 yield value
         finally:
-            del buffer[:pos]  # the values before a fault, or before a pause, are done
+            # The values before a fault, or before a pause, are done.
+            if chunk is None:
+                del buffer[:pos]
+            elif pos < n:
+                with memoryview(chunk) as rest:
+                    buffer += rest[pos:]
             self._consumed += pos
 
-    def _decode_at(self, data: bytes, pos: int) -> tuple[object, int]:
+    def _decode_at(self, data: bytes | memoryview, pos: int) -> tuple[object, int]:
         """Decode the value at ``pos``; errors get stream offsets.
 
         Raises ``IndexError`` or :class:`Truncated` if the value is incomplete,

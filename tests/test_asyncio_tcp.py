@@ -76,3 +76,87 @@ async def test_listen_picks_a_free_port() -> None:
     assert a.port > 0 and b.port > 0 and a.port != b.port
     a.close()
     b.close()
+
+
+def fill(channel: ProtocolChannel, data: bytes) -> int:
+    """Play the transport: one read of ``data`` (at most the room offered); its length."""
+    room = channel.get_buffer(-1)
+    n = min(len(room), len(data))
+    room[:n] = data[:n]
+    room.release()
+    channel.buffer_updated(n)
+    return n
+
+
+@pytest.mark.anyio
+async def test_the_receive_buffer_starts_small_grows_for_bulk_data_and_shrinks_back() -> None:
+    from netlayers.asyncio_tcp import INITIAL_BUFFER, MAX_READ
+
+    channel = ProtocolChannel()
+    got: list[bytes] = []
+    channel.push(got.append, lambda exc: None)
+    assert channel.buffer_size == INITIAL_BUFFER  # an idle connection holds little
+    # Small messages: the buffer stays as it is.
+    for _ in range(10):
+        assert fill(channel, b"<4'ping>") == 8
+    assert channel.buffer_size == INITIAL_BUFFER
+    # Bulk data: while reads fill the room they are offered, the room doubles.
+    ramp = INITIAL_BUFFER * 7  # 8 + 16 + 32 KiB: then every read is offered MAX_READ
+    bulk = bytes(range(256)) * ((ramp + 16 * MAX_READ) // 256)
+    offered, sizes = [], []
+    pos = 0
+    while pos < len(bulk):
+        offered.append(len(channel.get_buffer(-1)))
+        pos += fill(channel, bulk[pos:])
+        sizes.append(channel.buffer_size)
+    assert offered[:4] == [INITIAL_BUFFER * 2**k for k in range(4)]
+    assert offered[3:] == [MAX_READ] * 16 and sizes[-1] == MAX_READ
+    # A small read after the bulk data: the big buffer is given back.
+    fill(channel, b"<4'ping>")
+    assert channel.buffer_size == INITIAL_BUFFER and len(channel.get_buffer(-1)) == INITIAL_BUFFER
+    assert b"".join(got) == b"<4'ping>" * 10 + bulk + b"<4'ping>"
+
+
+@pytest.mark.anyio
+async def test_a_consumer_that_is_behind_makes_the_buffer_grow_and_reading_pause() -> None:
+    from netlayers.asyncio_tcp import BUFFER_SIZE
+
+    class Transport:
+        paused = False
+
+        def pause_reading(self) -> None:
+            self.paused = True
+
+        def resume_reading(self) -> None:
+            self.paused = False
+
+    channel = ProtocolChannel()
+    transport = Transport()
+    channel._transport = transport  # type: ignore[assignment]
+    data = bytes(range(256)) * 1024
+    sent = 0
+    while not transport.paused:
+        sent += fill(channel, data[sent % len(data) :] or data)
+    assert channel.buffered == sent >= BUFFER_SIZE and channel.buffer_size >= sent
+    received = await channel.receive()  # everything at once, and reading resumes
+    assert len(received) == sent and not transport.paused
+    fill(channel, b"x")
+    assert await channel.receive() == b"x"
+    assert channel.buffer_size < BUFFER_SIZE  # and the buffer was given back
+
+
+@pytest.mark.anyio
+async def test_a_large_message_crosses_intact_in_push_mode() -> None:
+    client, server, listener = await pair()
+    received = bytearray()
+    ended = anyio.Event()
+    server.push(received.extend, lambda exc: ended.set())
+    blob = bytes(range(251)) * 20_000  # about 5 MB, not a multiple of any read size
+    client.send_nowait(blob)
+    client.send_nowait(b"tail")
+    with anyio.fail_after(60):
+        await client.aclose()
+        await ended.wait()
+    assert bytes(received) == blob + b"tail"
+    await server.aclose()
+    listener.close()

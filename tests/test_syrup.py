@@ -795,3 +795,46 @@ def test_running_out_of_memory_is_a_decode_error(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(decoder, "_one", exhausted)
     rejects(b"[1+]", 0, "out of memory decoding 4 bytes")
+
+
+# -- decoding from a memoryview --------------------------------------------------------
+
+
+def test_large_memoryviews_are_decoded_in_place_to_the_same_values() -> None:
+    from ocapn._syrup_decode import VIEW_THRESHOLD, as_parsable
+
+    blob = bytes(range(256)) * 300
+    value = [
+        S("store"), blob, "björn", {"a": 1, "bb": 2.5}, frozenset({1, b"x"}), 10**40, Float32(1.5)
+    ]
+    data = encode(value)
+    assert len(data) >= VIEW_THRESHOLD
+    for source in (memoryview(data), bytearray(data), memoryview(bytearray(data)).toreadonly()):
+        assert type(as_parsable(source)) is memoryview  # no copy of the input
+        got = decode(source)
+        assert same(got, value)
+        assert type(got[1]) is bytes and type(got[2]) is str  # type: ignore[index]
+    # Small inputs are copied to bytes first (faster to parse); other formats are cast.
+    assert type(as_parsable(memoryview(b"3:abc"))) is bytes
+    assert decode(memoryview(data).cast("B", (len(data),))) == decode(data)
+
+
+def test_faults_in_a_large_memoryview_are_reported_as_for_bytes() -> None:
+    pad = encode(bytes(70_000))
+    cases = [
+        (b"[" + pad + b'{1"b1+1"a2+}]', Limits()),  # keys out of order
+        (b"[" + pad + b'2"\xff\xfe]', Limits()),  # bad UTF-8
+        (b"[" + pad + b"D\x7f\xf8\x00\x00\x00\x00\x00\x01]", Limits()),  # a NaN not canonical
+        (b"[" + pad + b"#2+1+$]", Limits()),  # set out of order
+        (b"[" + pad + b"1234567+]", Limits(max_int_digits=5)),
+        (b"[" + pad + b"[[[1+]]]]", Limits(max_depth=3)),
+        (b"[" + pad + b"5:ab", Limits()),  # truncated
+        (b"[" + pad, Limits()),
+    ]
+    for data, limits in cases:
+        with pytest.raises(SyrupDecodeError) as expected:
+            decode(data, limits=limits)
+        with pytest.raises(SyrupDecodeError) as got:
+            decode(memoryview(bytearray(data)), limits=limits)
+        assert got.value.message == expected.value.message
+        assert got.value.offset == expected.value.offset

@@ -442,3 +442,72 @@ def test_feed_lazily_raises_a_fault_when_reached() -> None:
     assert info.value.offset == 2
     with pytest.raises(SyrupDecodeError):
         decoder.feed(b"2+")  # spent
+
+
+# -- large values: parsed in place, each bytestring copied once ------------------------
+
+BIG = bytes(range(256)) * 400  # over VIEW_THRESHOLD on its own
+LARGE = Record(
+    S("op:deliver"),
+    (
+        Record(S("desc:export"), (5,)),
+        [S("store"), BIG, "björn", {"a": 1, "bb": [S("x")]}, frozenset({b"k", 2}), 10**30],
+        1.5,
+        Record(S("desc:answer"), (0,)),
+    ),
+)
+
+
+def test_large_values_fed_in_pieces_decode_to_the_same_values_with_bytes_not_views() -> None:
+    data = encode(LARGE) + encode(DELIVER) + encode(LARGE)
+    assert len(encode(LARGE)) >= decoder_module.VIEW_THRESHOLD
+    for size in (1000, 4096, 65536, len(data)):
+        decoder = StreamDecoder()
+        got = feed_all(decoder, data, size)
+        assert_same_list(got, [LARGE, DELIVER, LARGE])
+        blob = got[0].fields[1][1]  # type: ignore[attr-defined]
+        assert type(blob) is bytes and blob == BIG
+        assert decoder.buffered == 0
+        # The buffer is free to grow again: no view of it outlives a value.
+        assert decoder.feed(encode(LARGE)[:100]) == [] and decoder.buffered == 100
+
+
+def test_a_large_value_fed_as_memoryviews_and_bytearrays() -> None:
+    data = encode(LARGE)
+    decoder = StreamDecoder()
+    half = len(data) // 2
+    assert decoder.feed(memoryview(data)[:half]) == []
+    assert_same_list(decoder.feed(bytearray(data[half:])), [LARGE])
+
+
+def test_faults_in_a_large_value_fed_in_pieces_are_those_decode_reports() -> None:
+    good = encode(LARGE)
+    bad_utf8 = good.replace("björn".encode(), b"bj\xffrn")
+    bad_order = good.replace(b'1"a1+2"bb[1\'x]', b"2\"bb[1'x]1\"a1+")
+    too_long = good.replace(b"1000000000000000000000000000000+", b"1" * 40 + b"+")
+    limits = Limits(max_int_digits=30)
+    for data, lim in [(bad_utf8, Limits()), (bad_order, Limits()), (too_long, limits)]:
+        assert data != good
+        with pytest.raises(SyrupDecodeError) as whole:
+            decode(data, limits=lim)
+        decoder = StreamDecoder(limits=lim)
+        with pytest.raises(SyrupDecodeError) as pieces:
+            feed_all(decoder, encode(DELIVER) + data, 3000)
+        assert pieces.value.message == whole.value.message
+        assert pieces.value.offset == whole.value.offset + len(encode(DELIVER))
+
+
+def test_a_large_value_over_the_size_limit_is_refused_before_it_is_buffered() -> None:
+    decoder = StreamDecoder(limits=Limits(max_size=50_000))
+    with pytest.raises(SyrupDecodeError, match="over the size limit"):
+        feed_all(decoder, encode(LARGE), 4096)
+    assert decoder.buffered <= 50_000
+
+
+def test_a_chunk_given_to_an_iterator_never_started_is_not_lost() -> None:
+    decoder = StreamDecoder()
+    decoder.feed_lazily(encode([1, 2]) + encode("ab")[:2])  # never iterated
+    assert decoder.feed(encode("ab")[2:]) == [[1, 2], "ab"]
+    lazy = decoder.feed_lazily(encode(3) + encode(4))
+    assert next(lazy) == 3  # abandoned after one value
+    assert decoder.feed(encode(5)) == [4, 5]
