@@ -27,22 +27,61 @@ What lives here:
 
 from __future__ import annotations
 
-from ocapn.crypto import KeyPair, PublicKey
-from ocapn.errors import (
-    HandoffError,
-    HandshakeError,
-    LocatorError,
-    PeerUnreachable,
-    SignatureError,
-    UnknownSwissNum,
-    UnsupportedTransport,
-)
-from ocapn.handoffs import SignedEnvelope
-from ocapn.locators import PeerLocation, Sturdyref, parse_uri
-from ocapn.netlayer import Netlayer
-from ocapn.node import Node
-from ocapn.session import OCapNSession
-from ocapn.wire import ENDO_PROFILE, PROFILES, SPEC_PROFILE, SUITE_MAIN_PROFILE, WireProfile
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ocapn.crypto import KeyPair, PublicKey
+    from ocapn.errors import (
+        HandoffError,
+        HandshakeError,
+        LocatorError,
+        PeerUnreachable,
+        SignatureError,
+        UnknownSwissNum,
+        UnsupportedTransport,
+    )
+    from ocapn.handoffs import SignedEnvelope
+    from ocapn.locators import PeerLocation, Sturdyref, parse_uri
+    from ocapn.netlayer import Netlayer
+    from ocapn.node import Node
+    from ocapn.session import OCapNSession
+    from ocapn.wire import ENDO_PROFILE, PROFILES, SPEC_PROFILE, SUITE_MAIN_PROFILE, WireProfile
+
+# The names below are imported when first used (PEP 562), so that importing
+# one part (``ocapn.syrup``, say) does not load the whole stack.
+_HOMES = {
+    "KeyPair": "crypto", "PublicKey": "crypto",
+    "HandoffError": "errors", "HandshakeError": "errors", "LocatorError": "errors",
+    "PeerUnreachable": "errors", "SignatureError": "errors", "UnknownSwissNum": "errors",
+    "UnsupportedTransport": "errors",
+    "SignedEnvelope": "handoffs",
+    "PeerLocation": "locators", "Sturdyref": "locators", "parse_uri": "locators",
+    "Netlayer": "netlayer", "Node": "node", "OCapNSession": "session",
+    "ENDO_PROFILE": "wire", "PROFILES": "wire", "SPEC_PROFILE": "wire",
+    "SUITE_MAIN_PROFILE": "wire", "WireProfile": "wire",
+}  # fmt: skip
+_SUBMODULES = frozenset(
+    {"crypto", "errors", "handoffs", "locators", "netlayer", "node", "notation", "session",
+     "syrup", "wire"}
+)  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is not None:
+        value = getattr(importlib.import_module(f"ocapn.{home}"), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"ocapn.{name}")
+    else:
+        raise AttributeError(f"module 'ocapn' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES) | _SUBMODULES)
+
 
 __all__ = [
     "ENDO_PROFILE",

@@ -14,14 +14,20 @@ verifying both re-encode what they are given.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Final
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Any, Final
 
 from captp import Record, Symbol
 from ocapn import cbor, syrup
 from ocapn.errors import SignatureError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+# ``cryptography`` is imported when a key is first made or checked, not with
+# this module: it is a fifth of the time ``import ocapn`` took.
 
 __all__ = [
     "KeyPair",
@@ -112,7 +118,11 @@ class PublicKey:
 
     def verify(self, signature: bytes, data: bytes) -> bool:
         """True if ``signature`` (64 bytes) is this key's signature of ``data``."""
+        from cryptography.exceptions import InvalidSignature
+
         if self._key is None:
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
             try:
                 self._key = Ed25519PublicKey.from_public_bytes(self.raw)
             except ValueError:
@@ -138,12 +148,18 @@ class KeyPair:
     __slots__ = ("_private", "public")
 
     def __init__(self, private: Ed25519PrivateKey | None = None) -> None:
-        self._private = private if private is not None else Ed25519PrivateKey.generate()
+        if private is None:
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+            private = Ed25519PrivateKey.generate()
+        self._private = private
         self.public = PublicKey(self._private.public_key().public_bytes_raw())
 
     @classmethod
     def from_seed(cls, seed: bytes) -> KeyPair:
         """The key pair with this 32-byte secret seed (RFC 8032); for tests and vectors."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return cls(Ed25519PrivateKey.from_private_bytes(seed))
 
     def __repr__(self) -> str:
