@@ -261,6 +261,8 @@ def pass_style(value: object) -> PassStyle:
         return "promise"
     if isinstance(value, BaseException):
         return "error"
+    if isinstance(value, float):  # Syrup's Float32, numpy.float64: a float by value
+        return "float"
     raise PassStyleError(
         f"{cls.__module__}.{cls.__qualname__} is not passable: mark the class with "
         "@far to pass it by reference, or send plain data "
