@@ -103,15 +103,18 @@ class HookFailed(Exception):
 class Config:
     """The decoding options, gathered once per call (or per stream).
 
-    ``hook_results`` is set only by a stream decoder: hook results by the
-    stream offset of their record (``base`` + offset in the parsed bytes), so
-    that re-parsing a value that first arrived incomplete does not call the
-    hook twice for the same record.
+    ``hook_log`` is set only by a stream decoder: it receives each hook
+    result with the stream offset of its record (``base`` + offset in the
+    parsed bytes).  When a value turns out incomplete, the stream decoder
+    moves the log to ``hook_results``, where re-parsing the value finds them,
+    so that no record's hook is called twice.  (Appending to a list is
+    cheaper than a dictionary, and most values are whole at the first try.)
     """
 
     __slots__ = (
         "base",
         "hook",
+        "hook_log",
         "hook_results",
         "inline_digits",
         "key_order",
@@ -143,7 +146,8 @@ class Config:
         self.inline_digits = min(18, limits.max_int_digits) - 1
         # Records become Record objects, built the fast way.
         self.plain_records = hook is None and _FAST_RECORDS
-        self.hook_results: dict[int, object] | None = None
+        self.hook_log: list[tuple[int, object]] | None = None
+        self.hook_results: dict[int, object] = {}
         self.base = 0
 
 
@@ -441,17 +445,17 @@ def _record(sub: list[Any], pos: int, config: Config) -> Any:
             _set_fields(record, tuple(sub))
             return record
         return Record(label, sub)  # pragma: no cover - depends on captp's Record layout
-    memo = config.hook_results
-    if memo is not None:
+    log = config.hook_log
+    if log is not None:
         key = config.base + pos
-        if key in memo:
-            return memo[key]
+        if config.hook_results and key in config.hook_results:
+            return config.hook_results[key]
     try:
         result = hook(label, sub)
     except Exception as exc:
         raise HookFailed(exc) from None
-    if memo is not None:
-        memo[key] = result
+    if log is not None:
+        log.append((key, result))
     return result
 
 

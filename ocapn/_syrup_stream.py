@@ -68,7 +68,7 @@ class StreamDecoder:
             raise TypeError(f"limits must be a Limits, not {type(limits).__name__}")
         self._config = Config(lenient, limits, record_hook, key_order)
         if record_hook is not None:
-            self._config.hook_results = {}
+            self._config.hook_log = []
         self._buffer = bytearray()
         # A bytes chunk fed while the buffer was empty: parsed where it is, and
         # only its unparsed tail is copied into the buffer.
@@ -260,6 +260,13 @@ class StreamDecoder:
         config.base = self._consumed
         try:
             value, end = decode_one(data, pos, config)
+        except (IndexError, Truncated):
+            # Incomplete: keep the hook results for when the rest has arrived.
+            log = config.hook_log
+            if log:
+                config.hook_results.update(log)
+                log.clear()
+            raise
         except TooDeep as exc:
             raise SyrupDecodeError(
                 "nesting too deep for the Python stack (lower max_depth)",
@@ -275,8 +282,10 @@ class StreamDecoder:
                     f"value of {end - pos} bytes is over the size limit of {config.max_size}",
                     self._consumed + pos + config.max_size,
                 )
+            if config.hook_log:
+                config.hook_log.clear()  # the value is whole: its records are done
             if config.hook_results:
-                config.hook_results.clear()  # the value is whole: its records are done
+                config.hook_results.clear()
             return value, end
 
     def _first_fault(self, error: SyrupDecodeError) -> SyrupDecodeError:
