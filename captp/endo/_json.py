@@ -17,6 +17,8 @@ here for the rare floats whose Python text differs (see :func:`float_token`).
 from __future__ import annotations
 
 import json
+import json.encoder
+import json.scanner
 import re
 from collections.abc import Callable
 from typing import Any, Final
@@ -39,9 +41,34 @@ MAX_SAFE_INTEGER: Final = 2**53 - 1
 quote: Final[Callable[[str], str]] = json.encoder.encode_basestring
 """A JSON string literal, non-ASCII left raw (the C encoder; lone surrogates stay raw)."""
 
-_dumps: Final = json.JSONEncoder(
+_encoder: Final = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=False
-).encode
+)
+
+
+def _make_fast_dumps() -> Callable[[Any], str] | None:
+    """The C encoder called directly: ``JSONEncoder.encode`` makes a new one per call.
+
+    None if this Python has no C accelerator (then ``JSONEncoder.encode`` is used).
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return None
+    # The arguments JSONEncoder.iterencode passes for the settings above.
+    c_encode = make(
+        None, _encoder.default, json.encoder.encode_basestring, None, ":", ",", False, False,
+        False,
+    )  # fmt: skip
+
+    def fast_dumps(value: Any) -> str:
+        if type(value) is str:
+            return json.encoder.encode_basestring(value)
+        return "".join(c_encode(value, 0))
+
+    return fast_dumps
+
+
+_dumps: Final[Callable[[Any], str]] = _make_fast_dumps() or _encoder.encode
 
 
 
@@ -49,8 +76,24 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-loads: Final[Callable[[str], Any]] = json.JSONDecoder(parse_constant=_reject_constant).decode
-"""``JSON.parse``: like ``json.loads`` on a ``str``, but rejects ``NaN`` and ``Infinity``."""
+_decoder: Final = json.JSONDecoder(parse_constant=_reject_constant)
+# (typeshed types make_scanner's argument as the scanner class itself.)
+_scan_once: Final[Callable[[str, int], tuple[Any, int]]] = json.scanner.make_scanner(
+    _decoder  # type: ignore[arg-type]
+)
+
+
+def loads(text: str) -> Any:
+    """``JSON.parse``: like ``json.loads`` on a ``str``, but rejects ``NaN`` and ``Infinity``."""
+    # The scanner at once (what JSONDecoder.decode does, less two regex matches):
+    # when the text is exactly one value, without surrounding whitespace.
+    try:
+        value, end = _scan_once(text, 0)
+    except StopIteration:
+        return _decoder.decode(text)  # leading whitespace, or an error worded by json
+    if end != len(text):
+        return _decoder.decode(text)
+    return value
 
 _SURROGATES: Final = re.compile("[\ud800-\udbff][\udc00-\udfff]|[\ud800-\udfff]")
 
