@@ -51,3 +51,36 @@ def test_loads_refuses_the_non_json_constants(text: str) -> None:
 def test_dumps_refuses_non_finite_floats() -> None:
     with pytest.raises(ValueError):
         _json.dumps([float("nan")])
+
+
+# -- marshal's fast paths for plain lists agree with its general path -----------------
+
+plain_lists = st.lists(
+    st.recursive(
+        st.text() | st.booleans() | st.floats() | st.none() | st.integers(-5, 5),
+        lambda inner: st.lists(inner, max_size=3) | st.tuples(inner),
+        max_leaves=10,
+    ),
+    max_size=4,
+)
+
+
+@given(plain_lists)
+def test_marshal_fast_paths_agree_with_the_general_path(value: list[Any]) -> None:
+    from captp.endo import marshal as module
+
+    fast = module.Marshal()
+    body, slots = fast.encode(value)
+    original = module._plain_out, module._plain_in
+    try:
+        module._plain_out = lambda items: None
+        module._plain_in = lambda items: None
+        general = module.Marshal()
+        assert (body, slots) == general.encode(value)
+        expected = general.decode(body, slots)
+    finally:
+        module._plain_out, module._plain_in = original
+    got = fast.decode(body, slots)
+    from captp import same_value
+
+    assert same_value(got, expected)

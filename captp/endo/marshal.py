@@ -184,6 +184,16 @@ class Marshal:
         return f"error:{self.marshal_name}#{self._error_id}"
 
     def _encode_capdata(self, root: Any) -> tuple[str, list[str]]:
+        # Most bodies are undefined, or lists of strings and numbers (a method
+        # name and its arguments): those need no references, no closures.
+        if root is None:
+            return _UNDEFINED_BODY, []
+        try:
+            plain = _plain_out(root) if type(root) is list or type(root) is tuple else None
+        except RecursionError:
+            raise EncodeError("value nested too deeply to encode") from None
+        if plain is not None:
+            return _json.dumps(plain), []
         slots: list[str] = []
         index_of: dict[int, int] = {}  # id(reference) -> slot index, for this message
         slow = False
@@ -361,6 +371,10 @@ class Marshal:
         return slot
 
     def _decode_capdata(self, tree: Any, slots: list[str]) -> Any:
+        if type(tree) is list:  # the common case: lists of strings and numbers
+            plain = _plain_in(tree)
+            if plain is not None:
+                return plain
         slot = self._slot_decoder(slots)
 
         def dec(v: Any) -> Any:
@@ -500,6 +514,60 @@ class Marshal:
 
 
 _MISSING: Final = object()
+_UNDEFINED_BODY: Final = _json.dumps(_UNDEFINED)
+
+
+def _plain_out(items: list[Any] | tuple[Any, ...]) -> list[Any] | None:
+    """The CapData tree of a list of strings, booleans, floats and such lists.
+
+    None if it holds anything else (or a float whose JSON text needs the
+    slow path): the caller then takes the general path.
+    """
+    out: list[Any] = []
+    for x in items:
+        t = type(x)
+        if t is str or t is bool:
+            out.append(x)
+        elif t is float:
+            if x - x != 0:  # NaN or an infinity
+                return None
+            token = _json.float_token(x)
+            if token is None:
+                return None
+            out.append(token)
+        elif t is list or t is tuple:
+            sub = _plain_out(x)
+            if sub is None:
+                return None
+            out.append(sub)
+        else:
+            return None
+    return out
+
+
+def _plain_in(items: list[Any]) -> list[Any] | None:
+    """The value of a CapData list of strings, numbers, booleans, nulls and such lists.
+
+    None if it holds an object (a record or a special value): the caller
+    then takes the general path.
+    """
+    out: list[Any] = []
+    for x in items:
+        t = type(x)
+        if t is str or t is float or t is bool:
+            out.append(x)
+        elif t is int:
+            out.append(float(x))  # every JSON number is a JS number (a double)
+        elif t is list:
+            sub = _plain_in(x)
+            if sub is None:
+                return None
+            out.append(sub)
+        elif x is None:
+            out.append(null)
+        else:
+            return None
+    return out
 
 _SMALLCAPS_CONSTANTS: Final[dict[str, Any]] = {
     "#undefined": None,
