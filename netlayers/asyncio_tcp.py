@@ -40,7 +40,7 @@ CLOSE_GRACE_SECONDS: Final = 2.0
 # The receive buffer: reads go straight into it.  It starts small (an idle
 # connection should cost little memory), the room offered to a read doubles
 # while reads fill it (bulk data), up to MAX_READ, and the buffer shrinks back
-# to INITIAL_BUFFER when a read hands over less than a quarter of it.  When the consumer is
+# to INITIAL_BUFFER when a small read follows (see SMALL_READ).  When the consumer is
 # BUFFER_SIZE behind, reading pauses (TCP flow control then pushes back).
 INITIAL_BUFFER: Final = 8 * 1024
 # Not more: each read is copied out into a ``bytes``, and blocks above glibc's
@@ -48,6 +48,9 @@ INITIAL_BUFFER: Final = 8 * 1024
 # more than the copy (a 1 MB argument moved 2.5x faster with 64 KiB reads
 # than with 256 KiB ones).
 MAX_READ: Final = 64 * 1024
+# A hand-over at most this large, from a grown buffer, shrinks it back (bursts
+# of small messages hand over more than this, and keep their buffer).
+SMALL_READ: Final = 2 * 1024
 BUFFER_SIZE: Final = 256 * 1024
 
 # Bytes queued for a peer that does not read before the connection is given
@@ -147,10 +150,10 @@ class ProtocolChannel(asyncio.BufferedProtocol):
         with memoryview(self._buffer) as view:
             data = bytes(view[:end])
         self._end = 0
-        if len(self._buffer) > INITIAL_BUFFER and end < len(self._buffer) // 4:
-            # The bulk data has ended (this read did not fill a quarter of the
-            # buffer): give the big buffer back.  (A new object, not a resize:
-            # the transport may still hold a view of the old one.)
+        if end <= SMALL_READ and len(self._buffer) > INITIAL_BUFFER:
+            # A small message after bulk data (or a burst): give the big
+            # buffer back.  (A new object, not a resize: the transport may
+            # still hold a view of the old one.)
             self._buffer = bytearray(INITIAL_BUFFER)
             self._read_size = INITIAL_BUFFER
         if self._paused and self._transport is not None:

@@ -396,6 +396,18 @@ def _items(
                 del sub[0]
                 _set_fields(rec, tuple(sub))
                 append(rec)
+            elif sub and config.hook is not None and not config.hook_results:
+                # _record inlined for the hook's usual case (nothing to look up).
+                label = sub[0]
+                del sub[0]
+                try:
+                    result = config.hook(label, sub)
+                except Exception as exc:
+                    raise HookFailed(exc) from None
+                log = config.hook_log
+                if log is not None:
+                    log.append((config.base + pos, result))
+                append(result)
             else:
                 append(_record(sub, pos, config))
             pos = end

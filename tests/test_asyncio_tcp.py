@@ -111,10 +111,15 @@ async def test_the_receive_buffer_starts_small_grows_for_bulk_data_and_shrinks_b
         sizes.append(channel.buffer_size)
     assert offered[:4] == [INITIAL_BUFFER * 2**k for k in range(4)]
     assert offered[3:] == [MAX_READ] * 16 and sizes[-1] == MAX_READ
+    # A burst of messages that each hand over a few KiB keeps the buffer (no
+    # shrinking and growing again for every read).
+    for _ in range(10):
+        fill(channel, b"<4'ping>" * 512)
+        assert channel.buffer_size == MAX_READ
     # A small read after the bulk data: the big buffer is given back.
     fill(channel, b"<4'ping>")
     assert channel.buffer_size == INITIAL_BUFFER and len(channel.get_buffer(-1)) == INITIAL_BUFFER
-    assert b"".join(got) == b"<4'ping>" * 10 + bulk + b"<4'ping>"
+    assert b"".join(got) == b"<4'ping>" * 10 + bulk + b"<4'ping>" * 5120 + b"<4'ping>"
 
 
 @pytest.mark.anyio
