@@ -42,7 +42,7 @@ CLOSE_GRACE_SECONDS: Final = 2.0
 # while reads fill it (bulk data), up to MAX_READ, and the buffer shrinks back
 # to INITIAL_BUFFER when a small read follows (see SMALL_READ).  When the consumer is
 # BUFFER_SIZE behind, reading pauses (TCP flow control then pushes back).
-INITIAL_BUFFER: Final = 8 * 1024
+INITIAL_BUFFER: Final = 4 * 1024
 # Not more: each read is copied out into a ``bytes``, and blocks above glibc's
 # mmap threshold (128 KiB at first) come as fresh pages, whose faults cost
 # more than the copy (a 1 MB argument moved 2.5x faster with 64 KiB reads

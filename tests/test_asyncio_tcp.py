@@ -101,7 +101,8 @@ async def test_the_receive_buffer_starts_small_grows_for_bulk_data_and_shrinks_b
         assert fill(channel, b"<4'ping>") == 8
     assert channel.buffer_size == INITIAL_BUFFER
     # Bulk data: while reads fill the room they are offered, the room doubles.
-    ramp = INITIAL_BUFFER * 7  # 8 + 16 + 32 KiB: then every read is offered MAX_READ
+    steps = (MAX_READ // INITIAL_BUFFER).bit_length() - 1  # doublings up to MAX_READ
+    ramp = INITIAL_BUFFER * (2**steps - 1)  # then every read is offered MAX_READ
     bulk = bytes(range(256)) * ((ramp + 16 * MAX_READ) // 256)
     offered, sizes = [], []
     pos = 0
@@ -109,8 +110,8 @@ async def test_the_receive_buffer_starts_small_grows_for_bulk_data_and_shrinks_b
         offered.append(len(channel.get_buffer(-1)))
         pos += fill(channel, bulk[pos:])
         sizes.append(channel.buffer_size)
-    assert offered[:4] == [INITIAL_BUFFER * 2**k for k in range(4)]
-    assert offered[3:] == [MAX_READ] * 16 and sizes[-1] == MAX_READ
+    assert offered[:steps] == [INITIAL_BUFFER * 2**k for k in range(steps)]
+    assert offered[steps:] == [MAX_READ] * 16 and sizes[-1] == MAX_READ
     # A burst of messages that each hand over a few KiB keeps the buffer (no
     # shrinking and growing again for every read).
     for _ in range(10):
