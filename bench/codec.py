@@ -85,6 +85,28 @@ DELIVER_STRUCT = Record(
     ),
 )
 
+# The two messages of an OCapN ``E(ref).ping()`` round trip, as the wire
+# writes them: the question (the resolver is a reference the wire's default()
+# describes) and the answer (``None`` becomes ``<void>`` through default()).
+_VOID = Record(S("void"), ())
+_RESOLVER = Record(S("desc:import-object"), (5,))
+
+
+class _Reference:
+    """Stands for a live reference: not a Syrup value, so default() describes it."""
+
+
+def _wire_default(value: object) -> object:
+    return _VOID if value is None else _RESOLVER
+
+
+PING_QUESTION = Record(
+    S("op:deliver"), (Record(S("desc:export"), (0,)), [S("ping")], 1, _Reference())
+)
+PING_ANSWER = Record(
+    S("op:deliver"), (Record(S("desc:export"), (5,)), [S("fulfill"), None], False, False)
+)
+
 MESSAGES: dict[str, Any] = {
     "deliver": DELIVER,
     "deliver_4k_bytes": DELIVER_4K,
@@ -204,6 +226,26 @@ def main(argv: list[str]) -> None:
 
     stream_s = measure(read_stream, repeats, budget * 4)
 
+    # Syrup's share of an OCapN ping round trip, per side: each side encodes
+    # one of the two messages and decodes the other, with default() and a
+    # record_hook as the OCapN wire uses them, through a StreamDecoder.
+    ping = [PING_QUESTION, PING_ANSWER]
+    ping_bytes = [syrup.encode(m, default=_wire_default) for m in ping]
+    ping_stream = syrup.StreamDecoder(record_hook=hook, key_order="either")
+
+    def ping_encode() -> None:
+        for m in ping:
+            syrup.encode(m, default=_wire_default)
+
+    def ping_decode() -> None:
+        for data in ping_bytes:
+            for _ in ping_stream.feed_lazily(data):
+                pass
+
+    ping_side_us = (
+        measure(ping_encode, repeats * 2, budget) + measure(ping_decode, repeats * 2, budget)
+    ) / 2 * 1e6
+
     print(f"Syrup codec benchmark (Python {platform.python_version()}, {platform.machine()})")
     print("median per message; MB = 10**6 encoded bytes\n")
     header = f"{'message':18s} {'format':6s} {'bytes':>6s} {'enc us':>8s} {'dec us':>8s}"
@@ -233,6 +275,10 @@ def main(argv: list[str]) -> None:
         f"StreamDecoder, the mix x20 in 1 KiB chunks: {len(stream_data) / stream_s / 1e6:.1f} MB/s,"
         f" {per_message_stream_us:.2f} us per message"
     )
+    print(
+        f"OCapN ping round trip, Syrup per side (one encode with default(), one stream"
+        f" decode with a record_hook): {ping_side_us:.2f} us"
+    )
     elapsed = time.perf_counter() - started
     print(f"(run took {elapsed:.1f} s)")
     summary = {
@@ -247,6 +293,7 @@ def main(argv: list[str]) -> None:
         "deliver_decode_with_hook_us": round(hook_us, 3),
         "stream_mb_per_s": round(len(stream_data) / stream_s / 1e6, 2),
         "stream_us_per_message": round(per_message_stream_us, 3),
+        "ping_round_trip_syrup_us_per_side": round(ping_side_us, 3),
         "results": {
             fmt: {name: {k: round(v, 3) for k, v in r.items()} for name, r in by_msg.items()}
             for fmt, by_msg in results.items()
