@@ -1,10 +1,12 @@
 """Syrup codec benchmark: Syrup next to cbor2 and json on the same CapTP-shaped data.
 
 Run from the repository root: ``python -m bench.codec`` (``--quick`` for a
-shorter run).  Every figure comes from this one run, so compare ratios, not
-absolute numbers across machines.  Times are medians over repeats, each
-repeat timing many calls with the garbage collector paused (as ``timeit``
-does).  MB is 10**6 bytes of encoded output.
+shorter run; ``--base DIR`` also loads the Syrup modules of the checkout in
+DIR under another name and compares the two on an OCapN ping round trip's
+messages, in alternating rounds timed in CPU time).  Every figure comes from
+this one run, so compare ratios, not absolute numbers across machines.
+Times are medians over repeats, each repeat timing many calls with the
+garbage collector paused (as ``timeit`` does).  MB is 10**6 bytes of encoded output.
 
 The other formats get the natural equivalent of each message: for cbor2 the
 draft OCapN CBOR mapping (records as tag 27 over ``[label, *fields]``,
@@ -159,6 +161,66 @@ def measure(fn: Callable[[], object], repeats: int, budget: float) -> float:
     return statistics.median(t / number for t in timer.repeat(repeat=repeats, number=number))
 
 
+def _load_base_syrup(base: str) -> tuple[Any, Any]:
+    """The ``_syrup_encode`` and ``_syrup_stream`` modules of another checkout, renamed."""
+    import pathlib
+    import types
+
+    package = types.ModuleType("_base_syrup")
+    package.__path__ = []
+    sys.modules["_base_syrup"] = package
+    loaded = {}
+    for name in ("_syrup_types", "_syrup_encode", "_syrup_decode", "_syrup_stream"):
+        path = pathlib.Path(base, "ocapn", f"{name}.py")
+        source = path.read_text().replace("from ocapn._syrup_", "from _base_syrup._syrup_")
+        module = types.ModuleType(f"_base_syrup.{name}")
+        module.__file__ = str(path)
+        sys.modules[module.__name__] = module
+        exec(compile(source, str(path), "exec"), module.__dict__)
+        loaded[name] = module
+    return loaded["_syrup_encode"], loaded["_syrup_stream"]
+
+
+def _ping_side_cpu_us(encode: Any, stream: Any, rounds: int) -> list[float]:
+    """Per round: CPU us of one encode and one stream decode of the ping messages."""
+    ping = [PING_QUESTION, PING_ANSWER]
+    data = [encode.encode(m, default=_wire_default) for m in ping]
+
+    def hook(label: object, fields: list[object]) -> object:
+        return Record(label, tuple(fields))
+
+    decoder = stream.StreamDecoder(record_hook=hook, key_order="either")
+
+    def side() -> None:
+        for m in ping:
+            encode.encode(m, default=_wire_default)
+        for chunk in data:
+            for _ in decoder.feed_lazily(chunk):
+                pass
+
+    timer = timeit.Timer(side, timer=time.process_time)
+    return [timer.timeit(2000) / 2000 / 2 * 1e6 for _ in range(rounds)]
+
+
+def compare_with_base(base: str) -> dict[str, Any]:
+    """This checkout's Syrup against another's, rounds alternating, CPU time."""
+    from ocapn import _syrup_encode, _syrup_stream
+
+    implementations = {"this": (_syrup_encode, _syrup_stream), "base": _load_base_syrup(base)}
+    times: dict[str, list[float]] = {"this": [], "base": []}
+    for round_number in range(9):
+        order = ["this", "base"] if round_number % 2 else ["base", "this"]
+        for name in order:
+            times[name] += _ping_side_cpu_us(*implementations[name], 1)
+    ratios = [t / b for t, b in zip(times["this"], times["base"], strict=True)]
+    return {
+        "this_us_per_side": round(statistics.median(times["this"]), 3),
+        "base_us_per_side": round(statistics.median(times["base"]), 3),
+        "this_over_base": round(statistics.median(ratios), 3),
+        "this_over_base_range": [round(min(ratios), 3), round(max(ratios), 3)],
+    }
+
+
 def main(argv: list[str]) -> None:
     quick = "--quick" in argv
     repeats, budget = (5, 0.01) if quick else (9, 0.04)
@@ -279,6 +341,16 @@ def main(argv: list[str]) -> None:
         f"OCapN ping round trip, Syrup per side (one encode with default(), one stream"
         f" decode with a record_hook): {ping_side_us:.2f} us"
     )
+    comparison: dict[str, Any] | None = None
+    if "--base" in argv:
+        comparison = compare_with_base(argv[argv.index("--base") + 1])
+        print(
+            f"against {argv[argv.index('--base') + 1]}: ping round trip, Syrup CPU per side"
+            f" {comparison['this_us_per_side']:.2f} us here, {comparison['base_us_per_side']:.2f}"
+            f" us there: {comparison['this_over_base']:.3f} of it"
+            f" (rounds {comparison['this_over_base_range'][0]:.3f}"
+            f"-{comparison['this_over_base_range'][1]:.3f})"
+        )
     elapsed = time.perf_counter() - started
     print(f"(run took {elapsed:.1f} s)")
     summary = {
@@ -294,6 +366,7 @@ def main(argv: list[str]) -> None:
         "stream_mb_per_s": round(len(stream_data) / stream_s / 1e6, 2),
         "stream_us_per_message": round(per_message_stream_us, 3),
         "ping_round_trip_syrup_us_per_side": round(ping_side_us, 3),
+        "against_base": comparison,
         "results": {
             fmt: {name: {k: round(v, 3) for k, v in r.items()} for name, r in by_msg.items()}
             for fmt, by_msg in results.items()

@@ -12,6 +12,11 @@ talking to a server over 127.0.0.1 with netstring framing:
 * ``raw_to_node``: a bare asyncio protocol sending pre-encoded ``ping``
   frames -> ``server.mjs`` (the floor: no CapTP work on the Python side)
 
+``--base DIR`` also runs ``node_to_base_python``: the same Node client against
+``interop.endo_peer`` from the checkout in DIR, in each trial right after
+``node_to_python``, and prints the median of the per-trial ratios of this
+server over that one (so a change is measured against its base in one run).
+
 Each client opens a fresh connection, warms up, then measures **seq**
 (sequential ``ping()`` for ``--seconds``: round trips per second) and
 **conc** (``--calls`` concurrent ``echo(i)``: calls per second until all have
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -48,9 +54,12 @@ JS_DIR = ROOT / "interop" / "js"
 
 
 @contextmanager
-def running(command: list[str], cwd: Path) -> Iterator[int]:
+def running(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> Iterator[int]:
     """Start a server that prints ``listening PORT``; yield the port; stop it."""
-    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        env=None if env is None else {**os.environ, **env},
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().decode().split()
@@ -60,6 +69,11 @@ def running(command: list[str], cwd: Path) -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@contextmanager
+def _no_server() -> Iterator[int]:
+    yield 0
 
 
 def node_client(node: str, port: int, seconds: float, calls: int) -> dict[str, float]:
@@ -150,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each seq run")
     parser.add_argument("--calls", type=int, default=10_000, help="calls in each conc run")
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
+    parser.add_argument("--base", help="also measure the Python server of this checkout")
     args = parser.parse_args(argv)
     node = shutil.which("node")
     if node is None or not (JS_DIR / "node_modules" / "@endo" / "captp").exists():
@@ -165,13 +180,23 @@ def main(argv: list[str] | None = None) -> int:
             python_client, port, args.seconds, args.calls, backend=args.backend)),
         ("raw_to_node", lambda port: anyio.run(raw_client, port, args.seconds)),
     ]
+    base = str(Path(args.base).resolve()) if args.base else None
+    base_command = [sys.executable, "-m", "interop.endo_peer", "--port", "0"]
+    if base is not None:
+        runs["node_to_base_python"] = []
     with running([node, "server.mjs", "--port", "0"], JS_DIR) as node_port, running(
         [sys.executable, "-m", "interop.endo_peer", "--port", "0"], ROOT
-    ) as python_port:
+    ) as python_port, (
+        running(base_command, Path(base), {"PYTHONPATH": base}) if base else _no_server()
+    ) as base_port:
         for trial in range(args.trials):
             for name, run in steps:
                 runs[name].append(run(node_port))
             runs["node_to_python"].append(node_client(node, python_port, args.seconds, args.calls))
+            if base is not None:
+                runs["node_to_base_python"].append(
+                    node_client(node, base_port, args.seconds, args.calls)
+                )
             print(f"trial {trial + 1}/{args.trials} done", file=sys.stderr)
 
     version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
@@ -187,15 +212,25 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"Endo CapTP over TCP: Node {version} under full lockdown (@endo/init), "
           f"Python {platform.python_version()} ({args.backend}), median of {args.trials} trials")
-    print(f"{'':16}{'seq rt/s':>12}{'conc calls/s':>15}{'client CPU us/rt':>19}")
+    print(f"{'':22}{'seq rt/s':>12}{'conc calls/s':>15}{'client CPU us/rt':>19}")
     for name, fig in figures.items():
         conc = f"{fig['conc']:15.0f}" if "conc" in fig else f"{'-':>15}"
         cpu = f"{fig['seqCpuUs']:19.1f}" if "seqCpuUs" in fig else f"{'-':>19}"
-        print(f"{name.replace('_to_', ' -> '):16}{fig['seq']:12.0f}{conc}{cpu}")
+        print(f"{name.replace('_to_', ' -> '):22}{fig['seq']:12.0f}{conc}{cpu}")
     print(f"Python client / Node client: seq {ratios['python_client_seq']:.2f}x, "
           f"conc {ratios['python_client_conc']:.2f}x")
     print(f"Python server / Node server: seq {ratios['python_server_seq']:.2f}x, "
           f"conc {ratios['python_server_conc']:.2f}x")
+    if base is not None:
+        for key in ("seq", "conc"):
+            ratios[f"python_server_over_base_{key}"] = statistics.median(
+                new[key] / old[key]
+                for new, old in zip(runs["node_to_python"], runs["node_to_base_python"],
+                                    strict=True)
+            )
+        print(f"Python server / base Python server ({base}), median of per-trial ratios: "
+              f"seq {ratios['python_server_over_base_seq']:.2f}x, "
+              f"conc {ratios['python_server_over_base_conc']:.2f}x")
     print(json.dumps({
         "bench": "endo",
         **figures,

@@ -27,6 +27,11 @@ others, so that a change is measured against its base in the same run.
 (blocking sockets: ``sendall`` 1 MB, the peer ``recv_into`` a reused buffer
 and answers one byte), interleaved the same way; pinned only.
 
+``--layers`` profiles instead (cProfile, CPU time) 4,000 round trips between
+two nodes in this process and prints each layer's share of the CPU: Syrup,
+the OCapN wire, the engine, asyncio, the channel, system calls (with
+``--base DIR``, the same for that checkout, in a child process).
+
 ``--idle N`` measures the memory an idle session holds on the server: a
 server node in its own process, N client nodes in another each open one
 session to it, and the growth of the server's resident memory (and of the
@@ -599,6 +604,78 @@ def _measure_idle(count: int, base: str | None) -> dict[str, Any]:
     return result
 
 
+# == where the CPU of a round trip goes, by layer ==========================================
+
+_LAYER_ROUND_TRIPS: Final = 4000
+
+
+def _layer_of(filename: str, function: str) -> str:
+    if "_syrup_" in filename:
+        return "syrup"
+    if filename.endswith(os.path.join("ocapn", "wire.py")):
+        return "ocapn wire"
+    if f"{os.sep}ocapn{os.sep}" in filename:
+        return "ocapn session/node"
+    if f"{os.sep}captp{os.sep}" in filename:
+        return "captp engine"
+    if f"{os.sep}netlayers{os.sep}" in filename:
+        return "netlayers channel"
+    if "asyncio" in filename or "selectors" in filename or "anyio" in filename:
+        return "asyncio/anyio"
+    if function.startswith(("<method 'send'", "<method 'recv_into'", "<method 'poll'")):
+        return "system calls"
+    return "builtins (dict, list, ...) and the rest"
+
+
+def _layers() -> dict[str, float]:
+    """Each layer's share of the CPU of ping round trips between two nodes in this process."""
+    import cProfile
+    import pstats
+
+    import anyio
+
+    from captp import E, far
+    from netlayers import tcp_testing_only
+    from ocapn import Node
+
+    @far
+    class Bench:
+        def ping(self) -> None:
+            return None
+
+    shares: dict[str, float] = {}
+
+    async def main() -> None:
+        async with Node(tcp_testing_only()) as a, Node(tcp_testing_only()) as b:
+            ref = await b.enliven(a.publish(Bench()))
+            for _ in range(500):
+                await E(ref).ping()
+            profile = cProfile.Profile(time.process_time)
+            profile.enable()
+            for _ in range(_LAYER_ROUND_TRIPS):
+                await E(ref).ping()
+            profile.disable()
+        stats: dict[Any, Any] = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+        for (filename, _, function), (_, _, tottime, _, _) in stats.items():
+            layer = _layer_of(filename, function)
+            shares[layer] = shares.get(layer, 0.0) + tottime
+        total = sum(shares.values())
+        for layer in shares:
+            shares[layer] = round(shares[layer] / total, 3)
+        shares["profiled_cpu_us_per_round_trip"] = round(total / _LAYER_ROUND_TRIPS * 1e6, 1)
+
+    anyio.run(main)
+    return dict(sorted(shares.items(), key=lambda item: -item[1]))
+
+
+def _print_layers(name: str, shares: dict[str, float]) -> None:
+    print(f"{name}: {shares['profiled_cpu_us_per_round_trip']} us of CPU per round trip"
+          " under cProfile (which inflates Python-heavy layers); shares:")
+    for layer, share in shares.items():
+        if layer != "profiled_cpu_us_per_round_trip":
+            print(f"  {layer:42s} {share:6.1%}")
+
+
 def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -611,6 +688,8 @@ def run() -> None:
     parser.add_argument("--base", help="also run OCapN from the checkout in this directory")
     parser.add_argument("--bulk", action="store_true",
                         help="measure a 1 MB bytes argument against a raw socket copy")
+    parser.add_argument("--layers", action="store_true",
+                        help="profile round trips in this process; each layer's share of the CPU")
     parser.add_argument("--idle", type=int, metavar="N",
                         help="measure the server's memory per idle session, over N sessions")
     parser.add_argument("--role", help=argparse.SUPPRESS)
@@ -642,6 +721,8 @@ def run() -> None:
             _idle_server()
         elif args.role == "idle-clients":
             _idle_clients(args.address, args.count)
+        elif args.role == "layers":
+            print(json.dumps(_layers()))
         return
 
     cpus = sorted(os.sched_getaffinity(0))
@@ -651,6 +732,18 @@ def run() -> None:
         "python": sys.version.split()[0],
         "ocapn_path": "generic anyio" if args.generic else "asyncio fast path",
     }
+    if args.layers:
+        figures["bench"] = "ocapn_tcp layers"
+        _pin(cpu)
+        figures["layers"] = _layers()
+        _print_layers("this checkout", figures["layers"])
+        if base is not None:
+            child = _child(["--role", "layers"], cpu, False, base)
+            out, _ = child.communicate()
+            figures["base_layers"] = json.loads(out.splitlines()[-1])
+            _print_layers(f"base ({base})", figures["base_layers"])
+        print(json.dumps(figures))
+        return
     if args.idle is not None:
         figures["bench"] = "ocapn_tcp idle sessions"
         idle = figures["idle"] = _measure_idle(args.idle, base)
