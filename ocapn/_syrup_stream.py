@@ -435,7 +435,8 @@ class FrameDecoder:
                         break
                 if len(buffer) < need:
                     break
-                out.append(bytes(buffer[self._header : need]))
+                with memoryview(buffer) as view:
+                    out.append(view[self._header : need].tobytes())  # one copy, not two
                 del buffer[:need]
                 self._consumed += need
                 self._need = None

@@ -511,3 +511,14 @@ def test_a_chunk_given_to_an_iterator_never_started_is_not_lost() -> None:
     lazy = decoder.feed_lazily(encode(3) + encode(4))
     assert next(lazy) == 3  # abandoned after one value
     assert decoder.feed(encode(5)) == [4, 5]
+
+
+def test_a_large_frame_in_pieces_comes_out_whole_as_bytes() -> None:
+    payload = encode(LARGE)
+    data = frame(payload) + frame(b"<4'ping>")
+    decoder = FrameDecoder()
+    out: list[bytes] = []
+    for i in range(0, len(data), 4096):
+        out += decoder.feed(data[i : i + 4096])
+    assert out == [payload, b"<4'ping>"] and all(type(p) is bytes for p in out)
+    assert decoder.buffered == 0
