@@ -18,7 +18,8 @@ set                    ``#...$``                   ``frozenset`` (also set when 
 =====================  ==========================  ==============================
 
 :func:`encode` writes the canonical form (sorted dictionaries and sets,
-minimal integers, one NaN); :func:`decode` accepts only that form unless
+minimal integers, one NaN), and :class:`Encoder` does the same with its
+options fixed once; :func:`decode` accepts only that form unless
 asked to be lenient.  Both take a ``key_order`` for peers that sort string
 keys as JavaScript does (Endo).  :class:`StreamDecoder` reads back-to-back values from a
 stream; :func:`frame` and :class:`FrameDecoder` implement the ``len:payload``
@@ -27,7 +28,7 @@ framing of stream netlayers.  Decisions the spec leaves open are recorded in
 """
 
 from ocapn._syrup_decode import DecodeKeyOrder, decode
-from ocapn._syrup_encode import KeyOrder, encode
+from ocapn._syrup_encode import Encoder, KeyOrder, encode
 from ocapn._syrup_stream import FrameDecoder, StreamDecoder, frame
 from ocapn._syrup_types import (
     DEFAULT_LIMITS,
@@ -40,6 +41,7 @@ from ocapn._syrup_types import (
 __all__ = [
     "DEFAULT_LIMITS",
     "DecodeKeyOrder",
+    "Encoder",
     "Float32",
     "FrameDecoder",
     "KeyOrder",

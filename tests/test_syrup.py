@@ -838,3 +838,41 @@ def test_faults_in_a_large_memoryview_are_reported_as_for_bytes() -> None:
             decode(memoryview(bytearray(data)), limits=limits)
         assert got.value.message == expected.value.message
         assert got.value.offset == expected.value.offset
+
+
+def test_an_encoder_with_fixed_options_writes_what_encode_writes() -> None:
+    from ocapn.syrup import Encoder
+
+    void = Record(S("void"), ())
+
+    def default(value: object) -> object:
+        return void if value is None else Record(S("desc:import-object"), (5,))
+
+    values: list[object] = [
+        Record(S("op:deliver"), (Record(S("desc:export"), (0,)), [S("ping")], 1, object())),
+        {"b": None, "aa": [-0.0, Float32(1.5)], "a": b"x"},
+        [1, "two", 3.0, True, frozenset({1, 2})],
+    ]
+    for options in [
+        {},
+        {"default": default},
+        {"default": default, "key_order": "js"},
+        {"default": default, "negative_zero": False},
+    ]:
+        encoder = Encoder(**options)  # type: ignore[arg-type]
+        for value in values:
+            try:
+                expected: bytes | type[Exception] = encode(value, **options)  # type: ignore[arg-type]
+            except SyrupEncodeError:
+                expected = SyrupEncodeError
+            if expected is SyrupEncodeError:
+                with pytest.raises(SyrupEncodeError):
+                    encoder.encode(value)
+            else:
+                assert encoder.encode(value) == expected
+    with pytest.raises(ValueError, match="key_order"):
+        Encoder(key_order="python")  # type: ignore[arg-type]
+    nested: list[object] = []
+    nested.append(nested)
+    with pytest.raises(SyrupEncodeError, match="nests too deeply"):
+        Encoder().encode(nested)
