@@ -130,8 +130,46 @@ class StreamDecoder:
             raise self._error
         self._finish_lazy()
         self._add(chunk)
-        self._lazy = self._lazy_values()
+        self._lazy = self._lazy_chunk() if self._chunk is not None else self._lazy_values()
         return self._lazy
+
+    def _lazy_chunk(self) -> Generator[object, None, None]:
+        """:meth:`_lazy_values` for a chunk parsed where it is, in one generator.
+
+        The common case of a read (whole messages, perhaps the start of the
+        next), with one generator frame less per value than the general path.
+        """
+        chunk, self._chunk = self._chunk, None
+        assert chunk is not None
+        n = len(chunk)
+        lenient = self._config.lenient
+        pos = 0
+        try:
+            try:
+                while pos < n:
+                    if lenient and chunk[pos] in WHITESPACE:
+                        pos += 1
+                        continue
+                    try:
+                        value, end = self._decode_at(chunk, pos)
+                    except (IndexError, Truncated):
+                        break  # incomplete: the scanner takes over from pos
+                    pos = end
+                    yield value
+            finally:
+                if pos < n:
+                    with memoryview(chunk) as rest:
+                        self._buffer += rest[pos:]
+                self._consumed += pos
+            if self._buffer:  # the chunk ends inside a value: scan it, do not parse it again
+                self._scan_pos, self._scan_depth, self._scan_digits = 0, 0, 0
+                yield from self._values()
+        except SyrupDecodeError as exc:
+            self._error = exc
+            raise
+        except HookFailed as wrapper:
+            self._error = wrapper.args[0]
+            raise wrapper.args[0] from None
 
     def _lazy_values(self) -> Generator[object, None, None]:
         try:
