@@ -522,3 +522,28 @@ def test_a_large_frame_in_pieces_comes_out_whole_as_bytes() -> None:
         out += decoder.feed(data[i : i + 4096])
     assert out == [payload, b"<4'ping>"] and all(type(p) is bytes for p in out)
     assert decoder.buffered == 0
+
+
+@pytest.mark.parametrize("size", [1, 3, 7, 64, 1000, 100_000])
+def test_feed_lazily_in_any_chunks_gives_every_value_once_and_each_hook_once(size: int) -> None:
+    calls = 0
+
+    def hook(label: object, fields: list[object]) -> object:
+        nonlocal calls
+        calls += 1
+        return Record(label, tuple(fields))
+
+    values = [*MESSAGES, LARGE, *MESSAGES]
+    data = b"".join(encode(v) for v in values)
+    decoder = StreamDecoder(record_hook=hook)
+    got: list[object] = []
+    for i in range(0, len(data), size):
+        lazy = decoder.feed_lazily(data[i : i + size])
+        if i % (3 * size) == 0:  # sometimes take one value and abandon the rest for now
+            got += [v for _, v in zip(range(1), lazy, strict=False)]
+        else:
+            got += list(lazy)
+    got += decoder.feed(b"")
+    assert_same_list(got, values)
+    assert calls == sum(count_records(v) for v in values)
+    assert decoder.buffered == 0
