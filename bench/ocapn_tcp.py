@@ -281,9 +281,14 @@ def _child(
     """This module in a child process (using the packages of the checkout at ``cwd``, if given).
 
     For another checkout the child runs this file, so that it can play roles
-    that checkout's own copy of the benchmark may not know.
+    that checkout's own copy of the benchmark may not know (through runpy, so
+    that this file's folder does not go first on ``sys.path``: ``bench``
+    holds modules named like the project's packages).
     """
-    here = [os.path.abspath(__file__)] if cwd is not None else ["-m", "bench.ocapn_tcp"]
+    here = ["-m", "bench.ocapn_tcp"]
+    if cwd is not None:
+        run_file = "import runpy, sys; runpy.run_path(sys.argv.pop(1), run_name='__main__')"
+        here = ["-c", run_file, os.path.abspath(__file__)]
     command = [sys.executable, *here, *args]
     if cpu is not None:
         command += ["--cpu", str(cpu)]
