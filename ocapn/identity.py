@@ -17,13 +17,16 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import Final
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typing import TYPE_CHECKING, Final
 
 from ocapn.crypto import KeyPair, PublicKey
 from ocapn.errors import KeyFileError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+# cryptography is imported where a key is made, saved or loaded, not with
+# this module (which every node imports): it is a large part of start-up.
 
 __all__ = [
     "NodeIdentity",
@@ -43,7 +46,11 @@ class NodeIdentity:
     __slots__ = ("_private", "key_pair", "public")
 
     def __init__(self, private: Ed25519PrivateKey | None = None) -> None:
-        self._private = private if private is not None else Ed25519PrivateKey.generate()
+        if private is None:
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+            private = Ed25519PrivateKey.generate()
+        self._private = private
         self.key_pair = KeyPair(self._private)
         self.public: PublicKey = self.key_pair.public
 
@@ -60,6 +67,8 @@ class NodeIdentity:
         """The identity with this 32-byte Ed25519 seed (RFC 8032)."""
         if type(seed) is not bytes or len(seed) != 32:
             raise KeyFileError("an Ed25519 seed is 32 bytes")
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return cls(Ed25519PrivateKey.from_private_bytes(seed))
 
     @property
@@ -82,6 +91,8 @@ class NodeIdentity:
 
         An existing file is replaced atomically.
         """
+        from cryptography.hazmat.primitives import serialization
+
         pem = self._private.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -122,6 +133,9 @@ class NodeIdentity:
                     f"refusing to use it: run `chmod 600 {target}`"
                 )
             data = file.read()
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         try:
             private = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError) as exc:
