@@ -62,8 +62,8 @@ _HOMES = {
     "SUITE_MAIN_PROFILE": "wire", "WireProfile": "wire",
 }  # fmt: skip
 _SUBMODULES = frozenset(
-    {"crypto", "errors", "handoffs", "locators", "netlayer", "node", "notation", "session",
-     "syrup", "wire"}
+    {"cbor", "crypto", "errors", "handoffs", "identity", "locators", "netlayer", "node",
+     "notation", "persist", "session", "syrup", "wire"}
 )  # fmt: skip
 
 
