@@ -1,28 +1,42 @@
-"""Run a session over a transport: the small anyio driver around the I/O-free engine.
+"""Run a session over a transport: the one anyio driver around the I/O-free engine.
 
 A :class:`Connection` joins three things: a :class:`Channel` (bytes in and
 out; a netlayer provides it), a :class:`Wire` (the dialect and framing that
 turn messages into bytes and back) and the :class:`~captp.session.Session`.
-Its reader task feeds incoming bytes through the wire into the session;
-messages the session sends are encoded and queued on the channel at once.
+It is the only place that reads and writes: every session (OCapN over any
+netlayer, the Endo dialect, the in-memory pipe) runs in one.
+
+* One read loop: it awaits ``channel.receive()``, or, when the channel
+  offers ``push``, lets the channel hand it each read from the transport's
+  own callback (no task wake-up per read).
+* One send path: the session encodes into its outbox; the connection writes
+  the outbox at once when a send comes from user code, and once per read
+  (all the replies together) while it handles incoming messages.
+* One abort policy: a message that breaks the protocol aborts the session
+  with the reason; a bug aborts it as an internal error; nothing else is hurt.
+* One place where a transport failure becomes
+  :class:`~captp.errors.ConnectionLost`.
+
+A :class:`Gate` may stand in front of the engine (the OCapN handshake): it
+sees the first bytes and every message until it opens.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import anyio
 
 from captp._promise import Promise, fulfilled
 from captp._vat import Scheduler
-from captp.errors import ProtocolError
+from captp.errors import CapTPError, ConnectionLost, ProtocolError
 from captp.messages import Message
 from captp.session import OCAPN_POLICY, Policy, Positions, Session
 
-__all__ = ["Channel", "Connection", "Wire"]
+__all__ = ["Channel", "Connection", "Gate", "Wire"]
 
 log = logging.getLogger("captp")
 
@@ -42,38 +56,14 @@ def lost_reason(exc: BaseException) -> str:
     return f"transport failed: {exc!r}"
 
 
-def handle_messages(
-    session: Session,
-    messages: Iterable[Any],
-    handle: Callable[[Any], None],
-    abort: Callable[[str], None],
-) -> None:
-    """Handle decoded messages in order until the session ends; a bad one aborts it.
-
-    The wire may decode lazily, so a decoding error surfaces here too.  When
-    this returns, no message is held any more: the references it carried are
-    free to be collected (the peer's GC depends on it).
-    """
-    try:
-        for message in messages:
-            handle(message)
-            if session.dead is not None:
-                break
-    except ProtocolError as exc:
-        log.info("%s: aborting: %s", session.name, exc)
-        abort(f"protocol error: {exc}")
-    except Exception as exc:  # a bug must not take down anything else
-        log.exception("%s: internal error while handling a message", session.name)
-        abort(f"internal error: {type(exc).__name__}: {exc}")
-
-
 class Channel(Protocol):
     """A bidirectional transport as a connection sees it.
 
     ``receive`` returns the next chunk of bytes (a whole message on message
     transports, any slice of the stream on byte transports) and raises
     :class:`anyio.EndOfStream` when the peer has closed.  ``send_nowait``
-    queues bytes for the peer and returns at once.
+    queues bytes for the peer and returns at once.  A channel may also offer
+    ``push(on_data, on_end)`` (see :mod:`ocapn.netlayer`).
     """
 
     def send_nowait(self, data: bytes) -> None:
@@ -87,12 +77,12 @@ class Channel(Protocol):
 
 
 class Wire(Protocol):
-    """A wire dialect with its framing, bound to one session."""
+    """A wire dialect with its framing, bound to one session.  It does no I/O."""
 
-    def encode(self, message: Message) -> bytes:
-        """The framed bytes of ``message`` (empty: nothing to send)."""
+    def encode(self, message: Any) -> bytes | list[bytes]:
+        """The framed bytes of ``message`` (a list: several frames; empty: nothing)."""
 
-    def feed(self, data: bytes) -> Iterable[Message]:
+    def feed(self, data: bytes) -> Iterable[Any]:
         """The messages completed by ``data``; raises ProtocolError on bad input.
 
         The connection handles each message before it takes the next, so a
@@ -101,8 +91,33 @@ class Wire(Protocol):
         """
 
 
+class Gate(Protocol):
+    """What stands in front of the engine until it opens (the OCapN handshake)."""
+
+    @property
+    def open(self) -> bool:
+        """True once the peer is let in: the engine takes the messages from then on."""
+
+    def start(self, connection: Connection) -> None:
+        """The connection starts running (send a greeting, if we speak first)."""
+
+    def received(self, connection: Connection, data: bytes) -> None:
+        """Bytes arrived while the gate is closed (before they are decoded)."""
+
+    async def admit(self, connection: Connection, message: Any) -> None:
+        """Handle a message that arrived before the gate opened; ProtocolError refuses it."""
+
+    def check(self, message: Any) -> Any:
+        """A message after the gate opened, as the engine should see it (or raise)."""
+
+
 class Connection:
-    """A session running over a channel.  Run :meth:`run` in a task; it returns at the end."""
+    """A session running over a channel.  Run :meth:`run` in a task; it returns at the end.
+
+    ``gate``: a handshake in front of the engine (None: the engine takes every
+    message from the start).  ``on_lost(error)`` is called once when the
+    session ends.  ``handoff``: see :class:`~captp.session.Session`.
+    """
 
     def __init__(
         self,
@@ -114,26 +129,62 @@ class Connection:
         policy: Policy = OCAPN_POLICY,
         positions: Positions | None = None,
         name: str = "connection",
+        gate: Gate | None = None,
+        on_lost: Callable[[ConnectionLost], None] | None = None,
+        handoff: Callable[[Any], Any] | None = None,
     ) -> None:
         self._channel = channel
         self._vat = vat
+        self._gate = gate
+        self._user_on_lost = on_lost
         self.session = Session(
-            self._send, vat, bootstrap=bootstrap, policy=policy, positions=positions, name=name
+            self._encode_message, vat, bootstrap=bootstrap, policy=policy,
+            positions=positions, name=name, on_output=self._flush, on_lost=self._lost,
+            handoff=handoff,
         )
         self.wire = make_wire(self.session)
         self._encode = self.wire.encode
         self._send_bytes = channel.send_nowait
+        self._join = not getattr(self.wire, "message_framing", True)
+        self._handling = False
         self._transport_failed = False
+        self._read_scope: anyio.CancelScope | None = None
+        self.ended = anyio.Event()
 
     def __repr__(self) -> str:
         return f"<Connection {self.session.name}>"
 
-    def _send(self, message: Message) -> None:
-        data = self._encode(message)
-        if not data:
+    # == sending =====================================================================
+
+    def _encode_message(self, message: Message) -> bytes | list[bytes]:
+        return self._encode(message)
+
+    def send_control(self, message: Any) -> None:
+        """Encode and write a message below the engine (a handshake greeting)."""
+        self.session.write_raw(self._encode(message))
+
+    def _flush(self) -> None:
+        # Called by the session when its outbox stops being empty.  While a
+        # read is handled, the replies go out together after it.
+        if not self._handling:
+            self._write()
+
+    def _write(self) -> None:
+        frames = self.session.data_to_send()
+        if not frames:
             return
         try:
-            self._send_bytes(data)
+            if self._join and len(frames) > 1:
+                self._send_bytes(b"".join(frames))
+            else:
+                for frame in frames:
+                    self._send_bytes(frame)
+        except CapTPError as exc:
+            # The netlayer cannot carry this message (np without chunking): say
+            # so to the peer and end the session, rather than drop it silently.
+            if not self._transport_failed:
+                self._transport_failed = True
+                self._vat.call_soon(self.session.abort, f"netlayer refused a message: {exc}")
         except TRANSPORT_ERRORS as exc:
             # Not reentrant: end the session in its own turn.
             if not self._transport_failed:
@@ -145,19 +196,93 @@ class Connection:
         boot = self.session.bootstrap()
         return boot if isinstance(boot, Promise) else fulfilled(boot)
 
+    # == reading =====================================================================
+
+    def _handle(self, messages: Iterable[Any]) -> None:
+        """Handle decoded messages in order until the session ends; a bad one aborts it.
+
+        The wire may decode lazily, so a decoding error surfaces here too.
+        When this returns, no message is held any more: the references it
+        carried are free to be collected (the peer's GC depends on it).
+        """
+        session = self.session
+        receive = session.receive
+        check = self._gate.check if self._gate is not None else None
+        self._handling = True
+        try:
+            for message in messages:
+                receive(message if check is None else check(message))
+                if session.dead is not None:
+                    break
+        except Exception as exc:
+            self._abort_for(exc)
+        finally:
+            self._handling = False
+            self._write()
+
+    def _abort_for(self, exc: Exception) -> None:
+        """The abort policy: a peer's protocol violation, or our own bug, ends the session."""
+        session = self.session
+        if isinstance(exc, ProtocolError):
+            log.info("%s: aborting: %s", session.name, exc)
+            session.abort(f"protocol error: {exc}")
+        else:  # a bug must not take down anything else
+            log.error("%s: internal error while handling a message", session.name, exc_info=exc)
+            session.abort(f"internal error: {type(exc).__name__}: {exc}")
+
+    async def _handle_gated(self, gate: Gate, data: bytes) -> None:
+        """Feed ``data`` while the gate is closed: messages go to it until it opens."""
+        session = self.session
+        try:
+            gate.received(self, data)
+            messages = iter(self.wire.feed(data))
+            message: Any = None
+            for message in messages:
+                if gate.open:
+                    self._handle(_chain(message, messages))
+                    return
+                session.end_decoding()  # what it carried goes to the gate, not the tables
+                await gate.admit(self, message)
+                message = None  # hold no reference: the peer's gc depends on it
+                if session.dead is not None:
+                    break
+        except Exception as exc:
+            self._abort_for(exc)
+        finally:
+            self._write()
+
     async def run(self) -> None:
         """Read and act on messages until the session ends; then close the channel."""
         session = self.session
         receive = self._channel.receive
         feed = self.wire.feed
+        gate = self._gate
         try:
+            if gate is not None:
+                gate.start(self)
+                self._write()
             while session.dead is None:
-                try:
-                    data = await receive()
-                except TRANSPORT_ERRORS as exc:
-                    session.connection_lost(lost_reason(exc))
-                    break
-                handle_messages(session, feed(data), session.receive, session.abort)
+                gated = gate is not None and not gate.open
+                if not gated:
+                    push = getattr(self._channel, "push", None)
+                    if push is not None:
+                        # The channel hands us each read from its own callback.
+                        push(self._on_data, self._on_end)
+                        await self.ended.wait()
+                        break
+                with anyio.CancelScope() as self._read_scope:
+                    try:
+                        data = await receive()
+                    except TRANSPORT_ERRORS as exc:
+                        session.connection_lost(lost_reason(exc))
+                        break
+                if self._read_scope.cancelled_caught:
+                    break  # the session ended while we waited
+                if gated:
+                    assert gate is not None
+                    await self._handle_gated(gate, data)
+                else:
+                    self._handle(feed(data))
         finally:
             if session.dead is None:
                 session.connection_lost("connection closed")
@@ -165,9 +290,30 @@ class Connection:
                 with contextlib.suppress(*TRANSPORT_ERRORS):
                     await self._channel.aclose()
 
+    def _on_data(self, data: bytes) -> None:
+        if self.session.dead is None:
+            self._handle(self.wire.feed(data))
+
+    def _on_end(self, exc: BaseException) -> None:
+        self.session.connection_lost(lost_reason(exc))
+
+    def _lost(self, error: ConnectionLost) -> None:
+        # Called by the engine, once, whatever ended the session.
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+        self.ended.set()
+        if self._user_on_lost is not None:
+            self._user_on_lost(error)
+
     async def aclose(self, reason: str = "closed") -> None:
         """Abort the session and close the channel."""
         self.session.abort(reason)
+        self._write()
         with anyio.CancelScope(shield=True):
             with contextlib.suppress(*TRANSPORT_ERRORS):
                 await self._channel.aclose()
+
+
+def _chain(first: Any, rest: Iterable[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest

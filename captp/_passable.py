@@ -36,6 +36,8 @@ import struct
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
+from captp.errors import EncodeError
+
 __all__ = [
     "Null",
     "PassStyle",
@@ -73,7 +75,7 @@ PassStyle = Literal[
 ]
 
 
-class PassStyleError(TypeError):
+class PassStyleError(EncodeError):
     """A value cannot be passed over CapTP (or is malformed for its style)."""
 
 

@@ -1,4 +1,17 @@
-"""Every failure the stack reports has a named type, all rooted at :class:`CapTPError`."""
+"""Every failure the stack reports has a named type, all rooted at :class:`CapTPError`.
+
+The tree keeps apart who is at fault (as h11's ``LocalProtocolError`` and
+``RemoteProtocolError`` do)::
+
+    CapTPError
+    +-- ProtocolError        the peer broke the protocol: its session aborts
+    |   +-- DecodeError      bytes that are not a valid encoding
+    +-- UsageError           local code used the API wrongly (the peer is innocent)
+    |   +-- EncodeError      a value cannot be written (PassStyleError: not passable)
+    +-- ConnectionLost       the session ended
+    +-- BrokenPromise        a promise broken with a reason that is not an error
+    +-- RemoteError          an error reported by the peer
+"""
 
 from __future__ import annotations
 
@@ -10,6 +23,7 @@ __all__ = [
     "EncodeError",
     "ProtocolError",
     "RemoteError",
+    "UsageError",
 ]
 
 
@@ -30,8 +44,12 @@ class DecodeError(ProtocolError):
         super().__init__(message if offset is None else f"{message} (at byte {offset})")
 
 
-class EncodeError(CapTPError, TypeError):
-    """A value cannot be written in the chosen encoding."""
+class UsageError(CapTPError):
+    """Local code used the API wrongly (nothing was sent; the peer is not at fault)."""
+
+
+class EncodeError(UsageError, TypeError):
+    """A value cannot be written in the chosen encoding; the message it was in is not sent."""
 
 
 class BrokenPromise(CapTPError):

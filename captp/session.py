@@ -41,7 +41,7 @@ from captp._promise import (
 )
 from captp._refs import RemoteRef
 from captp._vat import Scheduler
-from captp.errors import ConnectionLost, EncodeError, ProtocolError
+from captp.errors import ConnectionLost, EncodeError, ProtocolError, UsageError
 from captp.messages import (
     Abort,
     Bootstrap,
@@ -128,6 +128,29 @@ class _Export:
         self.pinned = pinned
 
 
+class _Staged:
+    """An export the message being encoded makes: it enters the table if the message encodes."""
+
+    __slots__ = ("count", "is_promise", "position", "value")
+
+    def __init__(self, position: Position, value: Any, is_promise: bool) -> None:
+        self.position = position
+        self.value = value
+        self.is_promise = is_promise
+        self.count = 1
+
+
+class _Arrival:
+    """An import the message being decoded carries: it enters the table once the message is in."""
+
+    __slots__ = ("count", "fresh", "value")
+
+    def __init__(self, value: Any, fresh: bool) -> None:
+        self.value = value
+        self.count = 1
+        self.fresh = fresh  # made for this message (no proxy was alive)
+
+
 class _Import:
     """One import position: a weak reference to its proxy and how often it arrived."""
 
@@ -183,22 +206,34 @@ _KIND_NAMES: Final[dict[type, str]] = {RemoteRef: "an object", Promise: "a promi
 class Session:
     """One CapTP session with one peer.  See the module docstring.
 
-    ``send(message)`` must encode and queue the message before it returns; it
-    may raise :class:`~captp.errors.EncodeError` (or ``PassStyleError``) when a
-    value cannot be encoded, and then nothing was sent.
+    ``encode(message)`` turns a message into what the driver writes (bytes,
+    or a list of frames; ``None`` or empty: nothing).  It may ask the session
+    to :meth:`describe` references while it runs: those table changes are
+    staged and commit only if the whole message encodes.  If it raises
+    :class:`~captp.errors.EncodeError` nothing changes and only the promise of
+    that message breaks.  Encoded messages wait in an outbox that the driver
+    drains with :meth:`data_to_send`; ``on_output()`` is called when the
+    outbox stops being empty.
+
+    ``on_lost(error)`` is called once when the session ends.
     """
 
     def __init__(
         self,
-        send: Callable[[Message], None],
+        encode: Callable[[Message], Any],
         vat: Scheduler,
         *,
         bootstrap: Any = None,
         policy: Policy = OCAPN_POLICY,
         positions: Positions | None = None,
         name: str = "session",
+        on_output: Callable[[], None] | None = None,
+        on_lost: Callable[[ConnectionLost], None] | None = None,
+        handoff: Callable[[Any], Any] | None = None,
     ) -> None:
-        self._send = send
+        self._encode = encode
+        self._on_output = on_output
+        self._outbox: list[bytes] = []
         self._vat = vat
         self.policy = policy
         self.name = name
@@ -216,12 +251,20 @@ class Session:
         self._to_listen: list[Promise] = []
         self._expired: set[Position] = set()
         self._dead: ConnectionLost | None = None
+        # The message being encoded: exports it makes (id -> _Staged), more
+        # sends of existing exports, and what to run once it has encoded.
+        self._encoding = False
+        self._new_exports: dict[int, _Staged] = {}
+        self._more_sends: dict[Position, int] = {}
+        self._after_send: list[Callable[[], None]] = []
+        # The message being decoded: its imports (position -> _Arrival).
+        self._decoding = False
+        self._arrivals: dict[Position, _Arrival] = {}
         # Called with a reference from another session that is about to be sent
-        # here; returns what to write instead (an OCapN handoff), or None to
-        # export it as a local proxy.
-        self.third_party_hook: Callable[[Any], Any] | None = None
-        # Called once when the session ends, with the reason.
-        self.on_lost: Callable[[ConnectionLost], None] | None = None
+        # here; returns (what to write instead, what to do once it is sent),
+        # e.g. an OCapN handoff and its deposit, or None to export a proxy.
+        self._handoff = handoff
+        self._on_lost = on_lost
         if bootstrap is not None and policy.bootstrap_position is not None:
             pos = policy.bootstrap_position
             self._exports[pos] = _Export(bootstrap, pinned=True)
@@ -269,15 +312,18 @@ class Session:
         """How to write a reference in an argument: a :class:`Desc`, or a replacement value.
 
         Exports ``value`` (counting the send) when it is ours; a reference
-        from another session goes through :attr:`third_party_hook` first.
+        from another session goes through the ``handoff`` hook first.  While
+        a message is being encoded the change is staged (see :class:`Session`).
         """
         if type(value) is RemoteRef:
             if value._session is self:
                 return Desc("export", value._position)
-            if self.third_party_hook is not None:
-                replacement = self.third_party_hook(value)
+            if self._handoff is not None:
+                replacement = self._handoff(value)
                 if replacement is not None:
-                    return replacement
+                    written, then = replacement
+                    self._after(then)
+                    return written
             return self._export(value, False)
         if isinstance(value, Promise):
             handler = _handler_of(value, self)
@@ -296,23 +342,59 @@ class Session:
             handler = _handler_of(target, self)
             if handler is not None:
                 return Desc(handler.kind, handler.position)
-        raise ProtocolError(f"{target!r} is not a reference on {self.name}")
+        raise UsageError(f"{target!r} is not a reference on {self.name}")
 
     def _export(self, value: Any, is_promise: bool) -> Desc:
         kind: DescKind = "import-promise" if is_promise else "import-object"
         pos = self._export_ids.get(id(value))
         if pos is not None:
-            entry = self._exports[pos]
-            entry.count += 1
+            if self._encoding:
+                self._more_sends[pos] = self._more_sends.get(pos, 0) + 1
+            else:
+                self._exports[pos].count += 1
             return Desc(kind, pos)
+        if self._encoding:
+            staged = self._new_exports.get(id(value))
+            if staged is not None:
+                staged.count += 1
+                return Desc(kind, staged.position)
         pos = self._positions.next_export(is_promise)
+        staged = _Staged(pos, value, is_promise)
+        if self._encoding:
+            self._new_exports[id(value)] = staged
+        else:
+            self._add_export(staged)
+        return Desc(kind, pos, first=True)
+
+    def _add_export(self, staged: _Staged) -> None:
+        pos, value = staged.position, staged.value
         entry = _Export(value)
-        entry.count = 1
+        entry.count = staged.count
         self._exports[pos] = entry
         self._export_ids[id(value)] = pos
-        if is_promise and self.policy.implicit_returns:
+        if staged.is_promise and self.policy.implicit_returns:
             value._react(lambda p: self._promise_settled(pos, p))
-        return Desc(kind, pos, first=True)
+
+    def _after(self, action: Callable[[], None]) -> None:
+        if self._encoding:
+            self._after_send.append(action)
+        else:
+            action()
+
+    def begin_decoding(self) -> None:
+        """A wire starts decoding a message: its imports wait for :meth:`receive`.
+
+        Until the message is received whole, the imports it carries are
+        staged; a message that fails to decode leaves the tables as they were.
+        Without this call (tests, tools) imports enter the table at once.
+        """
+        self._arrivals.clear()  # a message decoded but never received changes nothing
+        self._decoding = True
+
+    def end_decoding(self) -> None:
+        """The wire ran out of data in the middle of a message: forget what it staged."""
+        self._arrivals.clear()
+        self._decoding = False
 
     def import_object(self, position: Position, iface: str | None = None) -> RemoteRef:
         """The proxy for the peer's export ``position`` (one more arrival of it)."""
@@ -325,31 +407,51 @@ class Session:
     def import_promise(self, position: Position) -> Promise:
         """The promise for the peer's exported promise ``position`` (one more arrival)."""
         def make() -> Promise:
-            promise = Promise(_RemoteHandler(self, "export", position))
-            if not self.policy.implicit_returns:
-                # OCapN: ask to hear how it settles, once the message carrying it is in.
-                self._to_listen.append(promise)
-            return promise
+            return Promise(_RemoteHandler(self, "export", position))
 
         promise: Promise = self._arrival(position, Promise, make)
         return promise
 
     def _arrival(self, position: Position, kind: type, make: Callable[[], Any]) -> Any:
         """The local stand-in for import ``position``, made if none is alive; counts the arrival."""
-        entry = self._imports.get(position)
-        if entry is None:
-            entry = self._imports[position] = _Import(self, position)
-        value = entry.ref() if entry.ref is not None else None
-        if value is None:
-            value = make()
-            entry.ref = weakref.ref(value, entry.dropped)
-        elif type(value) is not kind:
+        staged = self._arrivals.get(position)
+        if staged is not None:
+            value = staged.value
+            fresh = False
+        else:
+            entry = self._imports.get(position)
+            value = entry.ref() if entry is not None and entry.ref is not None else None
+            fresh = value is None
+            if fresh:
+                value = make()
+        if type(value) is not kind:
             raise ProtocolError(
                 f"import {position!r} was sent as {_KIND_NAMES[type(value)]} "
                 f"and is now sent as {_KIND_NAMES[kind]}"
             )
-        entry.count += 1
+        if staged is not None:
+            staged.count += 1
+        else:
+            self._arrivals[position] = _Arrival(value, fresh)
+            if not self._decoding:
+                self._commit_arrivals()
         return value
+
+    def _commit_arrivals(self) -> None:
+        self._decoding = False
+        arrivals = self._arrivals
+        for position, arrival in arrivals.items():
+            entry = self._imports.get(position)
+            if entry is None:
+                entry = self._imports[position] = _Import(self, position)
+            value = arrival.value
+            if entry.ref is None or entry.ref() is not value:
+                entry.ref = weakref.ref(value, entry.dropped)
+            entry.count += arrival.count
+            if arrival.fresh and type(value) is Promise and not self.policy.implicit_returns:
+                # OCapN: ask to hear how it settles, once the message carrying it is in.
+                self._to_listen.append(value)
+        arrivals.clear()
 
     def lookup_export(self, position: Position) -> Any:
         """Our object at export ``position``, named by the peer; ProtocolError if none."""
@@ -366,6 +468,62 @@ class Session:
         return answer
 
     # == sending ===================================================================
+
+    def _emit(self, message: Message) -> None:
+        """Encode ``message`` into the outbox; its table changes commit only if it encodes.
+
+        Raises what the encoder raised (an :class:`EncodeError`), and then
+        nothing changed.
+        """
+        if self._encoding:
+            raise RuntimeError("a message was sent while another one was being encoded")
+        self._encoding = True
+        try:
+            data = self._encode(message)
+        except BaseException:
+            self._encoding = False
+            self._new_exports.clear()
+            self._more_sends.clear()
+            self._after_send.clear()
+            raise
+        self._encoding = False
+        if self._new_exports:
+            for staged in self._new_exports.values():
+                self._add_export(staged)
+            self._new_exports.clear()
+        if self._more_sends:
+            for pos, count in self._more_sends.items():
+                self._exports[pos].count += count
+            self._more_sends.clear()
+        if data:
+            outbox = self._outbox
+            was_empty = not outbox
+            if type(data) is list:
+                outbox.extend(data)
+            else:
+                outbox.append(data)
+            if was_empty and self._on_output is not None:
+                self._on_output()
+        if self._after_send:
+            actions = self._after_send[:]
+            self._after_send.clear()
+            for action in actions:
+                action()
+
+    def data_to_send(self) -> list[Any]:
+        """Take what the session wants written, in order (what ``encode`` returned)."""
+        out = self._outbox
+        if not out:
+            return out
+        self._outbox = []
+        return out
+
+    def write_raw(self, data: Any) -> None:
+        """Queue data the wire made itself (an echo) behind what is already queued."""
+        was_empty = not self._outbox
+        self._outbox.append(data)
+        if was_empty and self._on_output is not None:
+            self._on_output()
 
     def bootstrap(self) -> Any:
         """The peer's bootstrap object (a reference, or a promise for one)."""
@@ -388,9 +546,9 @@ class Session:
             return broken(self._dead) if want_result else None
         if not want_result and self.policy.send_only:
             try:
-                self._send(Deliver(target, method, args))
-            except (EncodeError, PassStyleError) as exc:
-                log.warning("send-only %s to %r not sent: %s", method, target, exc)
+                self._emit(Deliver(target, method, args))
+            except EncodeError as exc:
+                log.warning("send-only %s to %r not sent: %s", method, target, str(exc))
             return None
         if self.policy.implicit_returns:
             return self._ask(lambda answer, _: Deliver(target, method, args, answer))
@@ -412,8 +570,8 @@ class Session:
         promise, resolver = make_promise(_RemoteHandler(self, "answer", pos))
         self._questions[pos] = resolver
         try:
-            self._send(build(pos, resolver))
-        except (EncodeError, PassStyleError) as exc:
+            self._emit(build(pos, resolver))
+        except EncodeError as exc:
             del self._questions[pos]
             resolver.break_(exc)
             return promise
@@ -448,8 +606,8 @@ class Session:
         if self._dead is not None or promise.done():
             return
         try:
-            self._send(Listen(promise, Resolver(promise)))
-        except (EncodeError, PassStyleError) as exc:  # pragma: no cover - nothing to encode
+            self._emit(Listen(promise, Resolver(promise)))
+        except EncodeError as exc:  # pragma: no cover - nothing to encode
             promise._break(exc)
 
     def _notify(self, resolver: Any, settled: Promise) -> None:
@@ -461,9 +619,9 @@ class Session:
             eventual_send(resolver, method, (settled._value,), False, self._vat)
             return
         try:
-            self._send(Deliver(resolver, method, (settled._value,)))
-        except (EncodeError, PassStyleError) as exc:  # the result cannot travel: say why
-            self._send(Deliver(resolver, "break", (exc,)))
+            self._emit(Deliver(resolver, method, (settled._value,)))
+        except EncodeError as exc:  # the result cannot travel: say why
+            self._emit(Deliver(resolver, "break", (exc,)))
 
     def _promise_settled(self, pos: Position, settled: Promise) -> None:
         # Endo: the exporter of a promise reports its settlement unasked.
@@ -471,18 +629,18 @@ class Session:
             return
         ok = settled._state == FULFILLED
         try:
-            self._send(Resolve(pos, ok, settled._value))
-        except (EncodeError, PassStyleError) as exc:
-            self._send(Resolve(pos, False, exc))
+            self._emit(Resolve(pos, ok, settled._value))
+        except EncodeError as exc:
+            self._emit(Resolve(pos, False, exc))
 
     def _send_return(self, answer: Position, settled: Promise) -> None:
         if self._dead is not None:
             return
         ok = settled._state == FULFILLED
         try:
-            self._send(Return(answer, ok, settled._value))
-        except (EncodeError, PassStyleError) as exc:
-            self._send(Return(answer, False, exc))
+            self._emit(Return(answer, ok, settled._value))
+        except EncodeError as exc:
+            self._emit(Return(answer, False, exc))
 
     # == receiving =================================================================
 
@@ -494,6 +652,10 @@ class Session:
         """
         if self._dead is not None:
             return
+        if self._arrivals:
+            self._commit_arrivals()
+        else:
+            self._decoding = False
         if self._to_listen:
             promises, self._to_listen = self._to_listen, []
             for promise in promises:
@@ -625,10 +787,10 @@ class Session:
                     del self._imports[entry.position]
         if self._gc_exports:
             drops, self._gc_exports = self._gc_exports, {}
-            self._send(GcExports(tuple(drops), tuple(drops.values())))
+            self._emit(GcExports(tuple(drops), tuple(drops.values())))
         if self._gc_answers:
             answers, self._gc_answers = self._gc_answers, []
-            self._send(GcAnswers(tuple(answers)))
+            self._emit(GcAnswers(tuple(answers)))
 
     # == ending ====================================================================
 
@@ -637,7 +799,7 @@ class Session:
         if self._dead is not None:
             return
         try:
-            self._send(Abort(reason))
+            self._emit(Abort(reason))
         except Exception as exc:  # the abort is best effort; the session ends regardless
             log.debug("could not send abort on %s: %r", self.name, exc)
         self._lost(ConnectionLost(reason))
@@ -663,10 +825,12 @@ class Session:
         self._gc_exports.clear()
         self._gc_imports.clear()
         self._gc_answers.clear()
+        self._arrivals.clear()
+        self._decoding = False
         for resolver in questions:
             resolver.break_(error)
         for promise in promises:
             promise._break(error)  # does nothing to a promise that already settled
-        if self.on_lost is not None:
-            self.on_lost(error)
+        if self._on_lost is not None:
+            self._on_lost(error)
 

@@ -33,6 +33,7 @@ import functools
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -472,7 +473,6 @@ class Node:
         self._sessions[key] = session
         self._by_id[session.session_id] = session
         self._by_engine[session.engine] = session
-        session.engine.third_party_hook = functools.partial(self._give, session)
         dial = self._dials.pop(key, None)
         if dial is not None:
             dial.result = session
@@ -494,14 +494,23 @@ class Node:
 
     # == handoffs: gifter =================================================================
 
-    def _give(self, receiver: OCapNSession, ref: Any) -> SignedEnvelope | None:
-        """Called when ``ref`` (from another session) is about to be sent to ``receiver``."""
+    def _give(
+        self, receiver: OCapNSession, ref: Any
+    ) -> tuple[SignedEnvelope, Callable[[], None]] | None:
+        """Called when ``ref`` (from another session) is about to be sent to ``receiver``.
+
+        Returns the signed give to write instead, and the deposit to make once
+        the message carrying it has encoded; None: send ``ref`` as a proxy.
+        """
         exporter = self.session_of(ref)
         if exporter is None or not exporter.established or not exporter.alive:
             return None  # not one of our OCapN sessions: pass it as a proxy
         assert receiver.peer_key is not None and exporter.peer_location is not None
         gift_id = os.urandom(GIFT_ID_BYTES)
-        E.send_only(exporter.bootstrap())["deposit-gift"](gift_id, ref)
+
+        def deposit() -> None:
+            E.send_only(exporter.bootstrap())["deposit-gift"](gift_id, ref)
+
         give = HandoffGive(
             receiver_key=receiver.peer_key,
             exporter_location=exporter.peer_location,
@@ -509,9 +518,10 @@ class Node:
             gifter_side=exporter.my_public_id,
             gift_id=gift_id,
         )
-        return SignedEnvelope.sign(
+        envelope = SignedEnvelope.sign(
             give.to_record(), exporter.key_pair, exporter.wire.out_encoding
         )
+        return envelope, deposit
 
     # == handoffs: receiver ===============================================================
 

@@ -1,8 +1,9 @@
 """One OCapN session: the handshake, then the CapTP engine, over one netlayer connection.
 
-An :class:`OCapNSession` owns a fresh Ed25519 key pair, the channel, the
-wire codec and an engine :class:`captp.Session`.  :meth:`OCapNSession.run`
-reads the channel until the session ends:
+An :class:`OCapNSession` owns a fresh Ed25519 key pair and a
+:class:`captp.Connection` (the one driver every session runs in: channel,
+wire codec and engine).  The session is the connection's *gate*, the small
+state machine in front of the engine:
 
 1. it sends our ``op:start-session`` at once (on a connection we *accepted*,
    right after the peer's first bytes, on a stream in the framing it used);
@@ -23,19 +24,16 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-import math
 from typing import TYPE_CHECKING, Any, Final
 
-import anyio
-
 from captp import Channel, far
-from captp._connection import TRANSPORT_ERRORS, handle_messages, lost_reason
+from captp._connection import Connection
 from captp._passable import map_leaves
-from captp.errors import ConnectionLost, ProtocolError
-from captp.messages import Abort, Deliver, Message
+from captp.errors import ConnectionLost
+from captp.messages import Abort, Deliver
 from captp.session import OCAPN_POLICY, Session
 from ocapn.crypto import KeyPair, PublicKey, my_location_bytes, session_id
-from ocapn.errors import FrameError, HandshakeError
+from ocapn.errors import HandshakeError
 from ocapn.handoffs import SignedEnvelope
 from ocapn.identity import SessionBinding
 from ocapn.locators import PeerLocation
@@ -104,27 +102,33 @@ class OCapNSession:
         self.peer_key: PublicKey | None = None
         self.session_id = b""
         self.established = False
-        self.ended = anyio.Event()
-        self._channel = channel
-        self._send_bytes = channel.send_nowait
-        self._stream = netlayer.framing == "stream"
-        self._transport_failed = False
-        self._read_scope: anyio.CancelScope | None = None
-        self._handshake_scope: anyio.CancelScope | None = None
+        stream = netlayer.framing == "stream"
+        self._stream = stream
+        # The side that accepted answers: it sends its hello once the dialer's
+        # first bytes arrive (on a stream, in the framing they use).  So on
+        # crossed hellos each side sees the other's hello on the connection it
+        # accepted first, and both settle them the same way.
+        self._mirror = not outbound
         self._handoff_counts = itertools.count()
         self.used_handoff_counts: set[int] = set()
         name = f"{'to' if outbound else 'from'} {netlayer.transport}"
-        self.engine = Session(
-            self._send, node.vat, bootstrap=Bootstrap(node, self), policy=OCAPN_POLICY, name=name
+
+        def make_wire(engine: Session) -> OCapNWire:
+            return OCapNWire(
+                engine,
+                profile,
+                framing="none" if stream else "message",
+                encoding=getattr(channel, "encoding", None),  # negotiated by the netlayer
+            )
+
+        self.connection = Connection(
+            channel, make_wire, node.vat, bootstrap=Bootstrap(node, self),
+            policy=OCAPN_POLICY, name=name, gate=self, on_lost=self._lost,
+            handoff=self._handoff,
         )
-        self.engine.on_lost = self._lost
-        self.wire = OCapNWire(
-            self.engine,
-            profile,
-            framing="none" if self._stream else "message",
-            encoding=getattr(channel, "encoding", None),  # negotiated by the netlayer
-        )
-        self._encode = self.wire.encode
+        self.engine = self.connection.session
+        self.wire: OCapNWire = self.connection.wire  # type: ignore[assignment]
+        self.ended = self.connection.ended
 
     def __repr__(self) -> str:
         peer = self.peer_location.to_uri() if self.peer_location else "(handshake)"
@@ -169,22 +173,30 @@ class OCapNSession:
         """Send ``op:abort`` and end the session (the channel then closes gracefully)."""
         self.engine.abort(reason)
 
-    # -- sending ---------------------------------------------------------------------
+    async def run(self) -> None:
+        """Handshake, then read and act on messages until the session ends."""
+        await self.connection.run()
 
-    def _send(self, message: Message | StartSession) -> None:
-        data = self._encode(message)
-        try:
-            self._send_bytes(data)
-        except FrameError as exc:
-            # The netlayer cannot carry this message (np without chunking): say
-            # so to the peer and end the session, rather than drop it silently.
-            if not self._transport_failed:
-                self._transport_failed = True
-                self.node.vat.call_soon(self.engine.abort, f"netlayer refused a message: {exc}")
-        except TRANSPORT_ERRORS as exc:
-            if not self._transport_failed:
-                self._transport_failed = True
-                self.node.vat.call_soon(self.engine.connection_lost, f"transport closed: {exc!r}")
+    # -- the gate: the handshake in front of the engine ---------------------------------
+
+    @property
+    def open(self) -> bool:
+        """True once the handshake is done and the node let the session stand."""
+        return self.established
+
+    def start(self, connection: Connection) -> None:
+        """Speak first (unless we wait to mirror the peer's framing); start the clock."""
+        if not self._mirror:
+            self._send_hello()
+        self.node.vat.call_later(HANDSHAKE_TIMEOUT_SECONDS, self._handshake_expired)
+
+    def received(self, connection: Connection, data: bytes) -> None:
+        """Bytes before the handshake is done: the first ones tell a stream's framing."""
+        if self._mirror:
+            self._mirror = False
+            if self._stream:
+                self.wire.out_framing = self.wire.detect(data)
+            self._send_hello()
 
     def _send_hello(self) -> None:
         location = self.my_location.to_record()
@@ -192,88 +204,16 @@ class OCapNSession:
         if self.binding is not None:
             signed = self.binding.location_bytes(signed)
         signature = self.key_pair.sign(signed)
-        self._send(StartSession(CAPTP_VERSION, self.key_pair.public, self.my_location, signature))
+        self.connection.send_control(
+            StartSession(CAPTP_VERSION, self.key_pair.public, self.my_location, signature)
+        )
 
-    # -- running ---------------------------------------------------------------------
+    def _handshake_expired(self) -> None:
+        if not self.established and self.alive:
+            self.abort(f"no op:start-session within {HANDSHAKE_TIMEOUT_SECONDS:.0f} s")
 
-    async def run(self) -> None:
-        """Handshake, then read and act on messages until the session ends."""
-        # The side that accepted answers: it sends its hello once the dialer's
-        # first bytes arrive (on a stream, in the framing they use).  So on
-        # crossed hellos each side sees the other's hello on the connection it
-        # accepted first, and both settle them the same way.
-        mirror = not self.outbound
-        if not mirror:
-            self._send_hello()
-        try:
-            with anyio.move_on_after(HANDSHAKE_TIMEOUT_SECONDS) as self._handshake_scope:
-                await self._read(mirror)
-            if self._handshake_scope.cancelled_caught and not self.established:
-                self.abort(f"no op:start-session within {HANDSHAKE_TIMEOUT_SECONDS:.0f} s")
-        finally:
-            if self.engine.dead is None:
-                self.engine.connection_lost("connection closed")
-
-    async def _read(self, mirror: bool) -> None:
-        engine = self.engine
-        receive = self._channel.receive
-        feed = self.wire.feed
-        while engine.dead is None:
-            push = getattr(self._channel, "push", None) if self.established else None
-            if push is not None:
-                # The channel can hand us each read from its own callback:
-                # no task wake-up per read.  Messages are handled the same way.
-                push(self._on_data, self._on_end)
-                await self.ended.wait()
-                break
-            with anyio.CancelScope() as self._read_scope:
-                try:
-                    data = await receive()
-                except TRANSPORT_ERRORS as exc:
-                    engine.connection_lost(lost_reason(exc))
-                    break
-            if self._read_scope.cancelled_caught:
-                break  # the session ended while we waited
-            try:
-                if mirror:
-                    mirror = False
-                    # Answer in the framing the peer chose: every known peer
-                    # that dials speaks first, so we can tell before we write.
-                    if self._stream:
-                        self.wire.out_framing = self.wire.detect(data)
-                    self._send_hello()
-                message: Any = None
-                for message in feed(data):
-                    if self.established:
-                        self._handle(message)
-                    else:
-                        await self._handle_first(message)
-                    message = None  # hold no reference: the peer's gc depends on it
-                    if engine.dead is not None:
-                        break
-            except ProtocolError as exc:
-                log.info("%r: aborting: %s", self, exc)
-                self.abort(f"protocol error: {exc}")
-            except Exception as exc:  # a bug must not take down anything else
-                log.exception("%r: internal error while handling a message", self)
-                self.abort(f"internal error: {type(exc).__name__}: {exc}")
-
-    def _on_data(self, data: bytes) -> None:
-        if self.engine.dead is None:
-            handle_messages(self.engine, self.wire.feed(data), self._handle, self.abort)
-
-    def _on_end(self, exc: BaseException) -> None:
-        self.engine.connection_lost(lost_reason(exc))
-
-    def _handle(self, message: Any) -> None:
-        if type(message) is StartSession:
-            raise HandshakeError("a second op:start-session on an established session")
-        if self.wire.gives_seen:
-            self.wire.gives_seen = 0
-            message = self._take_gives(message)
-        self.engine.receive(message)
-
-    async def _handle_first(self, message: Any) -> None:
+    async def admit(self, connection: Connection, message: Any) -> None:
+        """The first message must be the peer's ``op:start-session`` (or ``op:abort``)."""
         if type(message) is Abort:
             self.engine.receive(message)
             return
@@ -308,14 +248,22 @@ class OCapNSession:
         await self.node._hello(self)
         if self.engine.dead is None:
             self.established = True
-            if self._handshake_scope is not None:
-                self._handshake_scope.deadline = math.inf
+
+    def check(self, message: Any) -> Any:
+        """A message after the handshake: no second hello; signed gives become promises."""
+        if type(message) is StartSession:
+            raise HandshakeError("a second op:start-session on an established session")
+        if self.wire.gives_seen:
+            self.wire.gives_seen = 0
+            message = self._take_gives(message)
+        return message
+
+    def _handoff(self, ref: Any) -> Any:
+        # A reference from another session is about to be sent here.
+        return self.node._give(self, ref) if self.established else None
 
     def _lost(self, error: ConnectionLost) -> None:
-        # Called by the engine, once, whatever ended the session.
-        if self._read_scope is not None:
-            self._read_scope.cancel()
-        self.ended.set()
+        # Called once, whatever ended the session.
         self.node._ended(self, error)
 
     # -- handoffs: gives we receive become promises -------------------------------------

@@ -203,6 +203,9 @@ _DESC_LABELS: Final[dict[str, Symbol]] = {
 }
 
 
+_END: Final = object()
+
+
 def _position(value: Any, what: str) -> int:
     if type(value) is not int or value < 0:
         raise ProtocolError(f"{what}: position must be a non-negative integer, not {value!r}")
@@ -285,6 +288,11 @@ class OCapNWire:
     def in_framing(self) -> Framing | None:
         """How incoming messages are framed (None: not known until the first bytes)."""
         return self._framing if self._detected else None
+
+    @property
+    def message_framing(self) -> bool:
+        """True when each message goes out in a send of its own (a message transport)."""
+        return self._framing == "message"
 
     @property
     def out_framing(self) -> Framing:
@@ -423,7 +431,14 @@ class OCapNWire:
                 )
             if self.in_encoding is None:
                 self._set_in_encoding("syrup")
-            for value in self._stream.feed_lazily(data):
+            values = self._stream.feed_lazily(data)
+            begin_decoding = self.session.begin_decoding
+            while True:
+                begin_decoding()  # the imports of the next message wait until it is whole
+                value = next(values, _END)
+                if value is _END:
+                    self.session.end_decoding()
+                    return
                 yield self.from_record(value)
 
     def decode_message(self, data: bytes) -> Any:
@@ -432,6 +447,7 @@ class OCapNWire:
         encoding: Encoding = "cbor" if codec is cbor else "syrup"
         if self.in_encoding != encoding:
             self._set_in_encoding(encoding)
+        self.session.begin_decoding()
         value = codec.decode(data, limits=self._limits, record_hook=self._hook, key_order="either")
         return self.from_record(value)
 

@@ -77,7 +77,6 @@ class Side:
 
     def __init__(self, name: str, *, epoch: int = 0, smallcaps: bool = False) -> None:
         self.sent: list[Message] = []
-        self.raw: list[bytes] = []
         self.vat = ManualVat()
         self.positions = ScriptedPositions()
         self.session = Session(
@@ -85,7 +84,6 @@ class Side:
         )
         self.wire = EndoWire(
             self.session, epoch=epoch, body_format="smallcaps" if smallcaps else "capdata",
-            send_raw=self.raw.append,
         )
         self.values: dict[str, Any] = {}
 
@@ -230,7 +228,7 @@ def test_disconnect_echo_is_byte_exact() -> None:
         side = Side("server-conn1")
         (message,) = side.wire.feed(sent.raw)
         assert isinstance(message, Abort)
-        assert side.raw == [echoed.raw]
+        assert side.session.data_to_send() == [echoed.raw]
 
 
 # -- decoding every frame -------------------------------------------------------------

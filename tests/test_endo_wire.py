@@ -54,13 +54,16 @@ class Peer:
         self.vat = ManualVat()
         self.raw: list[bytes] = []
         self.session = Session(
-            self._send, self.vat, bootstrap=bootstrap, policy=ENDO_POLICY,
-            positions=EndoPositions(), name="py",
+            self._encode, self.vat, bootstrap=bootstrap, policy=ENDO_POLICY,
+            positions=EndoPositions(), name="py", on_output=self._collect,
         )
-        self.wire = EndoWire(self.session, framing=framing, send_raw=self.raw.append)
+        self.wire = EndoWire(self.session, framing=framing)
 
-    def _send(self, message: Message) -> None:
-        self.raw.append(self.wire.encode(message))
+    def _encode(self, message: Message) -> bytes | list[bytes]:
+        return self.wire.encode(message)
+
+    def _collect(self) -> None:
+        self.raw.extend(self.session.data_to_send())
 
     def feed(self, *messages: dict[str, Any]) -> None:
         data = b"".join(netstring(json.dumps(m).encode()) for m in messages)
@@ -164,8 +167,8 @@ def test_sent_drops_carry_the_importers_name_and_true_count() -> None:
     ]
     assert peer.wire.encode(GcAnswers(("q-1",))) == b""  # JS never frees answers
     message_peer = Peer(framing="message")
-    last = message_peer.wire.encode(GcExports(("o-3", "p-1"), (2, 1)))
-    assert message_peer.raw == [texts[0].encode()] and last == texts[1].encode()
+    frames = message_peer.wire.encode(GcExports(("o-3", "p-1"), (2, 1)))
+    assert frames == [texts[0].encode(), texts[1].encode()]  # one send each
 
 
 def test_disconnect_is_echoed_and_ends_the_session() -> None:

@@ -91,7 +91,6 @@ class EndoConnection:
                 body_format=body_format,
                 epoch=epoch,
                 max_frame_size=max_frame_size,
-                send_raw=channel.send_nowait,
                 trace=trace,
             )
 

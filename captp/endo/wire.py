@@ -111,8 +111,10 @@ class EndoWire:
     ``body_format``: the CapData format to write (JS writes ``"capdata"``;
     both are always read).  ``our_id`` names this side in error ids
     (``error:captp:<our_id>#20001``); default: the session's name.
-    ``send_raw`` writes extra frames (the echo of ``CTP_DISCONNECT``, and
-    each extra ``CTP_DROP`` on message transports).  ``trace(direction,
+    The wire does no I/O: :meth:`encode` returns the frames to write (a
+    list when one engine message makes several ``CTP_DROP`` frames on a
+    message transport), and the echo of a received ``CTP_DISCONNECT`` is
+    queued in the session's outbox.  ``trace(direction,
     json_text)`` sees every message sent (``"send"``) and received
     (``"recv"``).
     """
@@ -126,7 +128,6 @@ class EndoWire:
         epoch: int = 0,
         our_id: str | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-        send_raw: Callable[[bytes], None] | None = None,
         trace: Trace | None = None,
     ) -> None:
         if framing not in ("netstring", "message"):
@@ -146,7 +147,6 @@ class EndoWire:
         self._netstring = framing == "netstring"
         self._max_frame_size = max_frame_size
         self._frames = NetstringDecoder(max_frame_size) if self._netstring else None
-        self._send_raw = send_raw
         self._bootstrap_questions: set[str] = set()
         self._encoders: dict[type, Callable[[Any], str | list[str]]] = {
             Deliver: self._enc_deliver,
@@ -171,8 +171,17 @@ class EndoWire:
 
     # == encoding ====================================================================
 
-    def encode(self, message: Message) -> bytes:
-        """The framed bytes of ``message`` (empty when nothing is to be sent)."""
+    @property
+    def message_framing(self) -> bool:
+        """True when each frame goes out in a send of its own (a message transport)."""
+        return not self._netstring
+
+    def encode(self, message: Message) -> bytes | list[bytes]:
+        """The framed bytes of ``message`` (empty when nothing is to be sent).
+
+        On a message transport, a message that makes several frames gives a
+        list of them (one send each).
+        """
         encoder = self._encoders.get(type(message))
         if encoder is None:
             raise EncodeError(f"no Endo CapTP encoding for {type(message).__name__}")
@@ -183,11 +192,7 @@ class EndoWire:
             return b""
         if self._netstring:
             return b"".join(self._frame(t) for t in texts)
-        for text in texts[:-1]:  # a message transport: one frame per message
-            if self._send_raw is None:
-                raise EncodeError("message framing needs send_raw to send several messages")
-            self._send_raw(self._frame(text))
-        return self._frame(texts[-1])
+        return [self._frame(t) for t in texts]  # a message transport: one frame each
 
     def to_json(self, message: Message) -> list[str]:
         """The JSON texts (usually one) for ``message``, unframed; for tests and tools."""
@@ -361,11 +366,14 @@ class EndoWire:
             message = self.decode_json(text)
             if message is not None:
                 yield message
+            else:
+                self.session.end_decoding()
 
     def decode_json(self, text: str) -> Message | None:
         """The engine message for one ``CTP_*`` JSON text (``None``: nothing to do)."""
         if self.trace is not None:
             self.trace("recv", text)
+        self.session.begin_decoding()
         try:
             obj = _json.loads(text)
         except (ValueError, RecursionError) as exc:
@@ -463,11 +471,7 @@ class EndoWire:
 
     def _dec_disconnect(self, obj: dict[str, Any]) -> Message:
         # JS echoes the disconnect back to its sender; so do we.
-        if self._send_raw is not None:
-            try:
-                self._send_raw(self._frame(_json.stringify(obj)))
-            except Exception as exc:  # the peer may be gone already
-                log.debug("%s: could not echo CTP_DISCONNECT: %r", self.session.name, exc)
+        self.session.write_raw(self._frame(_json.stringify(obj)))
         return Abort(_disconnect_reason(obj))
 
     def _dec_trap_iterate(self, obj: dict[str, Any]) -> None:

@@ -1,0 +1,190 @@
+"""Messages change the tables whole or not at all, in both directions.
+
+Outgoing: a message that cannot be encoded leaves the export table as it was
+(nothing pinned) and breaks only its own promise, with a named error.
+Incoming: the imports a message carries enter the table only once the whole
+message has decoded; a malformed one leaves the table as it was.
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from typing import Any
+
+import pytest
+from _far_util import Counter
+
+from captp import CapTPError, E, EncodeError, PassStyleError, Record, Symbol, far
+from captp._vat import ManualVat
+from captp.endo import open_connection
+from captp.errors import ProtocolError
+from captp.messages import Deliver, GcExports, Message
+from captp.session import Session
+from netlayers import connect_pair
+from netlayers.memory import memory_pipe
+from ocapn import syrup
+from ocapn.wire import OCapNWire
+
+pytestmark = pytest.mark.anyio
+
+
+@far
+class Thing:
+    pass
+
+
+@far
+class Taker:
+    def __init__(self) -> None:
+        self.took: list[Any] = []
+
+    def take(self, *args: Any) -> int:
+        self.took.append(args)
+        return len(self.took)
+
+
+@far
+class Dropper:
+    def take(self, *args: Any) -> None:
+        return None
+
+
+def _collected(refs: list[weakref.ref[Any]]) -> bool:
+    gc.collect()
+    return all(r() is None for r in refs)
+
+
+def test_passstyleerror_is_a_named_encode_error() -> None:
+    assert issubclass(PassStyleError, EncodeError)
+    assert issubclass(PassStyleError, CapTPError)
+
+
+async def test_unencodable_send_pins_nothing_over_ocapn() -> None:
+    taker = Taker()
+    async with connect_pair(bootstrap_b=taker) as (a, _b):
+        ref = await a.bootstrap()
+        assert await E(ref).take(Thing()) == 1  # a good send exports its Thing
+        gc.collect()
+        before = a.session.stats()
+        things: list[weakref.ref[Any]] = []
+        for _ in range(50):
+            thing = Thing()
+            things.append(weakref.ref(thing))
+            promise = E(ref).take(thing, object())
+            with pytest.raises(PassStyleError, match="object"):
+                await promise
+            del thing, promise
+        assert a.session.stats() == before  # no export, no question left behind
+        assert _collected(things)
+        # The session is unharmed: the next good call goes through.
+        assert await E(ref).take(Counter()) == 2
+        assert len(taker.took) == 2
+
+
+async def test_unencodable_send_only_pins_nothing() -> None:
+    async with connect_pair(bootstrap_b=Taker()) as (a, _b):
+        ref = await a.bootstrap()
+        before = a.session.stats()
+        thing = Thing()
+        watch = weakref.ref(thing)
+        E.send_only(ref).take(thing, object())
+        del thing
+        assert a.session.stats() == before
+        assert _collected([watch])
+
+
+async def test_unencodable_send_pins_nothing_over_endo() -> None:
+    left, right = memory_pipe()
+    async with (
+        open_connection(left, framing="message", name="a") as a,
+        open_connection(right, framing="message", bootstrap=Taker(), name="b"),
+    ):
+        ref = await a.bootstrap()
+        before = a.stats()
+        things: list[weakref.ref[Any]] = []
+        for _ in range(10):
+            thing = Thing()
+            things.append(weakref.ref(thing))
+            with pytest.raises(PassStyleError):
+                await E(ref).take(thing, object())
+            del thing
+        assert a.stats() == before
+        assert _collected(things)
+
+
+def test_a_failed_encode_undoes_its_handoff_and_exports() -> None:
+    deposits: list[Any] = []
+    other = Session(lambda m: None, ManualVat(), name="other")
+    foreign = other.import_object(3)
+
+    def encode(message: Message) -> None:
+        assert isinstance(message, Deliver)
+        for arg in message.args:
+            session.describe(arg)  # the last argument is not a reference: it raises
+
+    session = Session(encode, ManualVat(), handoff=lambda ref: ("give", lambda: deposits.append(1)))
+    target = session.import_object(1)
+    thing = Thing()
+    watch = weakref.ref(thing)
+    promise = session.send_deliver(target, "take", (foreign, thing, 42))
+    assert promise is not None and isinstance(promise.reason(), PassStyleError)
+    assert deposits == []
+    assert session.stats()["exports"] == 0 and session.stats()["questions"] == 0
+    del thing, promise
+    assert _collected([watch])
+    # A message that encodes makes its deposit once, after encoding.
+    session.send_deliver(target, "take", (foreign,), want_result=False)
+    assert deposits == [1]
+
+
+def _wire() -> tuple[Session, OCapNWire]:
+    session = Session(lambda m: None, ManualVat(), bootstrap=Taker())
+    return session, OCapNWire(session)
+
+
+def _desc(label: str, position: int) -> Record:
+    return Record(Symbol(label), (position,))
+
+
+def _deliver(answer: Any, *args: Any) -> bytes:
+    """``op:deliver`` of ``take(*args)`` to the receiver's bootstrap object."""
+    fields = (_desc("desc:export", 0), [Symbol("take"), *args], answer, False)
+    return syrup.encode(Record(Symbol("op:deliver"), fields))
+
+
+def test_a_malformed_message_leaves_the_import_table_alone() -> None:
+    session, wire = _wire()
+    # Two imports, then an answer position that is not one.
+    bad = _deliver("bad", _desc("desc:import-object", 5), _desc("desc:import-promise", 6))
+    with pytest.raises(ProtocolError, match="answer"):
+        list(wire.feed(bad))
+    assert session.stats() == {"exports": 1, "imports": 0, "questions": 0, "answers": 0}
+
+
+def test_imports_enter_the_table_when_the_message_is_received() -> None:
+    session, wire = _wire()
+    good = _deliver(False, _desc("desc:import-object", 5), _desc("desc:import-object", 5))
+    with ManualVat():
+        (message,) = list(wire.feed(good))
+        assert session.stats()["imports"] == 0  # decoded, not yet received
+        session.receive(message)
+    assert session.stats()["imports"] == 1
+    assert message.args[1] is message.args[0]
+
+
+def test_a_partial_stream_message_counts_its_imports_once() -> None:
+    sent: list[Any] = []
+    vat = ManualVat()
+    session = Session(sent.append, vat, bootstrap=Dropper())
+    wire = OCapNWire(session, framing="none")
+    data = _deliver(False, _desc("desc:import-object", 5))
+    with vat:
+        assert list(wire.feed(data[:40])) == []  # the record arrives in two pieces
+        for message in wire.feed(data[40:]):
+            session.receive(message)
+    del message
+    vat.run()
+    gc.collect()
+    vat.run()
+    assert [m for m in sent if isinstance(m, GcExports)] == [GcExports((5,), (1,))]
