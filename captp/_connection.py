@@ -257,32 +257,29 @@ class Connection:
         receive = self._channel.receive
         feed = self.wire.feed
         gate = self._gate
+        push = getattr(self._channel, "push", None)
         try:
             if gate is not None:
                 gate.start(self)
                 self._write()
-            while session.dead is None:
-                gated = gate is not None and not gate.open
-                if not gated:
-                    push = getattr(self._channel, "push", None)
-                    if push is not None:
+            with anyio.CancelScope() as self._read_scope:  # cancelled when the session ends
+                while session.dead is None:
+                    gated = gate is not None and not gate.open
+                    if push is not None and not gated:
                         # The channel hands us each read from its own callback.
                         push(self._on_data, self._on_end)
                         await self.ended.wait()
                         break
-                with anyio.CancelScope() as self._read_scope:
                     try:
                         data = await receive()
                     except TRANSPORT_ERRORS as exc:
                         session.connection_lost(lost_reason(exc))
                         break
-                if self._read_scope.cancelled_caught:
-                    break  # the session ended while we waited
-                if gated:
-                    assert gate is not None
-                    await self._handle_gated(gate, data)
-                else:
-                    self._handle(feed(data))
+                    if gated:
+                        assert gate is not None
+                        await self._handle_gated(gate, data)
+                    else:
+                        self._handle(feed(data))
         finally:
             if session.dead is None:
                 session.connection_lost("connection closed")
