@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
-    from captp.session import Session
+    from captp._promise import Promise
 
-__all__ = ["RemoteRef"]
+__all__ = ["RefSession", "RemoteRef"]
+
+
+class RefSession(Protocol):
+    """What a reference needs of the session it travels over (a :class:`captp.Session`)."""
+
+    name: str
+
+    def send_deliver(
+        self, target: Any, method: str | None, args: tuple[Any, ...], want_result: bool = True
+    ) -> Promise | None:
+        """Send ``method(*args)`` to ``target``."""
+
+    def send_get(self, target: Any, kind: str, key: Any) -> Promise:
+        """Ask for a part of ``target``'s value."""
 
 
 class RemoteRef:
@@ -23,13 +37,13 @@ class RemoteRef:
     _captp_far_: Final = "RemoteRef"
     __slots__ = ("__weakref__", "_position", "_session", "iface")
 
-    def __init__(self, session: Session, position: Hashable, iface: str | None = None) -> None:
+    def __init__(self, session: RefSession, position: Hashable, iface: str | None = None) -> None:
         self._session = session
         self._position = position
         self.iface = iface
 
     @property
-    def session(self) -> Session:
+    def session(self) -> RefSession:
         """The session this reference travels over."""
         return self._session
 

@@ -260,6 +260,7 @@ class Session:
         # The message being decoded: its imports (position -> _Arrival).
         self._decoding = False
         self._arrivals: dict[Position, _Arrival] = {}
+        self._on_receipt: list[Callable[[], None]] = []
         # Called with a reference from another session that is about to be sent
         # here; returns (what to write instead, what to do once it is sent),
         # e.g. an OCapN handoff and its deposit, or None to export a proxy.
@@ -389,12 +390,21 @@ class Session:
         Without this call (tests, tools) imports enter the table at once.
         """
         self._arrivals.clear()  # a message decoded but never received changes nothing
+        self._on_receipt.clear()
         self._decoding = True
 
     def end_decoding(self) -> None:
         """The wire ran out of data in the middle of a message: forget what it staged."""
         self._arrivals.clear()
+        self._on_receipt.clear()
         self._decoding = False
+
+    def when_received(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the message being decoded is received (never, if it is not)."""
+        if self._decoding:
+            self._on_receipt.append(action)
+        else:
+            action()
 
     def import_object(self, position: Position, iface: str | None = None) -> RemoteRef:
         """The proxy for the peer's export ``position`` (one more arrival of it)."""
@@ -656,6 +666,11 @@ class Session:
             self._commit_arrivals()
         else:
             self._decoding = False
+        if self._on_receipt:
+            actions = self._on_receipt[:]
+            self._on_receipt.clear()
+            for action in actions:
+                action()
         if self._to_listen:
             promises, self._to_listen = self._to_listen, []
             for promise in promises:
@@ -826,6 +841,7 @@ class Session:
         self._gc_imports.clear()
         self._gc_answers.clear()
         self._arrivals.clear()
+        self._on_receipt.clear()
         self._decoding = False
         for resolver in questions:
             resolver.break_(error)

@@ -12,11 +12,15 @@ The public surface::
 What lives here:
 
 * :mod:`ocapn.node`: :class:`Node`, one session per peer, objects at swiss
-  numbers, the bootstrap object and the three roles of third-party handoffs;
-* :mod:`ocapn.session`: :class:`OCapNSession`, the handshake and one session;
+  numbers;
+* :mod:`ocapn.session`: :class:`OCapNSession`, the handshake (a gate in front
+  of the engine), the bootstrap object, and :class:`~ocapn.session.SessionHost`,
+  all a session asks of its node;
+* :mod:`ocapn.handoffs`: the three roles of third-party handoffs (gifter,
+  receiver, exporter);
 * :mod:`ocapn.locators`: :class:`PeerLocation`, :class:`Sturdyref`, ``ocapn://`` URIs;
 * :mod:`ocapn.crypto`: Ed25519 keys, signatures, public and session IDs;
-* :mod:`ocapn.handoffs`: handoff certificates and the gift table;
+* :mod:`ocapn.certificates`: handoff certificates and the gift table;
 * :mod:`ocapn.wire`: the ``op:``/``desc:`` codec and the wire profiles;
 * :mod:`ocapn.syrup`: the Syrup codec;
 * :mod:`ocapn.netlayer`: the interface netlayers implement (they live in
@@ -31,6 +35,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ocapn.certificates import SignedEnvelope
     from ocapn.crypto import KeyPair, PublicKey
     from ocapn.errors import (
         HandoffError,
@@ -41,7 +46,6 @@ if TYPE_CHECKING:
         UnknownSwissNum,
         UnsupportedTransport,
     )
-    from ocapn.handoffs import SignedEnvelope
     from ocapn.locators import PeerLocation, Sturdyref, parse_uri
     from ocapn.netlayer import Netlayer
     from ocapn.node import Node
@@ -55,15 +59,15 @@ _HOMES = {
     "HandoffError": "errors", "HandshakeError": "errors", "LocatorError": "errors",
     "PeerUnreachable": "errors", "SignatureError": "errors", "UnknownSwissNum": "errors",
     "UnsupportedTransport": "errors",
-    "SignedEnvelope": "handoffs",
+    "SignedEnvelope": "certificates",
     "PeerLocation": "locators", "Sturdyref": "locators", "parse_uri": "locators",
     "Netlayer": "netlayer", "Node": "node", "OCapNSession": "session",
     "ENDO_PROFILE": "wire", "PROFILES": "wire", "SPEC_PROFILE": "wire",
     "SUITE_MAIN_PROFILE": "wire", "WireProfile": "wire",
 }  # fmt: skip
 _SUBMODULES = frozenset(
-    {"cbor", "crypto", "errors", "handoffs", "identity", "locators", "netlayer", "node",
-     "notation", "persist", "session", "syrup", "wire"}
+    {"cbor", "certificates", "crypto", "errors", "handoffs", "identity", "locators", "netlayer",
+     "node", "notation", "persist", "session", "syrup", "wire"}
 )  # fmt: skip
 
 

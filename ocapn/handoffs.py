@@ -1,257 +1,186 @@
-"""Third-party handoff certificates and the exporter's gift table (spec section 11).
+"""The three roles a node plays in third-party handoffs (spec section 11).
 
-Three peers take part: the *gifter* G holds a reference to an object that
-lives on the *exporter* E, and passes it to the *receiver* R.
+The *gifter* G holds a reference to an object on the *exporter* E and sends
+it to the *receiver* R.  :class:`Handoffs` plays whichever role falls to this
+node; the certificates and the gift table are in :mod:`ocapn.certificates`.
 
-* G deposits the object with E under a fresh gift ID (``deposit-gift`` on
-  G-E) and sends R, in place of the reference, a :class:`HandoffGive` signed
-  with G's G-E session key.
-* R wraps that signed give in a :class:`HandoffReceive` (signed with R's G-R
-  key, with a handoff count never used before on E-R) and asks E for the gift
-  (``withdraw-gift`` on E-R).
-* E checks both signatures and the count, and answers with the object.
-
-Everything here is pure: building, signing, reading and checking the
-certificates, and the table where deposits wait for withdrawals.  The node
-does the sending.
+* gifter (:meth:`Handoffs.give`): a reference from another session about to
+  be sent becomes a signed give; the gift is deposited with E once the
+  message carrying the give has encoded;
+* receiver (:meth:`Handoffs.receive`): a signed give that arrives becomes a
+  promise, settled by withdrawing the gift from E (dialed if need be);
+* exporter (:meth:`Handoffs.deposit`, :meth:`Handoffs.withdraw`): deposits
+  wait in the gift table; a withdrawal is checked (both signatures, the
+  sessions named, the handoff count) before it gets the gift.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+import os
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from captp import Promise, Record, Symbol, make_promise
-from captp._promise import Resolver, fulfilled
-from ocapn import cbor, syrup
-from ocapn.crypto import KeyPair, PublicKey, encode_signature, parse_signature
-from ocapn.errors import HandoffError, LocatorError, SignatureError
-from ocapn.locators import PeerLocation, Sturdyref
+from captp import E, Promise, make_promise
+from captp._promise import Resolver, broken
+from ocapn.certificates import GiftTable, HandoffGive, HandoffReceive, SignedEnvelope
+from ocapn.errors import HandoffError, UnsupportedTransport
+from ocapn.locators import PeerLocation
+from ocapn.session import OCapNSession
 
-__all__ = [
-    "DESC_HANDOFF_GIVE",
-    "DESC_HANDOFF_RECEIVE",
-    "DESC_SIG_ENVELOPE",
-    "GiftTable",
-    "HandoffGive",
-    "HandoffReceive",
-    "SignedEnvelope",
-    "encode_value",
-]
+__all__ = ["GIFT_ID_BYTES", "Handoffs"]
 
-DESC_SIG_ENVELOPE: Final = Symbol("desc:sig-envelope")
-DESC_HANDOFF_GIVE: Final = Symbol("desc:handoff-give")
-DESC_HANDOFF_RECEIVE: Final = Symbol("desc:handoff-receive")
+# Gift IDs made by the gifter (spec section 5: random, 32 bytes recommended).
+GIFT_ID_BYTES: Final = 32
 
 
-def _to_record(value: Any) -> Any:
-    t = type(value)
-    if t is SignedEnvelope or t is PeerLocation or t is Sturdyref:
-        return value.to_record()
-    raise syrup.SyrupEncodeError(f"{t.__name__} cannot be signed")
+class Handoffs:
+    """The gifter, receiver and exporter roles of one node.
 
-
-def encode_value(value: Any, encoding: str = "syrup") -> bytes:
-    """The canonical Syrup (or CBOR) bytes of a certificate (what its signature covers).
-
-    Locators and envelopes decoded from the wire re-encode exactly as they
-    arrived, so a certificate read from a peer gives back the bytes it signed.
+    ``connect(location)`` gives the session with a peer (dialing it if need
+    be); ``is_self(location)`` says whether a location is this node;
+    ``session_of(ref)`` is the session a remote reference travels over;
+    ``session_by_id(id)`` the established session with that session ID;
+    ``spawn(fn, *args)`` runs a task the node owns.
     """
-    if encoding == "cbor":
+
+    def __init__(
+        self,
+        *,
+        connect: Callable[[PeerLocation], Awaitable[OCapNSession]],
+        is_self: Callable[[PeerLocation], bool],
+        session_of: Callable[[Any], OCapNSession | None],
+        session_by_id: Callable[[bytes], OCapNSession | None],
+        spawn: Callable[..., None],
+    ) -> None:
+        self.gifts = GiftTable()
+        self._connect = connect
+        self._is_self = is_self
+        self._session_of = session_of
+        self._session_by_id = session_by_id
+        self._spawn = spawn
+
+    # == gifter ==========================================================================
+
+    def give(
+        self, receiver: OCapNSession, ref: Any
+    ) -> tuple[SignedEnvelope, Callable[[], None]] | None:
+        """``ref`` (from another session) is about to be sent to ``receiver``.
+
+        Returns the signed give to write instead, and the deposit to make once
+        the message carrying it has encoded; None: send ``ref`` as a proxy.
+        """
+        exporter = self._session_of(ref)
+        if exporter is None or not exporter.established or not exporter.alive:
+            return None  # not one of our OCapN sessions: pass it as a proxy
+        assert receiver.peer_key is not None and exporter.peer_location is not None
+        gift_id = os.urandom(GIFT_ID_BYTES)
+
+        def deposit() -> None:
+            E.send_only(exporter.bootstrap())["deposit-gift"](gift_id, ref)
+
+        give = HandoffGive(
+            receiver_key=receiver.peer_key,
+            exporter_location=exporter.peer_location,
+            session=exporter.session_id,
+            gifter_side=exporter.my_public_id,
+            gift_id=gift_id,
+        )
+        envelope = SignedEnvelope.sign(
+            give.to_record(), exporter.key_pair, exporter.wire.out_encoding
+        )
+        return envelope, deposit
+
+    # == receiver ========================================================================
+
+    def receive(
+        self, gifter: OCapNSession, envelope: SignedEnvelope
+    ) -> tuple[Promise, Callable[[], None]]:
+        """A signed give arrived from ``gifter``: a promise for the object it hands us.
+
+        The second item starts the withdrawal; run it once the message that
+        carried the give has been received whole.
+        """
         try:
-            return cbor.encode(value, default=_to_record)
-        except cbor.CBOREncodeError as exc:
-            raise syrup.SyrupEncodeError(str(exc)) from None
-    return syrup.encode(value, default=_to_record)
-
-
-class SignedEnvelope:
-    """``<desc:sig-envelope signed sig-val>``: a record and a signature of its bytes.
-
-    It travels by copy: re-sending it writes the same record and signature.
-    """
-
-    __slots__ = ("signature", "signed")
-
-    def __init__(self, signed: Record, signature: bytes) -> None:
-        if type(signed) is not Record:
-            raise SignatureError("a sig-envelope signs a record")
-        if type(signature) is not bytes or len(signature) != 64:
-            raise SignatureError("an Ed25519 signature is 64 bytes")
-        self.signed = signed
-        self.signature = signature
-
-    def __repr__(self) -> str:
-        label = self.signed.label
-        return f"<SignedEnvelope {label.name if type(label) is Symbol else label!r}>"
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            type(other) is SignedEnvelope
-            and other.signature == self.signature
-            and encode_value(other.signed) == encode_value(self.signed)
-        )
-
-    def __hash__(self) -> int:
-        return hash((SignedEnvelope, self.signature))
-
-    @property
-    def is_give(self) -> bool:
-        """True if it wraps a ``desc:handoff-give``."""
-        return bool(self.signed.label == DESC_HANDOFF_GIVE)
-
-    def to_record(self) -> Record:
-        """The ``desc:sig-envelope`` record."""
-        return Record(DESC_SIG_ENVELOPE, (self.signed, encode_signature(self.signature)))
-
-    @classmethod
-    def from_fields(cls, fields: list[Any]) -> SignedEnvelope:
-        """Read the fields of a decoded ``desc:sig-envelope``; SignatureError if malformed."""
-        if len(fields) != 2:
-            raise SignatureError(f"<desc:sig-envelope> takes 2 fields, got {len(fields)}")
-        return cls(fields[0], parse_signature(fields[1]))
-
-    @classmethod
-    def sign(cls, record: Record, key: KeyPair, encoding: str = "syrup") -> SignedEnvelope:
-        """``record`` signed by ``key``, over its bytes in ``encoding`` (``spec-notes/0033``)."""
-        return cls(record, key.sign(encode_value(record, encoding)))
-
-    def verify(self, key: PublicKey) -> bool:
-        """True if ``key`` signed this record, in Syrup or in CBOR (``spec-notes/0033``)."""
-        for encoding in ("syrup", "cbor"):
-            try:
-                data = encode_value(self.signed, encoding)
-            except syrup.SyrupEncodeError:
-                continue
-            if key.verify(self.signature, data):
-                return True
-        return False
-
-
-@dataclass(frozen=True, slots=True)
-class HandoffGive:
-    """What the gifter signs: "the holder of ``receiver_key`` may collect gift ``gift_id``"."""
-
-    receiver_key: PublicKey
-    exporter_location: PeerLocation
-    session: bytes
-    gifter_side: bytes
-    gift_id: Any
-
-    def to_record(self) -> Record:
-        """``<desc:handoff-give receiver-key exporter-location session gifter-side gift-id>``."""
-        return Record(
-            DESC_HANDOFF_GIVE,
-            (
-                self.receiver_key.descriptor(),
-                self.exporter_location.to_record(),
-                self.session,
-                self.gifter_side,
-                self.gift_id,
-            ),
-        )
-
-    @classmethod
-    def from_record(cls, record: Record) -> HandoffGive:
-        """Read a ``desc:handoff-give``; :class:`HandoffError` if it is malformed."""
-        if record.label != DESC_HANDOFF_GIVE or len(record.fields) != 5:
-            raise HandoffError("expected <desc:handoff-give> with 5 fields")
-        key, location, session, gifter_side, gift_id = record.fields
-        try:
-            receiver_key = PublicKey.from_descriptor(key)
-            if type(location) is not PeerLocation:
-                location = PeerLocation.from_record(location)
-        except (SignatureError, LocatorError) as exc:
-            raise HandoffError(f"malformed handoff-give: {exc}") from None
-        if type(session) is not bytes or type(gifter_side) is not bytes:
-            raise HandoffError("handoff-give: session and gifter-side must be bytes")
-        return cls(receiver_key, location, session, gifter_side, gift_id)
-
-
-@dataclass(frozen=True, slots=True)
-class HandoffReceive:
-    """What the receiver signs to withdraw a gift from the exporter."""
-
-    receiving_session: bytes
-    receiving_side: bytes
-    handoff_count: int
-    signed_give: SignedEnvelope
-
-    def to_record(self) -> Record:
-        """``<desc:handoff-receive receiving-session receiving-side handoff-count signed-give>``."""
-        return Record(
-            DESC_HANDOFF_RECEIVE,
-            (self.receiving_session, self.receiving_side, self.handoff_count, self.signed_give),
-        )
-
-    @classmethod
-    def from_record(cls, record: Record) -> HandoffReceive:
-        """Read a ``desc:handoff-receive``; :class:`HandoffError` if it is malformed."""
-        if record.label != DESC_HANDOFF_RECEIVE or len(record.fields) != 4:
-            raise HandoffError("expected <desc:handoff-receive> with 4 fields")
-        session, side, count, give = record.fields
-        if type(session) is not bytes or type(side) is not bytes:
-            raise HandoffError("handoff-receive: receiving-session and -side must be bytes")
-        if type(count) is not int or count < 0:
-            raise HandoffError(f"handoff-receive: bad handoff count {count!r}")
-        if type(give) is not SignedEnvelope or not give.is_give:
-            raise HandoffError("handoff-receive: signed-give must be a signed handoff-give")
-        return cls(session, side, count, give)
-
-
-def _gift_key(gift_id: Any) -> Hashable:
-    # Keep 1, True and 1.0 apart, as OCapN does.
-    try:
-        hash(gift_id)
-    except TypeError:
-        kind = type(gift_id).__name__
-        raise HandoffError(f"a gift id must be a plain value, not {kind}") from None
-    return (type(gift_id), gift_id)
-
-
-class GiftTable:
-    """The exporter's deposited gifts, keyed by (gifter session ID, gift ID).
-
-    Deposit and withdrawal arrive on different sessions, so either may come
-    first: a withdrawal that finds nothing waits for the deposit.  A gift is
-    removed when withdrawn (the same gift ID may be deposited again later).
-    """
-
-    def __init__(self) -> None:
-        self._gifts: dict[tuple[bytes, Hashable], Any] = {}
-        self._waiting: dict[tuple[bytes, Hashable], list[Resolver]] = {}
-
-    def __len__(self) -> int:
-        return len(self._gifts) + sum(len(w) for w in self._waiting.values())
-
-    def deposit(self, session_id: bytes, gift_id: Any, gift: Any) -> None:
-        """Leave ``gift`` for whoever withdraws ``gift_id`` (or hand it to a waiting one)."""
-        key = (session_id, _gift_key(gift_id))
-        waiting = self._waiting.get(key)
-        if waiting:
-            resolver = waiting.pop(0)
-            if not waiting:
-                del self._waiting[key]
-            resolver.resolve(gift)
-            return
-        if key in self._gifts:
-            raise HandoffError("a gift with this id is already waiting to be withdrawn")
-        self._gifts[key] = gift
-
-    def withdraw(self, session_id: bytes, gift_id: Any) -> Promise:
-        """A promise for the gift: settled now if it was deposited, else at the deposit."""
-        key = (session_id, _gift_key(gift_id))
-        if key in self._gifts:
-            return fulfilled(self._gifts.pop(key))
+            give = HandoffGive.from_record(envelope.signed)
+        except HandoffError as exc:
+            return broken(exc), _nothing
+        if give.receiver_key != gifter.key_pair.public:
+            return broken(HandoffError("this handoff names another receiver")), _nothing
+        if self._is_self(give.exporter_location):
+            return broken(HandoffError("this handoff names this node as the exporter")), _nothing
         promise, resolver = make_promise()
-        self._waiting.setdefault(key, []).append(resolver)
-        return promise
 
-    def drop_session(self, session_id: bytes, reason: Callable[[], BaseException]) -> None:
-        """Forget the gifts of a gifter session that ended; break withdrawals still waiting."""
-        for key in [k for k in self._gifts if k[0] == session_id]:
-            del self._gifts[key]
-        for key in [k for k in self._waiting if k[0] == session_id]:
-            for resolver in self._waiting.pop(key):
-                resolver.break_(reason())
+        def start() -> None:
+            self._spawn(self._collect, gifter, envelope, give, resolver)
+
+        return promise, start
+
+    async def _collect(
+        self, gifter: OCapNSession, envelope: SignedEnvelope, give: HandoffGive,
+        resolver: Resolver,
+    ) -> None:
+        try:
+            try:
+                exporter = await self._connect(give.exporter_location)
+            except UnsupportedTransport as exc:
+                raise HandoffError(
+                    f"cannot reach the exporter at {give.exporter_location}: {exc}"
+                ) from exc
+            receive = HandoffReceive(
+                receiving_session=exporter.session_id,
+                receiving_side=exporter.my_public_id,
+                handoff_count=exporter.next_handoff_count(),
+                signed_give=envelope,
+            )
+            # Signed with our key from the gifter's session: the give names it.
+            signed = SignedEnvelope.sign(
+                receive.to_record(), gifter.key_pair, gifter.wire.out_encoding
+            )
+            resolver.resolve(E(exporter.bootstrap())["withdraw-gift"](signed))
+        except Exception as exc:
+            resolver.break_(exc)
+
+    # == exporter ========================================================================
+
+    def deposit(self, gifter: OCapNSession, gift_id: Any, gift: Any) -> None:
+        """The gifter leaves ``gift`` (our own object) for the receiver of ``gift_id``."""
+        if not gifter.established:
+            raise HandoffError("deposit-gift before the handshake")
+        self.gifts.deposit(gifter.session_id, gift_id, gift)
+
+    def withdraw(self, receiver: OCapNSession, envelope: Any) -> Promise:
+        """Check a withdrawal (spec section 11.3); a promise for the gift, or HandoffError."""
+        if type(envelope) is not SignedEnvelope:
+            raise HandoffError("withdraw-gift takes a signed desc:handoff-receive")
+        receive = HandoffReceive.from_record(envelope.signed)
+        give = HandoffGive.from_record(receive.signed_give.signed)
+        gifter = self._session_by_id(give.session)
+        if gifter is None or not gifter.alive or gifter.peer_key is None:
+            raise HandoffError("the give names no session this node has open")
+        if give.gifter_side != gifter.peer_public_id:
+            raise HandoffError("the give's gifter-side is not the gifter's public ID")
+        if not receive.signed_give.verify(gifter.peer_key):
+            raise HandoffError("the give's signature does not verify with the gifter's key")
+        if give.exporter_location != gifter.my_location:
+            raise HandoffError(f"the give names another exporter: {give.exporter_location}")
+        if not envelope.verify(give.receiver_key):
+            raise HandoffError("the receive's signature does not verify with the receiver key")
+        if (
+            receive.receiving_session != receiver.session_id
+            or receive.receiving_side != receiver.peer_public_id
+        ):
+            raise HandoffError("the receive names another session than the one it came on")
+        if receive.handoff_count in receiver.used_handoff_counts:
+            raise HandoffError(f"handoff count {receive.handoff_count} was already used")
+        receiver.used_handoff_counts.add(receive.handoff_count)
+        return self.gifts.withdraw(give.session, give.gift_id)
+
+    def session_ended(self, session: OCapNSession, reason: str) -> None:
+        """Forget the gifts a gifter session left; break the withdrawals waiting for them."""
+        self.gifts.drop_session(
+            session.session_id, lambda: HandoffError(f"the gifter's session ended: {reason}")
+        )
+
+
+def _nothing() -> None:
+    return None

@@ -24,7 +24,9 @@ node's registry, and ``deposit-gift`` / ``withdraw-gift`` for third-party
 handoffs.  The node plays all three handoff roles: as gifter it replaces a
 reference from another session with a signed give (and deposits the gift);
 as receiver it swaps a signed give for a promise and withdraws the gift; as
-exporter it checks withdrawals (:mod:`ocapn.handoffs`).
+exporter it checks withdrawals.  The roles live in :mod:`ocapn.handoffs`;
+sessions reach the node only through the public methods of
+:class:`ocapn.session.SessionHost`.
 """
 
 from __future__ import annotations
@@ -33,24 +35,22 @@ import functools
 import logging
 import os
 import secrets
-from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import anyio.abc
 
-from captp import Channel, E, Promise, RemoteRef, make_promise
-from captp._promise import Resolver, broken
+from captp import Channel, E, RemoteRef
 from captp._vat import Vat, _current_vat
 from captp.errors import ConnectionLost
+from ocapn.certificates import GiftTable
 from ocapn.errors import (
-    HandoffError,
     PeerUnreachable,
     UnknownSwissNum,
     UnsupportedTransport,
 )
-from ocapn.handoffs import GiftTable, HandoffGive, HandoffReceive, SignedEnvelope
+from ocapn.handoffs import Handoffs
 from ocapn.identity import NodeIdentity
 from ocapn.locators import PeerLocation, Sturdyref, parse_uri
 from ocapn.netlayer import Netlayer
@@ -78,8 +78,6 @@ SHUTDOWN_GRACE_SECONDS: Final = 3.0
 
 # Swiss numbers made by publish(): 32 random bytes, as Goblins makes them.
 SWISS_NUM_BYTES: Final = 32
-# Gift IDs made by the gifter (spec section 5: random, 32 bytes recommended).
-GIFT_ID_BYTES: Final = 32
 
 
 _MISSING: Final = object()
@@ -133,7 +131,6 @@ class Node:
                 raise ValueError(f"two netlayers for transport {netlayer.transport!r}")
             self._netlayers[netlayer.transport] = netlayer
         self.profile = profile
-        self.gifts = GiftTable()
         self._objects: dict[bytes, Any] = {}
         self._sessions: dict[tuple[str, str], OCapNSession] = {}
         self._dials: dict[tuple[str, str], _Dial] = {}
@@ -154,6 +151,13 @@ class Node:
             self.state = NodeState(state, restorers)
         elif restorers is not None:
             raise ValueError("restorers need a state directory: Node(..., state=DIR)")
+        self.handoffs = Handoffs(
+            connect=self.connect,
+            is_self=self.is_self,
+            session_of=self.session_of,
+            session_by_id=self._by_id.get,
+            spawn=self._spawn,
+        )
 
     def __repr__(self) -> str:
         where = ", ".join(str(n.location) for n in self._netlayers.values()) if self._vat else ""
@@ -219,6 +223,11 @@ class Node:
         if self._vat is None:
             raise RuntimeError("the node is not running: use `async with node:`")
         return self._vat
+
+    @property
+    def gifts(self) -> GiftTable:
+        """The gifts deposited here that wait for their receivers (we are the exporter)."""
+        return self.handoffs.gifts
 
     @property
     def locations(self) -> list[PeerLocation]:
@@ -428,8 +437,11 @@ class Node:
         session = OCapNSession(self, channel, netlayer, outbound=False, profile=self.profile)
         await self._run_session(session, channel)
 
-    async def _hello(self, session: OCapNSession) -> None:
-        """A peer's hello checked out: decide whether its session may stand."""
+    async def admit_session(self, session: OCapNSession) -> None:
+        """A peer's hello checked out: decide whether its session may stand.
+
+        Aborts ``session`` if it may not (one session per peer, crossed hellos).
+        """
         location = session.peer_location
         assert location is not None
         if self.is_self(location):
@@ -479,122 +491,14 @@ class Node:
             dial.done.set()
         log.info("session with %s established", session.peer_location)
 
-    def _ended(self, session: OCapNSession, error: ConnectionLost) -> None:
+    def session_ended(self, session: OCapNSession, error: ConnectionLost) -> None:
+        """A session ended (for any reason): forget it and the gifts it deposited."""
         if session.peer_location is not None:
             key = session.peer_location.key
             if self._sessions.get(key) is session:
                 del self._sessions[key]
         if self._by_id.get(session.session_id) is session:
             del self._by_id[session.session_id]
-            self.gifts.drop_session(
-                session.session_id, lambda: HandoffError(f"the gifter's session ended: {error}")
-            )
+            self.handoffs.session_ended(session, str(error))
         self._by_engine.pop(session.engine, None)
         log.info("session %r ended: %s", session, error.reason)
-
-    # == handoffs: gifter =================================================================
-
-    def _give(
-        self, receiver: OCapNSession, ref: Any
-    ) -> tuple[SignedEnvelope, Callable[[], None]] | None:
-        """Called when ``ref`` (from another session) is about to be sent to ``receiver``.
-
-        Returns the signed give to write instead, and the deposit to make once
-        the message carrying it has encoded; None: send ``ref`` as a proxy.
-        """
-        exporter = self.session_of(ref)
-        if exporter is None or not exporter.established or not exporter.alive:
-            return None  # not one of our OCapN sessions: pass it as a proxy
-        assert receiver.peer_key is not None and exporter.peer_location is not None
-        gift_id = os.urandom(GIFT_ID_BYTES)
-
-        def deposit() -> None:
-            E.send_only(exporter.bootstrap())["deposit-gift"](gift_id, ref)
-
-        give = HandoffGive(
-            receiver_key=receiver.peer_key,
-            exporter_location=exporter.peer_location,
-            session=exporter.session_id,
-            gifter_side=exporter.my_public_id,
-            gift_id=gift_id,
-        )
-        envelope = SignedEnvelope.sign(
-            give.to_record(), exporter.key_pair, exporter.wire.out_encoding
-        )
-        return envelope, deposit
-
-    # == handoffs: receiver ===============================================================
-
-    def _receive_handoff(self, gifter: OCapNSession, envelope: SignedEnvelope) -> Promise:
-        """A signed give arrived from ``gifter``: a promise for the object it hands us."""
-        try:
-            give = HandoffGive.from_record(envelope.signed)
-        except HandoffError as exc:
-            return broken(exc)
-        if give.receiver_key != gifter.key_pair.public:
-            return broken(HandoffError("this handoff names another receiver"))
-        if self.is_self(give.exporter_location):
-            return broken(HandoffError("this handoff names this node as the exporter"))
-        promise, resolver = make_promise()
-        self._spawn(self._collect, gifter, envelope, give, resolver)
-        return promise
-
-    async def _collect(
-        self, gifter: OCapNSession, envelope: SignedEnvelope, give: HandoffGive,
-        resolver: Resolver,
-    ) -> None:
-        try:
-            try:
-                exporter = await self.connect(give.exporter_location)
-            except UnsupportedTransport as exc:
-                raise HandoffError(
-                    f"cannot reach the exporter at {give.exporter_location}: {exc}"
-                ) from exc
-            receive = HandoffReceive(
-                receiving_session=exporter.session_id,
-                receiving_side=exporter.my_public_id,
-                handoff_count=exporter.next_handoff_count(),
-                signed_give=envelope,
-            )
-            # Signed with our key from the gifter's session: the give names it.
-            signed = SignedEnvelope.sign(
-                receive.to_record(), gifter.key_pair, gifter.wire.out_encoding
-            )
-            resolver.resolve(E(exporter.bootstrap())["withdraw-gift"](signed))
-        except Exception as exc:
-            resolver.break_(exc)
-
-    # == handoffs: exporter ===============================================================
-
-    def _deposit(self, gifter: OCapNSession, gift_id: Any, gift: Any) -> None:
-        if not gifter.established:
-            raise HandoffError("deposit-gift before the handshake")
-        self.gifts.deposit(gifter.session_id, gift_id, gift)
-
-    def _withdraw(self, receiver: OCapNSession, envelope: Any) -> Promise:
-        """Check a withdrawal (spec section 11.3); a promise for the gift, or HandoffError."""
-        if type(envelope) is not SignedEnvelope:
-            raise HandoffError("withdraw-gift takes a signed desc:handoff-receive")
-        receive = HandoffReceive.from_record(envelope.signed)
-        give = HandoffGive.from_record(receive.signed_give.signed)
-        gifter = self._by_id.get(give.session)
-        if gifter is None or not gifter.alive or gifter.peer_key is None:
-            raise HandoffError("the give names no session this node has open")
-        if give.gifter_side != gifter.peer_public_id:
-            raise HandoffError("the give's gifter-side is not the gifter's public ID")
-        if not receive.signed_give.verify(gifter.peer_key):
-            raise HandoffError("the give's signature does not verify with the gifter's key")
-        if give.exporter_location != gifter.my_location:
-            raise HandoffError(f"the give names another exporter: {give.exporter_location}")
-        if not envelope.verify(give.receiver_key):
-            raise HandoffError("the receive's signature does not verify with the receiver key")
-        if (
-            receive.receiving_session != receiver.session_id
-            or receive.receiving_side != receiver.peer_public_id
-        ):
-            raise HandoffError("the receive names another session than the one it came on")
-        if receive.handoff_count in receiver.used_handoff_counts:
-            raise HandoffError(f"handoff count {receive.handoff_count} was already used")
-        receiver.used_handoff_counts.add(receive.handoff_count)
-        return self.gifts.withdraw(give.session, give.gift_id)
-

@@ -21,29 +21,35 @@ closed gracefully: flush, FIN, drain.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from captp import Channel, far
+from captp import Channel, Promise, far
 from captp._connection import Connection
-from captp._passable import map_leaves
+from captp._vat import Vat
 from captp.errors import ConnectionLost
-from captp.messages import Abort, Deliver
+from captp.messages import Abort
 from captp.session import OCAPN_POLICY, Session
+from ocapn.certificates import SignedEnvelope
 from ocapn.crypto import KeyPair, PublicKey, my_location_bytes, session_id
 from ocapn.errors import HandshakeError
-from ocapn.handoffs import SignedEnvelope
 from ocapn.identity import SessionBinding
 from ocapn.locators import PeerLocation
 from ocapn.wire import OCapNWire, StartSession, WireProfile
 
 if TYPE_CHECKING:
     from ocapn.netlayer import Netlayer
-    from ocapn.node import Node
 
-__all__ = ["CAPTP_VERSION", "HANDSHAKE_TIMEOUT_SECONDS", "Bootstrap", "OCapNSession"]
+__all__ = [
+    "CAPTP_VERSION",
+    "HANDSHAKE_TIMEOUT_SECONDS",
+    "HandoffRoles",
+    "OCapNBootstrap",
+    "OCapNSession",
+    "SessionHost",
+]
 
 log = logging.getLogger("ocapn")
 
@@ -55,25 +61,66 @@ CAPTP_VERSION: Final = "1.0"
 HANDSHAKE_TIMEOUT_SECONDS: Final = 30.0
 
 
+class HandoffRoles(Protocol):
+    """The handoff roles a session calls on (see :class:`ocapn.handoffs.Handoffs`)."""
+
+    def give(
+        self, receiver: OCapNSession, ref: Any
+    ) -> tuple[SignedEnvelope, Callable[[], None]] | None:
+        """What to write instead of ``ref`` (and the deposit to make once sent), or None."""
+
+    def receive(
+        self, gifter: OCapNSession, envelope: SignedEnvelope
+    ) -> tuple[Promise, Callable[[], None]]:
+        """A promise for what a signed give hands us, and what starts the withdrawal."""
+
+    def deposit(self, gifter: OCapNSession, gift_id: Any, gift: Any) -> None:
+        """The gifter leaves ``gift`` for the receiver of ``gift_id``."""
+
+    def withdraw(self, receiver: OCapNSession, envelope: Any) -> Promise:
+        """A promise for the gift a signed handoff-receive names (checked first)."""
+
+
+class SessionHost(Protocol):
+    """What a session needs of the node that runs it: the whole interface between them."""
+
+    @property
+    def vat(self) -> Vat:
+        """Where local objects run."""
+
+    @property
+    def handoffs(self) -> HandoffRoles:
+        """The node's handoff roles."""
+
+    def lookup(self, swiss_num: bytes | str) -> Any:
+        """The object published at ``swiss_num`` (UnknownSwissNum if none)."""
+
+    async def admit_session(self, session: OCapNSession) -> None:
+        """The peer's hello checked out: let the session stand, or abort it."""
+
+    def session_ended(self, session: OCapNSession, error: ConnectionLost) -> None:
+        """The session ended, for any reason (called once)."""
+
+
 @far(name="OCapNBootstrap")
-class Bootstrap:
+class OCapNBootstrap:
     """The object each session exports at position 0 (spec section 10)."""
 
-    def __init__(self, node: Node, session: OCapNSession) -> None:
-        self._node = node
+    def __init__(self, host: SessionHost, session: OCapNSession) -> None:
+        self._host = host
         self._session = session
 
     def fetch(self, swiss_num: bytes) -> Any:
         """The object published at ``swiss_num`` (UnknownSwissNum if none)."""
-        return self._node.lookup(swiss_num)
+        return self._host.lookup(swiss_num)
 
     def deposit_gift(self, gift_id: Any, gift: Any) -> None:
         """Gifter: leave ``gift`` (our own object) for the receiver it gives ``gift_id`` to."""
-        self._node._deposit(self._session, gift_id, gift)
+        self._host.handoffs.deposit(self._session, gift_id, gift)
 
     def withdraw_gift(self, envelope: Any) -> Any:
         """Receiver: the gift a signed ``desc:handoff-receive`` names (maybe a promise)."""
-        return self._node._withdraw(self._session, envelope)
+        return self._host.handoffs.withdraw(self._session, envelope)
 
 
 class OCapNSession:
@@ -81,7 +128,7 @@ class OCapNSession:
 
     def __init__(
         self,
-        node: Node,
+        node: SessionHost,
         channel: Channel,
         netlayer: Netlayer,
         *,
@@ -119,10 +166,11 @@ class OCapNSession:
                 profile,
                 framing="none" if stream else "message",
                 encoding=getattr(channel, "encoding", None),  # negotiated by the netlayer
+                on_give=self._give,
             )
 
         self.connection = Connection(
-            channel, make_wire, node.vat, bootstrap=Bootstrap(node, self),
+            channel, make_wire, node.vat, bootstrap=OCapNBootstrap(node, self),
             policy=OCAPN_POLICY, name=name, gate=self, on_lost=self._lost,
             handoff=self._handoff,
         )
@@ -243,38 +291,29 @@ class OCapNSession:
         direction = "to" if self.outbound else "from"
         self.engine.name = f"{direction} {location.designator[:12]}.{location.transport}"
         self.session_id = session_id(self.my_public_id, message.public_key.public_id)
-        if self.wire.gives_seen:
-            raise HandshakeError("a signed handoff inside op:start-session")
-        await self.node._hello(self)
+        await self.node.admit_session(self)
         if self.engine.dead is None:
             self.established = True
 
     def check(self, message: Any) -> Any:
-        """A message after the handshake: no second hello; signed gives become promises."""
+        """A message after the handshake: there is no second hello."""
         if type(message) is StartSession:
             raise HandshakeError("a second op:start-session on an established session")
-        if self.wire.gives_seen:
-            self.wire.gives_seen = 0
-            message = self._take_gives(message)
         return message
 
     def _handoff(self, ref: Any) -> Any:
         # A reference from another session is about to be sent here.
-        return self.node._give(self, ref) if self.established else None
+        return self.node.handoffs.give(self, ref) if self.established else None
 
     def _lost(self, error: ConnectionLost) -> None:
         # Called once, whatever ended the session.
-        self.node._ended(self, error)
+        self.node.session_ended(self, error)
 
     # -- handoffs: gives we receive become promises -------------------------------------
 
-    def _take_gives(self, message: Any) -> Any:
-        if type(message) is Deliver:
-            # Every signed give (not inside another envelope) becomes a promise.
-            return dataclasses.replace(message, args=map_leaves(message.args, self._give))
-        return message
-
-    def _give(self, value: Any) -> Any:
-        if type(value) is SignedEnvelope and value.is_give:
-            return self.node._receive_handoff(self, value)
-        return value
+    def _give(self, envelope: SignedEnvelope) -> tuple[Promise, Callable[[], None]]:
+        # The decoder met a signed give: a promise stands for it, and the
+        # withdrawal starts once the message that carried it is received.
+        if not self.established:
+            raise HandshakeError("a signed handoff inside op:start-session")
+        return self.node.handoffs.receive(self, envelope)

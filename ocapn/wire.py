@@ -15,7 +15,7 @@ Besides the engine's messages, the codec knows the records of the OCapN
 layer: ``op:start-session`` (:class:`StartSession`), locators
 (``ocapn-peer`` -> :class:`~ocapn.locators.PeerLocation`, ``ocapn-sturdyref``
 -> :class:`~ocapn.locators.Sturdyref`) and signed envelopes
-(``desc:sig-envelope`` -> :class:`~ocapn.handoffs.SignedEnvelope`), in both
+(``desc:sig-envelope`` -> :class:`~ocapn.certificates.SignedEnvelope`), in both
 directions.
 """
 
@@ -41,9 +41,9 @@ from captp.messages import (
 )
 from captp.session import Session
 from ocapn import cbor, syrup
+from ocapn.certificates import DESC_SIG_ENVELOPE, SignedEnvelope
 from ocapn.crypto import PublicKey, encode_signature, parse_signature
 from ocapn.errors import HandshakeError, LocatorError, SignatureError
-from ocapn.handoffs import DESC_SIG_ENVELOPE, SignedEnvelope
 from ocapn.locators import OCAPN_PEER, OCAPN_STURDYREF, PeerLocation, Sturdyref
 
 __all__ = [
@@ -237,6 +237,7 @@ class OCapNWire:
         limits: syrup.Limits = syrup.DEFAULT_LIMITS,
         extra_records: dict[Symbol, Callable[[list[Any]], Any]] | None = None,
         encoding: Encoding | None = None,
+        on_give: Callable[[SignedEnvelope], tuple[Promise, Callable[[], None]]] | None = None,
     ) -> None:
         self.session = session
         self.profile = profile
@@ -277,10 +278,12 @@ class OCapNWire:
             self._records.update(extra_records)
         # A hook for values the application writes itself.
         self.extra_default: Callable[[Any], Any] | None = None
-        # How many signed handoff gives the decoder has met since the node last
-        # reset this: the node then swaps them for promises (it reads this
-        # after each message, so it knows which message carried them).
-        self.gives_seen = 0
+        # Signed handoff gives become promises as they are decoded: on_give
+        # gives the promise and what starts the withdrawal, which runs once the
+        # message carrying it is received.  A give inside another envelope (a
+        # handoff-receive) stays an envelope.
+        self._on_give = on_give
+        self._gives: dict[int, tuple[Promise, SignedEnvelope, Callable[[], None]]] = {}
 
     # == framing =======================================================================
 
@@ -432,9 +435,9 @@ class OCapNWire:
             if self.in_encoding is None:
                 self._set_in_encoding("syrup")
             values = self._stream.feed_lazily(data)
-            begin_decoding = self.session.begin_decoding
+            begin = self._begin
             while True:
-                begin_decoding()  # the imports of the next message wait until it is whole
+                begin()  # the imports of the next message wait until it is whole
                 value = next(values, _END)
                 if value is _END:
                     self.session.end_decoding()
@@ -447,9 +450,14 @@ class OCapNWire:
         encoding: Encoding = "cbor" if codec is cbor else "syrup"
         if self.in_encoding != encoding:
             self._set_in_encoding(encoding)
-        self.session.begin_decoding()
+        self._begin()
         value = codec.decode(data, limits=self._limits, record_hook=self._hook, key_order="either")
         return self.from_record(value)
+
+    def _begin(self) -> None:
+        self.session.begin_decoding()
+        if self._gives:
+            self._gives.clear()
 
     @property
     def out_encoding(self) -> Encoding:
@@ -468,7 +476,12 @@ class OCapNWire:
         decoder = _DECODERS.get(value.label)
         if decoder is None:
             raise ProtocolError(f"unknown operation <{value.label.name}>")
-        return decoder(self, value.fields)
+        message = decoder(self, value.fields)
+        if self._gives:  # the message is whole: its gives start once it is received
+            for _, _, start in self._gives.values():
+                self.session.when_received(start)
+            self._gives.clear()
+        return message
 
     def _hook(self, label: Any, fields: list[Any]) -> Any:
         if type(label) is Symbol:
@@ -546,14 +559,32 @@ class OCapNWire:
         except LocatorError as exc:
             raise ProtocolError(str(exc)) from None
 
-    def _in_sig_envelope(self, fields: list[Any]) -> SignedEnvelope:
+    def _in_sig_envelope(self, fields: list[Any]) -> Any:
+        if self._gives and fields:  # a give inside this envelope stays as it was signed
+            fields = [self._ungive(fields[0]), *fields[1:]]
         try:
             envelope = SignedEnvelope.from_fields(fields)
         except SignatureError as exc:
             raise ProtocolError(str(exc)) from None
-        if envelope.is_give:
-            self.gives_seen += 1
+        if envelope.is_give and self._on_give is not None:
+            promise, start = self._on_give(envelope)
+            self._gives[id(promise)] = (promise, envelope, start)
+            return promise
         return envelope
+
+    def _ungive(self, value: Any) -> Any:
+        """``value`` with the gives decoded inside it back as envelopes."""
+        t = type(value)
+        if t is Promise:
+            give = self._gives.pop(id(value), None)
+            return value if give is None else give[1]
+        if t is Record:
+            return _record(value.label, tuple(self._ungive(f) for f in value.fields))
+        if t is list:
+            return [self._ungive(v) for v in value]
+        if t is dict:
+            return {k: self._ungive(v) for k, v in value.items()}
+        return value
 
     def _dec_start_session(self, f: Sequence[Any]) -> StartSession:
         if not f or type(f[0]) is not str:

@@ -18,8 +18,8 @@ import anyio.abc
 
 from captp import Record, Symbol
 from ocapn import cbor, syrup
+from ocapn.certificates import encode_value
 from ocapn.crypto import KeyPair, PublicKey, encode_signature, my_location_bytes, session_id
-from ocapn.handoffs import encode_value
 from ocapn.locators import PeerLocation
 
 

@@ -10,12 +10,23 @@ from __future__ import annotations
 
 import gc
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from _far_util import Counter
 
-from captp import CapTPError, E, EncodeError, PassStyleError, Record, Symbol, far
+from captp import (
+    CapTPError,
+    E,
+    EncodeError,
+    PassStyleError,
+    Promise,
+    Record,
+    Symbol,
+    far,
+    make_promise,
+)
 from captp._vat import ManualVat
 from captp.endo import open_connection
 from captp.errors import ProtocolError
@@ -24,6 +35,8 @@ from captp.session import Session
 from netlayers import connect_pair
 from netlayers.memory import memory_pipe
 from ocapn import syrup
+from ocapn.certificates import SignedEnvelope
+from ocapn.crypto import KeyPair
 from ocapn.wire import OCapNWire
 
 pytestmark = pytest.mark.anyio
@@ -188,3 +201,28 @@ def test_a_partial_stream_message_counts_its_imports_once() -> None:
     gc.collect()
     vat.run()
     assert [m for m in sent if isinstance(m, GcExports)] == [GcExports((5,), (1,))]
+
+
+def test_a_give_becomes_a_promise_in_the_one_decoding_pass() -> None:
+    started: list[SignedEnvelope] = []
+    promises: list[Promise] = []
+
+    def on_give(give: SignedEnvelope) -> tuple[Promise, Callable[[], None]]:
+        promise = make_promise()[0]
+        promises.append(promise)
+        return promise, lambda: started.append(give)
+
+    session = Session(lambda m: None, ManualVat(), bootstrap=Dropper())
+    wire = OCapNWire(session, on_give=on_give)
+    give = SignedEnvelope.sign(Record(Symbol("desc:handoff-give"), (1, 2)), KeyPair())
+    inner = Record(Symbol("desc:handoff-receive"), (b"s", b"r", 0, give.to_record()))
+    receive = SignedEnvelope.sign(inner, KeyPair())
+    data = _deliver(False, [give.to_record()], receive.to_record())
+    with ManualVat():
+        (message,) = wire.feed(data)
+        # The top-level give is a promise; the one inside the receive stays signed.
+        assert message.args[0] == [promises[0]]
+        assert type(message.args[1]) is SignedEnvelope and message.args[1] == receive
+        assert started == []  # nothing starts before the message is received
+        session.receive(message)
+    assert len(promises) == 2 and started == [give]

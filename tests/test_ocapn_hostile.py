@@ -20,8 +20,8 @@ from captp import E, Record, Symbol, far
 from netlayers import tcp_testing_only
 from ocapn import Node
 from ocapn import session as session_module
+from ocapn.certificates import HandoffGive, HandoffReceive, SignedEnvelope
 from ocapn.crypto import KeyPair, encode_signature, my_location_bytes
-from ocapn.handoffs import HandoffGive, HandoffReceive, SignedEnvelope
 from ocapn.syrup import frame
 
 pytestmark = pytest.mark.anyio

@@ -28,7 +28,7 @@ from ocapn import (
     Sturdyref,
     UnsupportedTransport,
 )
-from ocapn.handoffs import GiftTable, HandoffGive, HandoffReceive
+from ocapn.certificates import GiftTable, HandoffGive, HandoffReceive
 from ocapn.wire import CBOR_PROFILE, SPEC_PROFILE
 
 pytestmark = pytest.mark.anyio

@@ -23,13 +23,13 @@ from rawpeer import RawPeer, deliver, deliver_only, desc, sym
 
 from captp import Record
 from interop.testsuite_peer import SWISS_NUMS
-from ocapn.crypto import KeyPair, PublicKey
-from ocapn.handoffs import (
+from ocapn.certificates import (
     HandoffGive,
     HandoffReceive,
     SignedEnvelope,
     encode_value,
 )
+from ocapn.crypto import KeyPair, PublicKey
 from ocapn.locators import PeerLocation, Sturdyref
 
 pytestmark = [pytest.mark.anyio, pytest.mark.interop]
