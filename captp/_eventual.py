@@ -1,155 +1,17 @@
-"""Eventual send: ``E(x).method(*args)`` returns a promise and never runs ``x`` now."""
+"""``E``, the eventual-send syntax: ``E(x).method(*args)`` returns a promise, never runs ``x`` now.
+
+The sending itself (:func:`~captp._promise.eventual_send`,
+:func:`~captp._promise.eventual_get`) lives with the promises it makes.
+"""
 
 from __future__ import annotations
 
-import inspect
-import logging
-from collections.abc import Awaitable
 from typing import Any, Final
 
-from captp import _promise as _promise_module
-from captp._far import invoke, wire_name
-from captp._passable import Tagged, is_remotable
-from captp._promise import Promise, Resolver, broken, fulfilled, make_promise
-from captp._refs import RemoteRef
-from captp._vat import Scheduler, current_vat
+from captp._far import wire_name
+from captp._promise import Promise, eventual_get, eventual_send
 
-__all__ = ["E", "eventual_get", "eventual_send"]
-
-log = logging.getLogger("captp")
-
-
-def eventual_send(
-    target: Any,
-    method: str | None,
-    args: tuple[Any, ...],
-    want_result: bool = True,
-    vat: Scheduler | None = None,
-) -> Promise | None:
-    """Send ``method(*args)`` to ``target`` in a later turn; a promise for the result.
-
-    ``target`` may be a far object, a remote reference or a promise for
-    either.  With ``want_result`` false nothing is returned and nobody hears
-    about the result.  Sending to something that is not a reference gives a
-    broken promise (a :class:`TypeError`).
-    """
-    if isinstance(target, Promise):
-        return target._send(method, args, want_result)
-    if type(target) is RemoteRef:
-        return target._session.send_deliver(target, method, args, want_result)
-    if is_remotable(target):
-        if vat is None:
-            vat = current_vat()
-        if want_result:
-            promise, resolver = make_promise()
-            vat.call_soon(_deliver_local, vat, target, method, args, resolver)
-            return promise
-        vat.call_soon(_deliver_local, vat, target, method, args, None)
-        return None
-    error = TypeError(
-        f"cannot send {method or 'a call'!r} to {type(target).__name__}: "
-        "it is not a far object, a remote reference or a promise"
-    )
-    return broken(error) if want_result else None
-
-
-def send_into(
-    target: Any, method: str | None, args: tuple[Any, ...], resolver: Resolver | None,
-    vat: Scheduler | None = None,
-) -> None:
-    """Like :func:`eventual_send`, settling ``resolver`` (if any) with the result."""
-    if type(target) is not RemoteRef and not isinstance(target, Promise) and is_remotable(target):
-        if vat is None:
-            vat = current_vat()
-        vat.call_soon(_deliver_local, vat, target, method, args, resolver)
-        return
-    result = eventual_send(target, method, args, resolver is not None, vat)
-    if resolver is not None:
-        resolver.resolve(result)
-
-
-_promise_module._send_into = send_into
-
-
-def _deliver_local(
-    vat: Scheduler, target: Any, method: str | None, args: tuple[Any, ...],
-    resolver: Resolver | None,
-) -> None:
-    try:
-        result = invoke(target, method, args)
-    except Exception as exc:
-        if resolver is not None:
-            resolver.break_(exc)
-        else:
-            log.debug("error in a send-only call to %r: %r", target, exc)
-        return
-    if inspect.isawaitable(result) and not isinstance(result, Promise):
-        vat.spawn(_await_into, result, resolver)
-    elif resolver is not None:
-        resolver.resolve(result)
-
-
-async def _await_into(awaitable: Awaitable[Any], resolver: Resolver | None) -> None:
-    try:
-        result = await awaitable
-    except Exception as exc:
-        if resolver is not None:
-            resolver.break_(exc)
-        else:
-            log.debug("error in a send-only async call: %r", exc)
-        return
-    if resolver is not None:
-        resolver.resolve(result)
-
-
-def eventual_get(target: Any, kind: str, key: Any) -> Promise:
-    """A promise for a part of ``target``'s eventual value (see :class:`~captp.messages.Get`)."""
-    if isinstance(target, Promise):
-        p = target._shorten()
-        if p._state < 2:  # pending
-            if p._handler is not None:
-                return p._handler.get(p, kind, key)
-            result, resolver = make_promise()
-
-            def settle(sp: Promise) -> None:
-                if sp._state == 3:
-                    resolver.break_(sp._value)
-                else:
-                    resolver.resolve(eventual_get(sp._value, kind, key))
-
-            p._react(settle)
-            return result
-        if p._state == 3:
-            return broken(p._value)
-        target = p._value
-    if type(target) is RemoteRef:
-        return target._session.send_get(target, kind, key)
-    try:
-        return fulfilled(_select(target, kind, key))
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
-        return broken(exc)
-
-
-def _select(value: Any, kind: str, key: Any) -> Any:
-    if kind == "get":
-        if type(value) is not dict:
-            raise TypeError(f"cannot get field {key!r} of {type(value).__name__}: not a struct")
-        if key not in value:
-            raise KeyError(key)
-        return value[key]
-    if kind == "index":
-        if type(value) not in (list, tuple):
-            raise TypeError(f"cannot index {type(value).__name__}: not a list")
-        if type(key) is not int or key < 0:
-            raise TypeError(f"list index must be a non-negative int, not {key!r}")
-        return value[key]
-    if kind == "untag":
-        if type(value) is not Tagged:
-            raise TypeError(f"cannot untag {type(value).__name__}: not a tagged value")
-        if value.tag != key:
-            raise ValueError(f"tag is {value.tag!r}, not {key!r}")
-        return value.payload
-    raise ValueError(f"unknown get kind {kind!r}")
+__all__ = ["E"]
 
 
 class _Method:

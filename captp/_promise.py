@@ -14,15 +14,22 @@ user code itself.  Its states:
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Generator
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Final
 
 import anyio
 
+from captp._far import invoke
+from captp._passable import Tagged, is_remotable
+from captp._refs import RemoteRef
+from captp._vat import Scheduler, current_vat, running_loop
 from captp.errors import BrokenPromise
 
-__all__ = ["Promise", "Resolver", "make_promise"]
+__all__ = ["Promise", "Resolver", "eventual_get", "eventual_send", "make_promise"]
+
+log = logging.getLogger("captp")
 
 PENDING: Final = 0
 FORWARDED: Final = 1
@@ -30,12 +37,6 @@ FULFILLED: Final = 2
 BROKEN: Final = 3
 
 Reaction = Callable[["Promise"], None]
-
-
-def _send_into(
-    target: Any, method: str | None, args: tuple[Any, ...], resolver: Resolver | None
-) -> None:  # pragma: no cover - replaced by captp._eventual.send_into at import
-    raise NotImplementedError
 
 
 class PromiseHandler:
@@ -110,9 +111,26 @@ class Promise:
         state = ("pending", "forwarded", "fulfilled", "broken")[p._state]
         return f"<Promise {state}{'' if p._state < FULFILLED else f' {p._value!r}'}>"
 
+    # -- the engine's API ------------------------------------------------------
+    # What the engine (and the other modules of captp) may use besides the
+    # public methods: settle a promise that has no resolver (an import),
+    # react to settlement, send to it, and read how it settled.
+
+    def outcome(self) -> tuple[bool, Any]:
+        """``(True, value)`` if fulfilled, ``(False, reason)`` if broken; RuntimeError if not."""
+        p = self._shorten()
+        if p._state < FULFILLED:
+            raise RuntimeError("promise is not settled yet")
+        return p._state == FULFILLED, p._value
+
+    @property
+    def pending_handler(self) -> PromiseHandler | None:
+        """The handler of a pending promise that stands for something remote (else None)."""
+        return self._handler if self._state == PENDING else None
+
     # -- settling --------------------------------------------------------------
 
-    def _resolve(self, value: Any) -> bool:
+    def resolve_with(self, value: Any) -> bool:
         """Resolve with ``value`` (a promise means: follow it).  False if already resolved."""
         if self._state != PENDING:
             return False
@@ -128,7 +146,8 @@ class Promise:
             return self._settle(target._state, target._value)
         return self._settle(FULFILLED, value)
 
-    def _break(self, reason: Any) -> bool:
+    def break_with(self, reason: Any) -> bool:
+        """Break with ``reason``.  False if already resolved."""
         if self._state != PENDING:
             return False
         return self._settle(BROKEN, reason)
@@ -141,12 +160,12 @@ class Promise:
         reactions, self._reactions = self._reactions, None
         if queue:
             for method, args, resolver in queue:
-                result = target._send(method, args, resolver is not None)
+                result = target.deliver(method, args, resolver is not None)
                 if resolver is not None:
                     resolver.resolve(result)
         if reactions:
             for reaction in reactions:
-                target._react(reaction)
+                target.when_settled(reaction)
 
     def _settle(self, state: int, value: Any) -> bool:
         self._state = state
@@ -160,7 +179,7 @@ class Promise:
                     if resolver is not None:
                         resolver.break_(value)
                 else:
-                    _send_into(value, method, args, resolver)
+                    send_into(value, method, args, resolver)
         if reactions:
             for reaction in reactions:
                 reaction(self)
@@ -168,7 +187,7 @@ class Promise:
 
     # -- reacting and sending ----------------------------------------------------
 
-    def _react(self, reaction: Reaction) -> None:
+    def when_settled(self, reaction: Reaction) -> None:
         """Call ``reaction(settled_promise)`` once this promise settles (now, if it has)."""
         p = self._shorten()
         if p._state >= FULFILLED:
@@ -179,14 +198,16 @@ class Promise:
         else:
             p._reactions.append(reaction)
 
-    def _send(self, method: str | None, args: tuple[Any, ...], want_result: bool) -> Promise | None:
+    def deliver(
+        self, method: str | None, args: tuple[Any, ...], want_result: bool
+    ) -> Promise | None:
         """Send to a pending promise: pipeline through its handler, or queue it here."""
         p = self._shorten()
         if p._state != PENDING:
             if p._state == BROKEN:
                 return broken(p._value) if want_result else None
             result, resolver = make_promise() if want_result else (None, None)
-            _send_into(p._value, method, args, resolver)
+            send_into(p._value, method, args, resolver)
             return result
         if p._handler is not None:
             return p._handler.send(p, method, args, want_result)
@@ -204,7 +225,7 @@ class Promise:
     def __await__(self) -> Generator[Any, None, Any]:
         p = self._shorten()
         if p._state < FULFILLED:
-            loop = asyncio._get_running_loop()
+            loop = running_loop()
             if loop is not None:
                 fut = loop.create_future()
 
@@ -212,11 +233,11 @@ class Promise:
                     if not fut.done():
                         fut.set_result(None)
 
-                p._react(wake)
+                p.when_settled(wake)
                 yield from fut.__await__()
             else:
                 event = anyio.Event()
-                p._react(lambda _p: event.set())
+                p.when_settled(lambda _p: event.set())
                 yield from event.wait().__await__()
             p = p._shorten()
         if p._state == FULFILLED:
@@ -253,7 +274,7 @@ class Resolver:
         """Resolve the promise with ``value`` (another promise means: follow it)."""
         p, self._promise = self._promise, None
         if p is not None:
-            p._resolve(value)
+            p.resolve_with(value)
 
     fulfill = resolve
 
@@ -261,7 +282,7 @@ class Resolver:
         """Break the promise with ``reason``."""
         p, self._promise = self._promise, None
         if p is not None:
-            p._break(reason)
+            p.break_with(reason)
 
     def __repr__(self) -> str:
         return f"<Resolver of {self._promise!r}>" if self._promise else "<Resolver (done)>"
@@ -284,7 +305,7 @@ def broken(reason: Any) -> Promise:
 def fulfilled(value: Any) -> Promise:
     """A promise resolved with ``value`` (which may itself be a promise)."""
     p = Promise()
-    p._resolve(value)
+    p.resolve_with(value)
     return p
 
 
@@ -295,3 +316,138 @@ RESOLVER_METHODS: Final[dict[str, Callable[[Resolver, Any], None]]] = {
     "resolve": Resolver.resolve,
     "break": Resolver.break_,
 }
+
+
+# == eventual send ====================================================================
+
+
+def eventual_send(
+    target: Any,
+    method: str | None,
+    args: tuple[Any, ...],
+    want_result: bool = True,
+    vat: Scheduler | None = None,
+) -> Promise | None:
+    """Send ``method(*args)`` to ``target`` in a later turn; a promise for the result.
+
+    ``target`` may be a far object, a remote reference or a promise for
+    either.  With ``want_result`` false nothing is returned and nobody hears
+    about the result.  Sending to something that is not a reference gives a
+    broken promise (a :class:`TypeError`).
+    """
+    if isinstance(target, Promise):
+        return target.deliver(method, args, want_result)
+    if type(target) is RemoteRef:
+        sent: Promise | None = target._session.send_deliver(target, method, args, want_result)
+        return sent
+    if is_remotable(target):
+        if vat is None:
+            vat = current_vat()
+        if want_result:
+            promise, resolver = make_promise()
+            vat.call_soon(_deliver_local, vat, target, method, args, resolver)
+            return promise
+        vat.call_soon(_deliver_local, vat, target, method, args, None)
+        return None
+    error = TypeError(
+        f"cannot send {method or 'a call'!r} to {type(target).__name__}: "
+        "it is not a far object, a remote reference or a promise"
+    )
+    return broken(error) if want_result else None
+
+
+def send_into(
+    target: Any, method: str | None, args: tuple[Any, ...], resolver: Resolver | None,
+    vat: Scheduler | None = None,
+) -> None:
+    """Like :func:`eventual_send`, settling ``resolver`` (if any) with the result."""
+    if type(target) is not RemoteRef and not isinstance(target, Promise) and is_remotable(target):
+        if vat is None:
+            vat = current_vat()
+        vat.call_soon(_deliver_local, vat, target, method, args, resolver)
+        return
+    result = eventual_send(target, method, args, resolver is not None, vat)
+    if resolver is not None:
+        resolver.resolve(result)
+
+
+def _deliver_local(
+    vat: Scheduler, target: Any, method: str | None, args: tuple[Any, ...],
+    resolver: Resolver | None,
+) -> None:
+    try:
+        result = invoke(target, method, args)
+    except Exception as exc:
+        if resolver is not None:
+            resolver.break_(exc)
+        else:
+            log.debug("error in a send-only call to %r: %r", target, exc)
+        return
+    if inspect.isawaitable(result) and not isinstance(result, Promise):
+        vat.spawn(_await_into, result, resolver)
+    elif resolver is not None:
+        resolver.resolve(result)
+
+
+async def _await_into(awaitable: Awaitable[Any], resolver: Resolver | None) -> None:
+    try:
+        result = await awaitable
+    except Exception as exc:
+        if resolver is not None:
+            resolver.break_(exc)
+        else:
+            log.debug("error in a send-only async call: %r", exc)
+        return
+    if resolver is not None:
+        resolver.resolve(result)
+
+
+def eventual_get(target: Any, kind: str, key: Any) -> Promise:
+    """A promise for a part of ``target``'s eventual value (see :class:`~captp.messages.Get`)."""
+    if isinstance(target, Promise):
+        p = target._shorten()
+        if p._state < 2:  # pending
+            if p._handler is not None:
+                return p._handler.get(p, kind, key)
+            result, resolver = make_promise()
+
+            def settle(sp: Promise) -> None:
+                if sp._state == 3:
+                    resolver.break_(sp._value)
+                else:
+                    resolver.resolve(eventual_get(sp._value, kind, key))
+
+            p.when_settled(settle)
+            return result
+        if p._state == 3:
+            return broken(p._value)
+        target = p._value
+    if type(target) is RemoteRef:
+        got: Promise = target._session.send_get(target, kind, key)
+        return got
+    try:
+        return fulfilled(_select(target, kind, key))
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        return broken(exc)
+
+
+def _select(value: Any, kind: str, key: Any) -> Any:
+    if kind == "get":
+        if type(value) is not dict:
+            raise TypeError(f"cannot get field {key!r} of {type(value).__name__}: not a struct")
+        if key not in value:
+            raise KeyError(key)
+        return value[key]
+    if kind == "index":
+        if type(value) not in (list, tuple):
+            raise TypeError(f"cannot index {type(value).__name__}: not a list")
+        if type(key) is not int or key < 0:
+            raise TypeError(f"list index must be a non-negative int, not {key!r}")
+        return value[key]
+    if kind == "untag":
+        if type(value) is not Tagged:
+            raise TypeError(f"cannot untag {type(value).__name__}: not a tagged value")
+        if value.tag != key:
+            raise ValueError(f"tag is {value.tag!r}, not {key!r}")
+        return value.payload
+    raise ValueError(f"unknown get kind {kind!r}")

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any, Final, Protocol
-
-if TYPE_CHECKING:
-    from captp._promise import Promise
+from typing import Any, Final, Protocol
 
 __all__ = ["RefSession", "RemoteRef"]
 
@@ -18,11 +15,11 @@ class RefSession(Protocol):
 
     def send_deliver(
         self, target: Any, method: str | None, args: tuple[Any, ...], want_result: bool = True
-    ) -> Promise | None:
-        """Send ``method(*args)`` to ``target``."""
+    ) -> Any:
+        """Send ``method(*args)`` to ``target``: a promise for the result, or None."""
 
-    def send_get(self, target: Any, kind: str, key: Any) -> Promise:
-        """Ask for a part of ``target``'s value."""
+    def send_get(self, target: Any, kind: str, key: Any) -> Any:
+        """Ask for a part of ``target``'s value: a promise."""
 
 
 class RemoteRef:

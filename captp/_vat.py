@@ -22,7 +22,7 @@ import anyio.abc
 
 from captp.errors import CapTPError
 
-__all__ = ["ManualVat", "Scheduler", "Vat", "current_vat", "open_vat"]
+__all__ = ["ManualVat", "Scheduler", "Vat", "current_vat", "open_vat", "running_loop"]
 
 log = logging.getLogger("captp")
 
@@ -42,6 +42,14 @@ class Scheduler(Protocol):
 
     def call_later(self, delay: float, fn: Callable[..., object], /, *args: Any) -> None:
         """Run ``fn(*args)`` in a turn about ``delay`` seconds from now."""
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio event loop, or None (under trio)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def current_vat() -> Scheduler:
@@ -73,7 +81,7 @@ class Vat:
             self._context = contextvars.copy_context()
         finally:
             _current_vat.reset(token)
-        self._loop = asyncio._get_running_loop()
+        self._loop = running_loop()
         if self._loop is None:  # trio: no call_soon; use the run-soon queue of the trio token
             import trio
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 __all__ = [
     "Abort",
-    "Bootstrap",
+    "BootstrapQuestion",
     "Deliver",
     "Desc",
     "DescKind",
@@ -27,6 +27,7 @@ __all__ = [
     "Get",
     "Listen",
     "Message",
+    "Position",
     "Resolve",
     "Return",
 ]
@@ -98,7 +99,7 @@ class Abort:
 
 
 @dataclass(frozen=True, slots=True)
-class Bootstrap:
+class BootstrapQuestion:
     """Endo only: keep the receiver's bootstrap object at ``answer`` and return it."""
 
     answer: Position
@@ -122,7 +123,9 @@ class Resolve:
     value: Any
 
 
-Message = Deliver | Listen | Get | GcExports | GcAnswers | Abort | Bootstrap | Return | Resolve
+Message = (
+    Deliver | Listen | Get | GcExports | GcAnswers | Abort | BootstrapQuestion | Return | Resolve
+)
 
 DescKind = Literal["import-object", "import-promise", "export", "answer"]
 

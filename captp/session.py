@@ -22,20 +22,19 @@ import contextlib
 import itertools
 import logging
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from captp._eventual import eventual_get, eventual_send
 from captp._passable import PassStyleError, is_remotable
 from captp._promise import (
-    FULFILLED,
-    PENDING,
     RESOLVER_METHODS,
     Promise,
     PromiseHandler,
     Resolver,
     broken,
+    eventual_get,
+    eventual_send,
     fulfilled,
     make_promise,
 )
@@ -44,7 +43,7 @@ from captp._vat import Scheduler
 from captp.errors import ConnectionLost, EncodeError, ProtocolError, UsageError
 from captp.messages import (
     Abort,
-    Bootstrap,
+    BootstrapQuestion,
     Deliver,
     Desc,
     DescKind,
@@ -53,6 +52,7 @@ from captp.messages import (
     Get,
     Listen,
     Message,
+    Position,
     Resolve,
     Return,
 )
@@ -60,8 +60,6 @@ from captp.messages import (
 __all__ = ["ENDO_POLICY", "OCAPN_POLICY", "Policy", "Positions", "Session"]
 
 log = logging.getLogger("captp")
-
-Position = Hashable
 
 # Drops and released answers are not urgent: they are batched for this long
 # (or until this many are pending) so that a busy session sends one gc
@@ -194,7 +192,7 @@ class _RemoteHandler(PromiseHandler):
 
 
 def _handler_of(value: Promise, session: Session) -> _RemoteHandler | None:
-    handler = value._handler if value._state == PENDING else None
+    handler = value.pending_handler
     if type(handler) is _RemoteHandler and handler.session is session:
         return handler
     return None
@@ -277,7 +275,7 @@ class Session:
             GcExports: self._recv_gc_exports,
             GcAnswers: self._recv_gc_answers,
             Abort: self._recv_abort,
-            Bootstrap: self._recv_bootstrap,
+            BootstrapQuestion: self._recv_bootstrap,
             Return: self._recv_return,
             Resolve: self._recv_resolve,
         }
@@ -374,7 +372,7 @@ class Session:
         self._exports[pos] = entry
         self._export_ids[id(value)] = pos
         if staged.is_promise and self.policy.implicit_returns:
-            value._react(lambda p: self._promise_settled(pos, p))
+            value.when_settled(lambda p: self._promise_settled(pos, p))
 
     def _after(self, action: Callable[[], None]) -> None:
         if self._encoding:
@@ -541,7 +539,7 @@ class Session:
             return broken(self._dead)
         pos = self.policy.bootstrap_position
         if pos is None:
-            return self._ask(lambda answer, _: Bootstrap(answer))
+            return self._ask(lambda answer, _: BootstrapQuestion(answer))
         ref = self.import_object(pos)
         entry = self._imports[pos]
         entry.pinned = ref
@@ -585,7 +583,7 @@ class Session:
             del self._questions[pos]
             resolver.break_(exc)
             return promise
-        promise._react(lambda p: self._question_settled(pos))
+        promise.when_settled(lambda p: self._question_settled(pos))
         return promise
 
     def pending_questions(self) -> list[Position]:
@@ -618,18 +616,19 @@ class Session:
         try:
             self._emit(Listen(promise, Resolver(promise)))
         except EncodeError as exc:  # pragma: no cover - nothing to encode
-            promise._break(exc)
+            promise.break_with(exc)
 
     def _notify(self, resolver: Any, settled: Promise) -> None:
         """Tell a resolver how a promise settled (``fulfill`` / ``break``)."""
         if self._dead is not None:
             return
-        method = "fulfill" if settled._state == FULFILLED else "break"
+        ok, value = settled.outcome()
+        method = "fulfill" if ok else "break"
         if type(resolver) is not RemoteRef or resolver._session is not self:
-            eventual_send(resolver, method, (settled._value,), False, self._vat)
+            eventual_send(resolver, method, (value,), False, self._vat)
             return
         try:
-            self._emit(Deliver(resolver, method, (settled._value,)))
+            self._emit(Deliver(resolver, method, (value,)))
         except EncodeError as exc:  # the result cannot travel: say why
             self._emit(Deliver(resolver, "break", (exc,)))
 
@@ -637,18 +636,18 @@ class Session:
         # Endo: the exporter of a promise reports its settlement unasked.
         if self._dead is not None or pos not in self._exports:
             return
-        ok = settled._state == FULFILLED
+        ok, value = settled.outcome()
         try:
-            self._emit(Resolve(pos, ok, settled._value))
+            self._emit(Resolve(pos, ok, value))
         except EncodeError as exc:
             self._emit(Resolve(pos, False, exc))
 
     def _send_return(self, answer: Position, settled: Promise) -> None:
         if self._dead is not None:
             return
-        ok = settled._state == FULFILLED
+        ok, value = settled.outcome()
         try:
-            self._emit(Return(answer, ok, settled._value))
+            self._emit(Return(answer, ok, value))
         except EncodeError as exc:
             self._emit(Return(answer, False, exc))
 
@@ -705,14 +704,14 @@ class Session:
         if answer is not None:
             self._answers[answer] = result
         if resolver is not None:
-            result._react(lambda p: self._notify(resolver, p))
+            result.when_settled(lambda p: self._notify(resolver, p))
         elif answer is not None and self.policy.implicit_returns:
-            result._react(lambda p: self._send_return(answer, p))
+            result.when_settled(lambda p: self._send_return(answer, p))
 
     def _recv_listen(self, msg: Listen) -> None:
         target, resolver = msg.target, msg.resolver
         if isinstance(target, Promise):
-            target._react(lambda p: self._notify(resolver, p))
+            target.when_settled(lambda p: self._notify(resolver, p))
         else:
             self._notify(resolver, fulfilled(target))
 
@@ -720,7 +719,7 @@ class Session:
         self._new_answer(msg.answer)
         self._keep_answer(msg.answer, eventual_get(msg.target, msg.kind, msg.key), None)
 
-    def _recv_bootstrap(self, msg: Bootstrap) -> None:
+    def _recv_bootstrap(self, msg: BootstrapQuestion) -> None:
         self._new_answer(msg.answer)
         self._keep_answer(msg.answer, fulfilled(self._bootstrap), None)
 
@@ -741,9 +740,9 @@ class Session:
         promise = entry.ref() if entry is not None and entry.ref is not None else None
         if type(promise) is Promise:
             if msg.ok:
-                promise._resolve(msg.value)
+                promise.resolve_with(msg.value)
             else:
-                promise._break(msg.value)
+                promise.break_with(msg.value)
 
     def _recv_gc_exports(self, msg: GcExports) -> None:
         if len(msg.positions) != len(msg.deltas):
@@ -846,7 +845,7 @@ class Session:
         for resolver in questions:
             resolver.break_(error)
         for promise in promises:
-            promise._break(error)  # does nothing to a promise that already settled
+            promise.break_with(error)  # does nothing to a promise that already settled
         if self._on_lost is not None:
             self._on_lost(error)
 

@@ -30,7 +30,7 @@ from captp import Channel
 from captp._vat import Vat, open_vat
 from captp.endo import (
     DEFAULT_QUESTION_TIMEOUT,
-    Bootstrap,
+    BootstrapArg,
     EndoConnection,
     open_connection,
 )
@@ -49,7 +49,7 @@ async def connect_tcp(
     host: str,
     port: int,
     *,
-    bootstrap: Bootstrap = None,
+    bootstrap: BootstrapArg = None,
     name: str = "python",
     question_timeout: float | None = DEFAULT_QUESTION_TIMEOUT,
     body_format: BodyFormat = "capdata",
@@ -105,7 +105,7 @@ class EndoServer:
 
 @asynccontextmanager
 async def serve_tcp(
-    bootstrap: Bootstrap = None,
+    bootstrap: BootstrapArg = None,
     host: str = "127.0.0.1",
     port: int = 0,
     *,

@@ -23,7 +23,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
 from captp._connection import Channel, Connection
-from captp._vat import open_vat
+from captp._vat import open_vat, running_loop
 from ocapn.locators import PeerLocation
 from ocapn.netlayer import ConnectionHandler
 from ocapn.wire import SPEC_PROFILE, OCapNWire, WireProfile
@@ -62,7 +62,7 @@ class _Mailbox:
             waiter.set()
 
     async def wait(self) -> None:
-        loop = asyncio._get_running_loop()
+        loop = running_loop()
         if loop is not None:
             fut = loop.create_future()
             self.waiter = fut

@@ -21,6 +21,7 @@ import anyio.abc
 from anyio.abc import TaskStatus
 
 from captp import Channel
+from captp._vat import running_loop
 from netlayers import asyncio_tcp
 from netlayers.stream import StreamChannel
 
@@ -38,7 +39,7 @@ ChannelHandler = Callable[[Channel], Awaitable[None]]
 
 def use_fast_path(fast_path: bool = True) -> bool:
     """True when the asyncio protocol channel can be used here (asyncio or uvloop)."""
-    return fast_path and asyncio._get_running_loop() is not None
+    return fast_path and running_loop() is not None
 
 
 @asynccontextmanager

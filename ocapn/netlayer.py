@@ -43,9 +43,9 @@ from anyio.abc import TaskStatus
 from captp import Channel
 from ocapn.locators import PeerLocation
 
-__all__ = ["ConnectionHandler", "Framing", "Netlayer"]
+__all__ = ["ChannelFraming", "ConnectionHandler", "Netlayer"]
 
-Framing = Literal["stream", "message"]
+ChannelFraming = Literal["stream", "message"]
 
 ConnectionHandler = Callable[[Channel], Awaitable[None]]
 """Runs one inbound connection until it ends."""
@@ -59,7 +59,7 @@ class Netlayer(Protocol):
         """The locator transport this netlayer speaks (``"tcp-testing-only"``)."""
 
     @property
-    def framing(self) -> Framing:
+    def framing(self) -> ChannelFraming:
         """``"stream"`` (bytes; the OCapN layer frames) or ``"message"`` (one per receive)."""
 
     @property

@@ -58,7 +58,7 @@ __all__ = [
     "WireProfile",
 ]
 
-Framing = Literal["message", "none", "len"]
+SyrupFraming = Literal["message", "none", "len"]
 Encoding = Literal["syrup", "cbor"]
 
 
@@ -233,7 +233,7 @@ class OCapNWire:
         session: Session,
         profile: WireProfile = SPEC_PROFILE,
         *,
-        framing: Framing = "message",
+        framing: SyrupFraming = "message",
         limits: syrup.Limits = syrup.DEFAULT_LIMITS,
         extra_records: dict[Symbol, Callable[[list[Any]], Any]] | None = None,
         encoding: Encoding | None = None,
@@ -241,8 +241,10 @@ class OCapNWire:
     ) -> None:
         self.session = session
         self.profile = profile
-        self._framing: Framing = framing
-        self._out_framing: Framing = framing if framing == "message" else profile.stream_framing
+        self._framing: SyrupFraming = framing
+        self._out_framing: SyrupFraming = (
+            framing if framing == "message" else profile.stream_framing
+        )
         # The codec we write with, and the encoding the peer writes (known from
         # its first message).  On a stream, :meth:`detect` also makes us answer
         # in the peer's encoding if we have not written yet, as with framing.
@@ -288,7 +290,7 @@ class OCapNWire:
     # == framing =======================================================================
 
     @property
-    def in_framing(self) -> Framing | None:
+    def in_framing(self) -> SyrupFraming | None:
         """How incoming messages are framed (None: not known until the first bytes)."""
         return self._framing if self._detected else None
 
@@ -298,17 +300,17 @@ class OCapNWire:
         return self._framing == "message"
 
     @property
-    def out_framing(self) -> Framing:
+    def out_framing(self) -> SyrupFraming:
         """How outgoing messages are framed."""
         return self._out_framing
 
     @out_framing.setter
-    def out_framing(self, framing: Framing) -> None:
+    def out_framing(self, framing: SyrupFraming) -> None:
         if (framing == "message") != (self._framing == "message"):
             raise ValueError("a stream needs stream framing, a message channel 'message'")
         self._out_framing = framing
 
-    def detect(self, data: bytes) -> Framing:
+    def detect(self, data: bytes) -> SyrupFraming:
         """Learn the incoming framing from the first bytes of a stream (``<`` or a digit).
 
         Until we have written, the peer's encoding also becomes ours.

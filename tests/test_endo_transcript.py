@@ -26,7 +26,7 @@ from captp.endo import EndoPositions, EndoWire, Marshal, UnknownReference, rever
 from captp.errors import EncodeError
 from captp.messages import (
     Abort,
-    Bootstrap,
+    BootstrapQuestion,
     Deliver,
     GcAnswers,
     GcExports,
@@ -123,7 +123,7 @@ class Side:
     def answer(self, answer: str) -> None:
         """An answer we hold for the peer's question ``answer``."""
         with self.vat:
-            self.session.receive(Bootstrap(answer))
+            self.session.receive(BootstrapQuestion(answer))
 
     def decode_capdata(self, capdata: dict[str, Any]) -> Any:
         """The value of a CapData the frame's *sender* (this side) wrote."""
@@ -136,7 +136,7 @@ def sender_message(side: Side, m: dict[str, Any]) -> Message:
     """The engine message the sender's session would hand its wire for frame ``m``."""
     kind = m["type"]
     if kind == "CTP_BOOTSTRAP":
-        return Bootstrap(m["questionID"])
+        return BootstrapQuestion(m["questionID"])
     if kind == "CTP_CALL":
         target_slot = m["target"]
         target = (
@@ -265,7 +265,7 @@ def test_every_frame_decodes(frame: Frame) -> None:
     prepare_receiver(side, m)
     message = side.wire.decode_json(frame.text)
     expected_type = {
-        "CTP_BOOTSTRAP": Bootstrap, "CTP_RETURN": Return, "CTP_RESOLVE": Resolve,
+        "CTP_BOOTSTRAP": BootstrapQuestion, "CTP_RETURN": Return, "CTP_RESOLVE": Resolve,
         "CTP_DISCONNECT": Abort,
     }.get(m["type"])
     if m["type"] == "CTP_CALL":

@@ -214,7 +214,7 @@ def test_promise_resolved_to_another_promise_settles_once() -> None:
     inner, inner_r = make_promise()
     seen: list[Any] = []
     with vat:
-        outer._react(lambda p: seen.append(p._value))
+        outer.when_settled(lambda p: seen.append(p.outcome()[1]))
         outer_r.resolve(inner)
         assert not outer.done()
         inner_r.resolve(42)

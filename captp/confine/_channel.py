@@ -27,7 +27,7 @@ import anyio
 import anyio.abc
 
 from captp._connection import TRANSPORT_ERRORS, Connection, lost_reason
-from captp._vat import Scheduler
+from captp._vat import Scheduler, running_loop
 from captp.errors import ConnectionLost
 
 __all__ = ["SocketChannel", "open_channel", "preload", "run_session", "session_over"]
@@ -133,7 +133,7 @@ class SocketChannel:
 
     async def _start(self, sock: socket.socket, tg: anyio.abc.TaskGroup) -> None:
         sock.setblocking(False)
-        loop = asyncio._get_running_loop()
+        loop = running_loop()
         if loop is not None:
             _, protocol = await loop.connect_accepted_socket(_Protocol, sock)
             self._protocol = protocol

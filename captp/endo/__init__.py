@@ -25,7 +25,7 @@ Decisions where the Endo sources are silent are in
 
 from captp.endo._connection import (
     DEFAULT_QUESTION_TIMEOUT,
-    Bootstrap,
+    BootstrapArg,
     EndoConnection,
     QuestionTimeout,
     open_connection,
@@ -35,7 +35,7 @@ from captp.endo.wire import EndoPositions, EndoWire, reverse_slot
 
 __all__ = [
     "DEFAULT_QUESTION_TIMEOUT",
-    "Bootstrap",
+    "BootstrapArg",
     "EndoConnection",
     "EndoPositions",
     "EndoWire",

@@ -16,13 +16,13 @@ from captp._promise import Promise
 from captp._vat import Vat, open_vat
 from captp.endo.framing import DEFAULT_MAX_FRAME_SIZE
 from captp.endo.marshal import BodyFormat
-from captp.endo.wire import EndoPositions, EndoWire, Framing, Trace
+from captp.endo.wire import EndoFraming, EndoPositions, EndoWire, Trace
 from captp.errors import CapTPError, ConnectionLost
 from captp.session import ENDO_POLICY, Session
 
 __all__ = [
     "DEFAULT_QUESTION_TIMEOUT",
-    "Bootstrap",
+    "BootstrapArg",
     "EndoConnection",
     "QuestionTimeout",
     "open_connection",
@@ -37,7 +37,7 @@ log = logging.getLogger("captp.endo")
 # longer (the daemon's request/follow APIs) need question_timeout=None.
 DEFAULT_QUESTION_TIMEOUT: Final = 60.0
 
-Bootstrap = Any
+BootstrapArg = Any
 """A bootstrap object, or a plain function ``(connection) -> object`` that makes one."""
 
 
@@ -68,10 +68,10 @@ class EndoConnection:
         channel: Channel,
         vat: Vat,
         *,
-        bootstrap: Bootstrap = None,
+        bootstrap: BootstrapArg = None,
         name: str = "python",
         question_timeout: float | None = DEFAULT_QUESTION_TIMEOUT,
-        framing: Framing = "netstring",
+        framing: EndoFraming = "netstring",
         body_format: BodyFormat = "capdata",
         epoch: int = 0,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
@@ -197,10 +197,10 @@ class EndoConnection:
 async def open_connection(
     channel: Channel,
     *,
-    bootstrap: Bootstrap = None,
+    bootstrap: BootstrapArg = None,
     name: str = "python",
     question_timeout: float | None = DEFAULT_QUESTION_TIMEOUT,
-    framing: Framing = "netstring",
+    framing: EndoFraming = "netstring",
     body_format: BodyFormat = "capdata",
     vat: Vat | None = None,
     trace: Trace | None = None,

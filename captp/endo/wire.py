@@ -5,20 +5,20 @@ Each message is written with exactly the key order ``@endo/captp`` 4.5 uses
 framed as a netstring (byte streams) or sent as one frame (message
 transports).  Mapping to the engine:
 
-==================  =====================================================
-engine              wire
-==================  =====================================================
-``Deliver``         ``CTP_CALL`` with method ``[prop, args]`` (``[null,
-                    args]`` applies a far function)
-``Get``             ``CTP_CALL`` with method ``[prop]``
-``Bootstrap``       ``CTP_BOOTSTRAP``
-``Return``          ``CTP_RETURN`` (``result`` / ``exception``)
-``Resolve``         ``CTP_RESOLVE`` (``res`` / ``rej``; no ``epoch``)
-``GcExports``       one ``CTP_DROP`` per position (``epoch`` last)
-``GcAnswers``       nothing is sent (JS never frees answers); a received
-                    ``CTP_DROP`` of a ``q-N`` frees our answer
-``Abort``           ``CTP_DISCONNECT``, echoed back when the peer sends it
-==================  =====================================================
+=====================  ==================================================
+engine                 wire
+=====================  ==================================================
+``Deliver``            ``CTP_CALL`` with method ``[prop, args]`` (``[null,
+                       args]`` applies a far function)
+``Get``                ``CTP_CALL`` with method ``[prop]``
+``BootstrapQuestion``  ``CTP_BOOTSTRAP``
+``Return``             ``CTP_RETURN`` (``result`` / ``exception``)
+``Resolve``            ``CTP_RESOLVE`` (``res`` / ``rej``; no ``epoch``)
+``GcExports``          one ``CTP_DROP`` per position (``epoch`` last)
+``GcAnswers``          nothing is sent (JS never frees answers); a received
+                       ``CTP_DROP`` of a ``q-N`` frees our answer
+``Abort``              ``CTP_DISCONNECT``, echoed back when the peer sends it
+=====================  ==================================================
 
 Positions are slot strings (see :class:`EndoPositions`): ours are ``o+N`` /
 ``p+N`` / ``q-N``; the peer's exports are kept under the names we write them
@@ -48,7 +48,7 @@ from captp.endo.marshal import BodyFormat, Marshal, UnknownReference
 from captp.errors import CapTPError, DecodeError, EncodeError, ProtocolError
 from captp.messages import (
     Abort,
-    Bootstrap,
+    BootstrapQuestion,
     Deliver,
     Desc,
     GcAnswers,
@@ -61,11 +61,11 @@ from captp.messages import (
 )
 from captp.session import Positions, Session
 
-__all__ = ["EndoPositions", "EndoWire", "Framing", "reverse_slot"]
+__all__ = ["EndoFraming", "EndoPositions", "EndoWire", "reverse_slot"]
 
 log = logging.getLogger("captp.endo")
 
-Framing = Literal["netstring", "message"]
+EndoFraming = Literal["netstring", "message"]
 Trace = Callable[[str, str], None]
 
 _quote: Final = _json.quote
@@ -123,7 +123,7 @@ class EndoWire:
         self,
         session: Session,
         *,
-        framing: Framing = "netstring",
+        framing: EndoFraming = "netstring",
         body_format: BodyFormat = "capdata",
         epoch: int = 0,
         our_id: str | None = None,
@@ -135,7 +135,7 @@ class EndoWire:
         if type(epoch) is not int:
             raise TypeError("epoch must be an int")
         self.session = session
-        self.framing: Framing = framing
+        self.framing: EndoFraming = framing
         self.marshal = Marshal(
             self._slot_for_value,
             self._value_for_slot,
@@ -154,7 +154,7 @@ class EndoWire:
             Resolve: self._enc_resolve,
             GcExports: self._enc_gc_exports,
             Get: self._enc_get,
-            Bootstrap: self._enc_bootstrap,
+            BootstrapQuestion: self._enc_bootstrap,
             Abort: self._enc_abort,
             GcAnswers: self._enc_nothing,
             Listen: self._enc_listen,
@@ -251,7 +251,7 @@ class EndoWire:
             + ',"method":' + self._capdata((prop,)) + "}"
         )
 
-    def _enc_bootstrap(self, m: Bootstrap) -> str:
+    def _enc_bootstrap(self, m: BootstrapQuestion) -> str:
         self._bootstrap_questions.add(m.answer)  # type: ignore[arg-type]
         return (
             '{"type":"CTP_BOOTSTRAP","epoch":' + self._epoch
@@ -467,7 +467,7 @@ class EndoWire:
         return GcExports((reverse_slot(slot),), (dec_refs,))
 
     def _dec_bootstrap(self, obj: dict[str, Any]) -> Message:
-        return Bootstrap(_string(obj, "questionID", "CTP_BOOTSTRAP"))
+        return BootstrapQuestion(_string(obj, "questionID", "CTP_BOOTSTRAP"))
 
     def _dec_disconnect(self, obj: dict[str, Any]) -> Message:
         # JS echoes the disconnect back to its sender; so do we.
