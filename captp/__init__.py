@@ -5,7 +5,7 @@ What lives here:
 * eventual send and references: :data:`E`, :func:`far`, :class:`Promise`,
   :class:`Resolver`, :func:`make_promise`, :class:`RemoteRef`;
 * the vat that runs local objects in turns: :func:`open_vat`;
-* the session state machine (:class:`Session`, no I/O) and the anyio driver
+* the session state machine (:class:`Engine`, no I/O) and the anyio driver
   that runs it over a transport (:class:`Connection`);
 * the passable data model (:class:`Symbol`, :class:`Record`, :class:`Tagged`,
   :data:`null`, :func:`pass_style`, :func:`same_value`) and the error types.
@@ -30,6 +30,7 @@ from captp._passable import (
 from captp._promise import Promise, Resolver, make_promise
 from captp._refs import RemoteRef
 from captp._vat import Vat, current_vat, open_vat
+from captp.engine import ENDO_POLICY, OCAPN_POLICY, Engine, Policy, Positions
 from captp.errors import (
     BrokenPromise,
     CapTPError,
@@ -39,7 +40,6 @@ from captp.errors import (
     ProtocolError,
     RemoteError,
 )
-from captp.session import ENDO_POLICY, OCAPN_POLICY, Policy, Positions, Session
 
 __all__ = [
     "ENDO_POLICY",
@@ -54,7 +54,7 @@ __all__ = [
     "Promise",
     "RemoteRef",
     "Resolver",
-    "Session",
+    "Engine",
     "Vat",
     "Wire",
     "current_vat",

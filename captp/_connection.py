@@ -2,7 +2,7 @@
 
 A :class:`Connection` joins three things: a :class:`Channel` (bytes in and
 out; a netlayer provides it), a :class:`Wire` (the dialect and framing that
-turn messages into bytes and back) and the :class:`~captp.session.Session`.
+turn messages into bytes and back) and the :class:`~captp.engine.Engine`.
 It is the only place that reads and writes: every session (OCapN over any
 netlayer, the Endo dialect, the in-memory pipe) runs in one.
 
@@ -32,9 +32,9 @@ import anyio
 
 from captp._promise import Promise, fulfilled
 from captp._vat import Scheduler
+from captp.engine import OCAPN_POLICY, Engine, Policy, Positions
 from captp.errors import CapTPError, ConnectionLost, ProtocolError
 from captp.messages import Message
-from captp.session import OCAPN_POLICY, Policy, Positions, Session
 
 __all__ = ["Channel", "Connection", "Gate", "Wire"]
 
@@ -116,13 +116,13 @@ class Connection:
 
     ``gate``: a handshake in front of the engine (None: the engine takes every
     message from the start).  ``on_lost(error)`` is called once when the
-    session ends.  ``handoff``: see :class:`~captp.session.Session`.
+    session ends.  ``handoff``: see :class:`~captp.engine.Engine`.
     """
 
     def __init__(
         self,
         channel: Channel,
-        make_wire: Callable[[Session], Wire],
+        make_wire: Callable[[Engine], Wire],
         vat: Scheduler,
         *,
         bootstrap: Any = None,
@@ -137,12 +137,12 @@ class Connection:
         self._vat = vat
         self._gate = gate
         self._user_on_lost = on_lost
-        self.session = Session(
+        self.engine = Engine(
             self._encode_message, vat, bootstrap=bootstrap, policy=policy,
             positions=positions, name=name, on_output=self._flush, on_lost=self._lost,
             handoff=handoff,
         )
-        self.wire = make_wire(self.session)
+        self.wire = make_wire(self.engine)
         self._encode = self.wire.encode
         self._send_bytes = channel.send_nowait
         self._join = not getattr(self.wire, "message_framing", True)
@@ -152,7 +152,7 @@ class Connection:
         self.ended = anyio.Event()
 
     def __repr__(self) -> str:
-        return f"<Connection {self.session.name}>"
+        return f"<Connection {self.engine.name}>"
 
     # == sending =====================================================================
 
@@ -161,7 +161,7 @@ class Connection:
 
     def send_control(self, message: Any) -> None:
         """Encode and write a message below the engine (a handshake greeting)."""
-        self.session.write_raw(self._encode(message))
+        self.engine.write_raw(self._encode(message))
 
     def _flush(self) -> None:
         # Called by the session when its outbox stops being empty.  While a
@@ -170,7 +170,7 @@ class Connection:
             self._write()
 
     def _write(self) -> None:
-        frames = self.session.data_to_send()
+        frames = self.engine.data_to_send()
         if not frames:
             return
         try:
@@ -184,16 +184,16 @@ class Connection:
             # so to the peer and end the session, rather than drop it silently.
             if not self._transport_failed:
                 self._transport_failed = True
-                self._vat.call_soon(self.session.abort, f"netlayer refused a message: {exc}")
+                self._vat.call_soon(self.engine.abort, f"netlayer refused a message: {exc}")
         except TRANSPORT_ERRORS as exc:
             # Not reentrant: end the session in its own turn.
             if not self._transport_failed:
                 self._transport_failed = True
-                self._vat.call_soon(self.session.connection_lost, f"transport closed: {exc!r}")
+                self._vat.call_soon(self.engine.connection_lost, f"transport closed: {exc!r}")
 
     def bootstrap(self) -> Promise:
         """A promise for the peer's bootstrap object (``await`` it, or send to it at once)."""
-        boot = self.session.bootstrap()
+        boot = self.engine.bootstrap()
         return boot if isinstance(boot, Promise) else fulfilled(boot)
 
     # == reading =====================================================================
@@ -205,7 +205,7 @@ class Connection:
         When this returns, no message is held any more: the references it
         carried are free to be collected (the peer's GC depends on it).
         """
-        session = self.session
+        session = self.engine
         receive = session.receive
         check = self._gate.check if self._gate is not None else None
         self._handling = True
@@ -222,7 +222,7 @@ class Connection:
 
     def _abort_for(self, exc: Exception) -> None:
         """The abort policy: a peer's protocol violation, or our own bug, ends the session."""
-        session = self.session
+        session = self.engine
         if isinstance(exc, ProtocolError):
             log.info("%s: aborting: %s", session.name, exc)
             session.abort(f"protocol error: {exc}")
@@ -232,7 +232,7 @@ class Connection:
 
     async def _handle_gated(self, gate: Gate, data: bytes) -> None:
         """Feed ``data`` while the gate is closed: messages go to it until it opens."""
-        session = self.session
+        session = self.engine
         try:
             gate.received(self, data)
             messages = iter(self.wire.feed(data))
@@ -253,7 +253,7 @@ class Connection:
 
     async def run(self) -> None:
         """Read and act on messages until the session ends; then close the channel."""
-        session = self.session
+        session = self.engine
         receive = self._channel.receive
         feed = self.wire.feed
         gate = self._gate
@@ -288,11 +288,11 @@ class Connection:
                     await self._channel.aclose()
 
     def _on_data(self, data: bytes) -> None:
-        if self.session.dead is None:
+        if self.engine.dead is None:
             self._handle(self.wire.feed(data))
 
     def _on_end(self, exc: BaseException) -> None:
-        self.session.connection_lost(lost_reason(exc))
+        self.engine.connection_lost(lost_reason(exc))
 
     def _lost(self, error: ConnectionLost) -> None:
         # Called by the engine, once, whatever ended the session.
@@ -304,7 +304,7 @@ class Connection:
 
     async def aclose(self, reason: str = "closed") -> None:
         """Abort the session and close the channel."""
-        self.session.abort(reason)
+        self.engine.abort(reason)
         self._write()
         with anyio.CancelScope(shield=True):
             with contextlib.suppress(*TRANSPORT_ERRORS):

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any, Final, Protocol
 
-__all__ = ["RefSession", "RemoteRef"]
+__all__ = ["RefEngine", "RemoteRef"]
 
 
-class RefSession(Protocol):
-    """What a reference needs of the session it travels over (a :class:`captp.Session`)."""
+class RefEngine(Protocol):
+    """What a reference needs of the engine it travels over (a :class:`captp.Engine`)."""
 
     name: str
 
@@ -34,14 +34,14 @@ class RemoteRef:
     _captp_far_: Final = "RemoteRef"
     __slots__ = ("__weakref__", "_position", "_session", "iface")
 
-    def __init__(self, session: RefSession, position: Hashable, iface: str | None = None) -> None:
+    def __init__(self, session: RefEngine, position: Hashable, iface: str | None = None) -> None:
         self._session = session
         self._position = position
         self.iface = iface
 
     @property
-    def session(self) -> RefSession:
-        """The session this reference travels over."""
+    def engine(self) -> RefEngine:
+        """The engine (the CapTP session) this reference travels over."""
         return self._session
 
     @property

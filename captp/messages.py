@@ -2,11 +2,11 @@
 
 Values inside messages are live Python values: far objects, imported
 references and promises appear as themselves.  A wire dialect turns them into
-its descriptors while encoding (``Session.describe``) and back while decoding
-(``Session.import_*``), in the same single pass that handles the data.
+its descriptors while encoding (``Engine.describe``) and back while decoding
+(``Engine.import_*``), in the same single pass that handles the data.
 
 Positions (export, import and answer positions) are opaque hashable keys
-chosen by the dialect's :class:`~captp.session.Positions`: integers for OCapN,
+chosen by the dialect's :class:`~captp.engine.Positions`: integers for OCapN,
 slot strings such as ``"o+3"`` for Endo.
 """
 

@@ -387,7 +387,7 @@ class Node:
     def session_of(self, ref: Any) -> OCapNSession | None:
         """The session a remote reference (or remote promise) travels over, if it is ours."""
         if type(ref) is RemoteRef:
-            return self._by_engine.get(ref.session)
+            return self._by_engine.get(ref.engine)
         return None
 
     def _spawn(self, fn: Any, *args: Any) -> None:

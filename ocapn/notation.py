@@ -196,7 +196,7 @@ def format_value(value: Any) -> str:
     if isinstance(value, BaseException):
         return f"<error {describe_error(value)}>"
     if t is RemoteRef:
-        return f"<ref at {value.position} on {value.session.name}>"
+        return f"<ref at {value.position} on {value.engine.name}>"
     if isinstance(value, Promise):
         return "<promise>"
     if is_remotable(value):

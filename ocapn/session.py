@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from captp import Channel, Promise, far
 from captp._connection import Connection
 from captp._vat import Vat
+from captp.engine import OCAPN_POLICY, Engine
 from captp.errors import ConnectionLost
 from captp.messages import Abort
-from captp.session import OCAPN_POLICY, Session
 from ocapn.certificates import SignedEnvelope
 from ocapn.crypto import KeyPair, PublicKey, my_location_bytes, session_id
 from ocapn.errors import HandshakeError
@@ -160,7 +160,7 @@ class OCapNSession:
         self.used_handoff_counts: set[int] = set()
         name = f"{'to' if outbound else 'from'} {netlayer.transport}"
 
-        def make_wire(engine: Session) -> OCapNWire:
+        def make_wire(engine: Engine) -> OCapNWire:
             return OCapNWire(
                 engine,
                 profile,
@@ -174,7 +174,7 @@ class OCapNSession:
             policy=OCAPN_POLICY, name=name, gate=self, on_lost=self._lost,
             handoff=self._handoff,
         )
-        self.engine = self.connection.session
+        self.engine = self.connection.engine
         self.wire: OCapNWire = self.connection.wire  # type: ignore[assignment]
         self.ended = self.connection.ended
 

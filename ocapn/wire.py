@@ -28,6 +28,7 @@ from typing import Any, Final, Literal
 from captp._passable import Null, Record, Symbol, Tagged, describe_error, is_remotable, null
 from captp._promise import Promise
 from captp._refs import RemoteRef
+from captp.engine import Engine
 from captp.errors import ProtocolError, RemoteError
 from captp.messages import (
     Abort,
@@ -39,7 +40,6 @@ from captp.messages import (
     Listen,
     Message,
 )
-from captp.session import Session
 from ocapn import cbor, syrup
 from ocapn.certificates import DESC_SIG_ENVELOPE, SignedEnvelope
 from ocapn.crypto import PublicKey, encode_signature, parse_signature
@@ -230,7 +230,7 @@ class OCapNWire:
 
     def __init__(
         self,
-        session: Session,
+        session: Engine,
         profile: WireProfile = SPEC_PROFILE,
         *,
         framing: SyrupFraming = "message",
@@ -239,7 +239,7 @@ class OCapNWire:
         encoding: Encoding | None = None,
         on_give: Callable[[SignedEnvelope], tuple[Promise, Callable[[], None]]] | None = None,
     ) -> None:
-        self.session = session
+        self.engine = session
         self.profile = profile
         self._framing: SyrupFraming = framing
         self._out_framing: SyrupFraming = (
@@ -355,7 +355,7 @@ class OCapNWire:
         return encoder(self, message)
 
     def _target(self, target: Any) -> Record:
-        desc = self.session.describe_target(target)
+        desc = self.engine.describe_target(target)
         return _record(_DESC_LABELS[desc.kind], (desc.position,))
 
     def _default(self, value: Any) -> Any:
@@ -374,7 +374,7 @@ class OCapNWire:
             replacement = self.extra_default(value)
             if replacement is not None:
                 return replacement
-        desc = self.session.describe(value)
+        desc = self.engine.describe(value)
         if type(desc) is Desc:
             return _record(_DESC_LABELS[desc.kind], (desc.position,))
         return desc
@@ -442,7 +442,7 @@ class OCapNWire:
                 begin()  # the imports of the next message wait until it is whole
                 value = next(values, _END)
                 if value is _END:
-                    self.session.end_decoding()
+                    self.engine.end_decoding()
                     return
                 yield self.from_record(value)
 
@@ -457,7 +457,7 @@ class OCapNWire:
         return self.from_record(value)
 
     def _begin(self) -> None:
-        self.session.begin_decoding()
+        self.engine.begin_decoding()
         if self._gives:
             self._gives.clear()
 
@@ -481,7 +481,7 @@ class OCapNWire:
         message = decoder(self, value.fields)
         if self._gives:  # the message is whole: its gives start once it is received
             for _, _, start in self._gives.values():
-                self.session.when_received(start)
+                self.engine.when_received(start)
             self._gives.clear()
         return message
 
@@ -494,27 +494,27 @@ class OCapNWire:
 
     def _in_import_object(self, fields: list[Any]) -> Any:
         if len(fields) == 1 and type(fields[0]) is int and fields[0] >= 0:  # the usual case
-            return self.session.import_object(fields[0])
+            return self.engine.import_object(fields[0])
         _arity(DESC_IMPORT_OBJECT, fields, 1)
-        return self.session.import_object(_position(fields[0], "desc:import-object"))
+        return self.engine.import_object(_position(fields[0], "desc:import-object"))
 
     def _in_import_promise(self, fields: list[Any]) -> Any:
         if len(fields) == 1 and type(fields[0]) is int and fields[0] >= 0:  # the usual case
-            return self.session.import_promise(fields[0])
+            return self.engine.import_promise(fields[0])
         _arity(DESC_IMPORT_PROMISE, fields, 1)
-        return self.session.import_promise(_position(fields[0], "desc:import-promise"))
+        return self.engine.import_promise(_position(fields[0], "desc:import-promise"))
 
     def _in_export(self, fields: list[Any]) -> Any:
         if len(fields) == 1 and type(fields[0]) is int and fields[0] >= 0:  # the usual case
-            return self.session.lookup_export(fields[0])
+            return self.engine.lookup_export(fields[0])
         _arity(DESC_EXPORT, fields, 1)
-        return self.session.lookup_export(_position(fields[0], "desc:export"))
+        return self.engine.lookup_export(_position(fields[0], "desc:export"))
 
     def _in_answer(self, fields: list[Any]) -> Any:
         if len(fields) == 1 and type(fields[0]) is int and fields[0] >= 0:  # the usual case
-            return self.session.lookup_answer(fields[0])
+            return self.engine.lookup_answer(fields[0])
         _arity(DESC_ANSWER, fields, 1)
-        return self.session.lookup_answer(_position(fields[0], "desc:answer"))
+        return self.engine.lookup_answer(_position(fields[0], "desc:answer"))
 
     def _in_void(self, fields: list[Any]) -> Any:
         _arity(VOID, fields, 0)
@@ -624,12 +624,12 @@ class OCapNWire:
             raise ProtocolError(
                 f"op:deliver: resolve-me-desc must be a reference, not {resolver!r}"
             )
-        return Deliver(_checked_target(target, self.session), method, args, answer, resolver)
+        return Deliver(_checked_target(target, self.engine), method, args, answer, resolver)
 
     def _dec_deliver_only(self, f: Sequence[Any]) -> Deliver:
         _arity(OP_DELIVER_ONLY, f, 2)
         method, args = _method_and_args(f[1])
-        return Deliver(_checked_target(f[0], self.session), method, args)
+        return Deliver(_checked_target(f[0], self.engine), method, args)
 
     def _dec_listen(self, f: Sequence[Any]) -> Listen:
         _arity(OP_LISTEN, f, 2, 3)
@@ -638,25 +638,25 @@ class OCapNWire:
         wants_partial = f[2] if len(f) == 3 else False
         if type(wants_partial) is not bool:
             raise ProtocolError("op:listen: wants-partial must be a boolean")
-        return Listen(_checked_target(f[0], self.session), f[1], wants_partial)
+        return Listen(_checked_target(f[0], self.engine), f[1], wants_partial)
 
     def _dec_get(self, f: Sequence[Any]) -> Get:
         _arity(OP_GET, f, 3)
         if type(f[1]) is not str:
             raise ProtocolError("op:get: field name must be a string")
-        target = _checked_target(f[0], self.session)
+        target = _checked_target(f[0], self.engine)
         return Get(target, "get", f[1], _position(f[2], "op:get answer"))
 
     def _dec_index(self, f: Sequence[Any]) -> Get:
         _arity(OP_INDEX, f, 3)
-        return Get(_checked_target(f[0], self.session), "index", _position(f[1], "op:index"),
+        return Get(_checked_target(f[0], self.engine), "index", _position(f[1], "op:index"),
                    _position(f[2], "op:index answer"))
 
     def _dec_untag(self, f: Sequence[Any]) -> Get:
         _arity(OP_UNTAG, f, 3)
         if type(f[1]) is not str:
             raise ProtocolError("op:untag: tag must be a string")
-        target = _checked_target(f[0], self.session)
+        target = _checked_target(f[0], self.engine)
         return Get(target, "untag", f[1], _position(f[2], "op:untag answer"))
 
     def _dec_gc_exports(self, f: Sequence[Any]) -> GcExports:
@@ -702,11 +702,11 @@ def _is_reference(value: Any) -> bool:
     return isinstance(value, Promise) or is_remotable(value)
 
 
-def _checked_target(target: Any, session: Session) -> Any:
+def _checked_target(target: Any, session: Engine) -> Any:
     # The record hook already turned <desc:export N> / <desc:answer N> into our
     # object or answer promise; anything else (data, or the peer's own object
     # written as <desc:import-object>) cannot be a target.
-    if not _is_reference(target) or (type(target) is RemoteRef and target.session is session):
+    if not _is_reference(target) or (type(target) is RemoteRef and target.engine is session):
         raise ProtocolError(f"message target must be <desc:export> or <desc:answer>: {target!r}")
     return target
 

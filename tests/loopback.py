@@ -15,9 +15,9 @@ from typing import Any
 from captp._passable import describe_error, error_name, is_remotable, map_leaves, pass_style
 from captp._promise import Promise
 from captp._vat import ManualVat
+from captp.engine import OCAPN_POLICY, Engine, Policy, Positions
 from captp.errors import RemoteError
 from captp.messages import Abort, Desc, Message
-from captp.session import OCAPN_POLICY, Policy, Positions, Session
 
 _TARGET_FIELDS = {"target"}
 
@@ -31,18 +31,18 @@ class Loopback:
         positions: type[Positions] = Positions,
     ) -> None:
         self.vat = ManualVat()
-        self.wire: deque[tuple[Session, Message]] = deque()
+        self.wire: deque[tuple[Engine, Message]] = deque()
         self.log: list[tuple[str, Message]] = []
-        self.a = Session(
+        self.a = Engine(
             lambda m: self._send(self.a, self.b, m), self.vat, bootstrap=bootstrap_a,
             policy=policy, positions=positions(), name="a",
         )
-        self.b = Session(
+        self.b = Engine(
             lambda m: self._send(self.b, self.a, m), self.vat, bootstrap=bootstrap_b,
             policy=policy, positions=positions(), name="b",
         )
 
-    def _send(self, src: Session, dst: Session, msg: Message) -> None:
+    def _send(self, src: Engine, dst: Engine, msg: Message) -> None:
         fields = {}
         for f in dataclasses.fields(msg):  # type: ignore[arg-type]
             value = getattr(msg, f.name)
@@ -82,7 +82,7 @@ class Loopback:
         return [m for who, m in self.log if who == name]
 
 
-def _out(src: Session, value: Any) -> Any:
+def _out(src: Engine, value: Any) -> Any:
     def leaf(value: Any) -> Any:
         if isinstance(value, BaseException):
             return RemoteError(describe_error(value)) if error_name(value) else value
@@ -94,7 +94,7 @@ def _out(src: Session, value: Any) -> Any:
     return map_leaves(value, leaf)
 
 
-def _in(dst: Session, value: Any) -> Any:
+def _in(dst: Engine, value: Any) -> Any:
     def leaf(value: Any) -> Any:
         if type(value) is not Desc:
             return value
@@ -107,7 +107,7 @@ def _in(dst: Session, value: Any) -> Any:
     return map_leaves(value, leaf)
 
 
-def _target_in(dst: Session, desc: Desc) -> Any:
+def _target_in(dst: Engine, desc: Desc) -> Any:
     if desc.kind == "export":
         return dst.lookup_export(desc.position)
     if desc.kind == "answer":

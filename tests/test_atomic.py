@@ -29,9 +29,9 @@ from captp import (
 )
 from captp._vat import ManualVat
 from captp.endo import open_connection
+from captp.engine import Engine
 from captp.errors import ProtocolError
 from captp.messages import Deliver, GcExports, Message
-from captp.session import Session
 from netlayers import connect_pair
 from netlayers.memory import memory_pipe
 from ocapn import syrup
@@ -79,7 +79,7 @@ async def test_unencodable_send_pins_nothing_over_ocapn() -> None:
         ref = await a.bootstrap()
         assert await E(ref).take(Thing()) == 1  # a good send exports its Thing
         gc.collect()
-        before = a.session.stats()
+        before = a.engine.stats()
         things: list[weakref.ref[Any]] = []
         for _ in range(50):
             thing = Thing()
@@ -88,7 +88,7 @@ async def test_unencodable_send_pins_nothing_over_ocapn() -> None:
             with pytest.raises(PassStyleError, match="object"):
                 await promise
             del thing, promise
-        assert a.session.stats() == before  # no export, no question left behind
+        assert a.engine.stats() == before  # no export, no question left behind
         assert _collected(things)
         # The session is unharmed: the next good call goes through.
         assert await E(ref).take(Counter()) == 2
@@ -98,12 +98,12 @@ async def test_unencodable_send_pins_nothing_over_ocapn() -> None:
 async def test_unencodable_send_only_pins_nothing() -> None:
     async with connect_pair(bootstrap_b=Taker()) as (a, _b):
         ref = await a.bootstrap()
-        before = a.session.stats()
+        before = a.engine.stats()
         thing = Thing()
         watch = weakref.ref(thing)
         E.send_only(ref).take(thing, object())
         del thing
-        assert a.session.stats() == before
+        assert a.engine.stats() == before
         assert _collected([watch])
 
 
@@ -128,7 +128,7 @@ async def test_unencodable_send_pins_nothing_over_endo() -> None:
 
 def test_a_failed_encode_undoes_its_handoff_and_exports() -> None:
     deposits: list[Any] = []
-    other = Session(lambda m: None, ManualVat(), name="other")
+    other = Engine(lambda m: None, ManualVat(), name="other")
     foreign = other.import_object(3)
 
     def encode(message: Message) -> None:
@@ -136,7 +136,7 @@ def test_a_failed_encode_undoes_its_handoff_and_exports() -> None:
         for arg in message.args:
             session.describe(arg)  # the last argument is not a reference: it raises
 
-    session = Session(encode, ManualVat(), handoff=lambda ref: ("give", lambda: deposits.append(1)))
+    session = Engine(encode, ManualVat(), handoff=lambda ref: ("give", lambda: deposits.append(1)))
     target = session.import_object(1)
     thing = Thing()
     watch = weakref.ref(thing)
@@ -151,8 +151,8 @@ def test_a_failed_encode_undoes_its_handoff_and_exports() -> None:
     assert deposits == [1]
 
 
-def _wire() -> tuple[Session, OCapNWire]:
-    session = Session(lambda m: None, ManualVat(), bootstrap=Taker())
+def _wire() -> tuple[Engine, OCapNWire]:
+    session = Engine(lambda m: None, ManualVat(), bootstrap=Taker())
     return session, OCapNWire(session)
 
 
@@ -189,7 +189,7 @@ def test_imports_enter_the_table_when_the_message_is_received() -> None:
 def test_a_partial_stream_message_counts_its_imports_once() -> None:
     sent: list[Any] = []
     vat = ManualVat()
-    session = Session(sent.append, vat, bootstrap=Dropper())
+    session = Engine(sent.append, vat, bootstrap=Dropper())
     wire = OCapNWire(session, framing="none")
     data = _deliver(False, _desc("desc:import-object", 5))
     with vat:
@@ -212,7 +212,7 @@ def test_a_give_becomes_a_promise_in_the_one_decoding_pass() -> None:
         promises.append(promise)
         return promise, lambda: started.append(give)
 
-    session = Session(lambda m: None, ManualVat(), bootstrap=Dropper())
+    session = Engine(lambda m: None, ManualVat(), bootstrap=Dropper())
     wire = OCapNWire(session, on_give=on_give)
     give = SignedEnvelope.sign(Record(Symbol("desc:handoff-give"), (1, 2)), KeyPair())
     inner = Record(Symbol("desc:handoff-receive"), (b"s", b"r", 0, give.to_record()))

@@ -119,7 +119,7 @@ async def test_bootstrap_then_call(js_port: int) -> None:
 @pytest.mark.anyio
 async def test_pipelining_on_the_bootstrap_question_is_refused(js_port: int) -> None:
     async with connected(js_port) as (conn, _):
-        early = E(conn.session.bootstrap()).ping()  # would target the pending q-N
+        early = E(conn.engine.bootstrap()).ping()  # would target the pending q-N
         with pytest.raises(EncodeError, match="pipeline on the pending Endo bootstrap"):
             await early
 
@@ -362,7 +362,7 @@ async def test_python_drops_js_imports_with_the_true_count(js_port: int) -> None
 @pytest.mark.anyio
 async def test_question_timeout_when_js_ignores_a_call(js_port: int) -> None:
     async with connected(js_port, question_timeout=0.3) as (conn, boot):
-        bogus = conn.session.import_object("o-99")  # JS never exported o+99
+        bogus = conn.engine.import_object("o-99")  # JS never exported o+99
         with pytest.raises(QuestionTimeout) as info:
             await E(bogus).ping()
         assert isinstance(info.value, TimeoutError)
@@ -474,7 +474,7 @@ class FullBootstrap(PeerBootstrap):
         return self.singleton
 
     def singletonExported(self) -> bool:
-        return id(self.singleton) in self.conn.session._export_ids
+        return id(self.singleton) in self.conn.engine._export_ids
 
     def holdCall(self, fn: Any) -> bool:
         self.held.append(E(fn)())

@@ -23,6 +23,7 @@ from captp._far import FarFunction
 from captp._promise import Promise, make_promise
 from captp._vat import ManualVat
 from captp.endo import EndoPositions, EndoWire, Marshal, UnknownReference, reverse_slot
+from captp.engine import ENDO_POLICY, Engine
 from captp.errors import EncodeError
 from captp.messages import (
     Abort,
@@ -35,7 +36,6 @@ from captp.messages import (
     Resolve,
     Return,
 )
-from captp.session import ENDO_POLICY, Session
 
 FRAMES = load().frames
 
@@ -79,11 +79,11 @@ class Side:
         self.sent: list[Message] = []
         self.vat = ManualVat()
         self.positions = ScriptedPositions()
-        self.session = Session(
+        self.engine = Engine(
             self.sent.append, self.vat, policy=ENDO_POLICY, positions=self.positions, name=name
         )
         self.wire = EndoWire(
-            self.session, epoch=epoch, body_format="smallcaps" if smallcaps else "capdata",
+            self.engine, epoch=epoch, body_format="smallcaps" if smallcaps else "capdata",
         )
         self.values: dict[str, Any] = {}
 
@@ -97,7 +97,7 @@ class Side:
                 name = iface or "Alleged: Stub"
                 value = FarFunction(lambda *args: None, name)
             self.positions.exports.append(slot)
-            assert self.session.describe(value).position == slot
+            assert self.engine.describe(value).position == slot
             self.values[slot] = value
         return self.values[slot]
 
@@ -107,8 +107,8 @@ class Side:
             return self.export(slot, iface)
         if slot not in self.values:
             self.values[slot] = (
-                self.session.import_promise(slot) if slot[0] == "p"
-                else self.session.import_object(slot, iface)
+                self.engine.import_promise(slot) if slot[0] == "p"
+                else self.engine.import_object(slot, iface)
             )
         return self.values[slot]
 
@@ -116,14 +116,14 @@ class Side:
         """A pending question of ours at ``question``."""
         self.positions.questions.append(question)
         with self.vat:
-            promise = self.session.bootstrap()
+            promise = self.engine.bootstrap()
         assert isinstance(promise, Promise) and not promise.done()
         return promise
 
     def answer(self, answer: str) -> None:
         """An answer we hold for the peer's question ``answer``."""
         with self.vat:
-            self.session.receive(BootstrapQuestion(answer))
+            self.engine.receive(BootstrapQuestion(answer))
 
     def decode_capdata(self, capdata: dict[str, Any]) -> Any:
         """The value of a CapData the frame's *sender* (this side) wrote."""
@@ -210,14 +210,14 @@ def test_refused_frames_are_refused() -> None:
     # R1: a call pipelined on the pending bootstrap question.
     side = Side("raw")
     with side.vat:
-        boot = side.session.bootstrap()
+        boot = side.engine.bootstrap()
     side.wire.encode(side.sent[-1])  # the CTP_BOOTSTRAP marks q-1 as the bootstrap question
     with pytest.raises(EncodeError, match="pipeline on the pending Endo bootstrap"):
         side.wire.encode(Deliver(boot, "ping", (), "q-2"))
     # R5: a question passed in an argument goes out as a fresh promise instead.
     side = Side("raw")
     question = side.question("q-5")
-    target = side.session.import_object("o-1")
+    target = side.engine.import_object("o-1")
     text = side.wire.to_json(Deliver(target, "echo", (question,), "q-7"))[0]
     assert '"slots":["p+1"]' in text
 
@@ -228,7 +228,7 @@ def test_disconnect_echo_is_byte_exact() -> None:
         side = Side("server-conn1")
         (message,) = side.wire.feed(sent.raw)
         assert isinstance(message, Abort)
-        assert side.session.data_to_send() == [echoed.raw]
+        assert side.engine.data_to_send() == [echoed.raw]
 
 
 # -- decoding every frame -------------------------------------------------------------
@@ -281,7 +281,7 @@ def test_every_frame_decodes(frame: Frame) -> None:
         assert expected_type is not None and isinstance(message, expected_type)
     assert message is not None
     with side.vat:
-        side.session.receive(message)
+        side.engine.receive(message)
     side.vat.run()
 
 

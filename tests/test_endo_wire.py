@@ -38,8 +38,8 @@ from captp.endo import (
     reverse_slot,
 )
 from captp.endo.framing import NetstringDecoder, netstring
+from captp.engine import ENDO_POLICY, Engine
 from captp.messages import Abort, GcAnswers, GcExports, Get, Message
-from captp.session import ENDO_POLICY, Session
 from interop.endo_peer import Counter, PeerBootstrap
 from netlayers.endo_tcp import connect_tcp, serve_tcp
 from netlayers.memory import memory_pipe
@@ -53,23 +53,23 @@ class Peer:
     def __init__(self, bootstrap: Any = None, framing: Any = "netstring") -> None:
         self.vat = ManualVat()
         self.raw: list[bytes] = []
-        self.session = Session(
+        self.engine = Engine(
             self._encode, self.vat, bootstrap=bootstrap, policy=ENDO_POLICY,
             positions=EndoPositions(), name="py", on_output=self._collect,
         )
-        self.wire = EndoWire(self.session, framing=framing)
+        self.wire = EndoWire(self.engine, framing=framing)
 
     def _encode(self, message: Message) -> bytes | list[bytes]:
         return self.wire.encode(message)
 
     def _collect(self) -> None:
-        self.raw.extend(self.session.data_to_send())
+        self.raw.extend(self.engine.data_to_send())
 
     def feed(self, *messages: dict[str, Any]) -> None:
         data = b"".join(netstring(json.dumps(m).encode()) for m in messages)
         with self.vat:
             for message in self.wire.feed(data):
-                self.session.receive(message)
+                self.engine.receive(message)
         self.vat.run()
 
     def sent(self) -> list[dict[str, Any]]:
@@ -137,22 +137,22 @@ def test_calls_to_unknown_exports_are_answered_with_a_reference_error() -> None:
         body = json.loads(m["exception"]["body"])
         assert body["name"] == "ReferenceError", body
     assert "no export o+99" in json.loads(returns[0]["exception"]["body"])["message"]
-    assert peer.session.dead is None  # JS would have dropped these silently; we answer
+    assert peer.engine.dead is None  # JS would have dropped these silently; we answer
 
 
 def test_drops() -> None:
     peer = Peer(PeerBootstrap())
     peer.feed({"type": "CTP_BOOTSTRAP", "epoch": 0, "questionID": "q-1"})
     peer.feed(call("q-2", "o-1", '["makeCounter",[]]'))
-    assert peer.session.stats() == {"exports": 2, "imports": 0, "questions": 0, "answers": 2}
+    assert peer.engine.stats() == {"exports": 2, "imports": 0, "questions": 0, "answers": 2}
     # The peer drops its question q-2 (JS does, with gcImports): the answer goes.
     peer.feed({"type": "CTP_DROP", "slotID": "q-2", "decRefs": 1, "epoch": 0})
-    assert peer.session.stats()["answers"] == 1
+    assert peer.engine.stats()["answers"] == 1
     # decRefs 0 changes nothing; an inflated count frees the export.
     peer.feed({"type": "CTP_DROP", "slotID": "o-2", "decRefs": 0, "epoch": 0})
-    assert peer.session.stats()["exports"] == 2
+    assert peer.engine.stats()["exports"] == 2
     peer.feed({"type": "CTP_DROP", "slotID": "o-2", "decRefs": 21, "epoch": 0})
-    assert peer.session.stats()["exports"] == 1
+    assert peer.engine.stats()["exports"] == 1
     for bad in ({"slotID": "o+1", "decRefs": 1}, {"slotID": "o-1", "decRefs": -1}, {"slotID": 5}):
         with pytest.raises(ProtocolError):
             peer.feed({"type": "CTP_DROP", "epoch": 0, **bad})
@@ -184,8 +184,8 @@ def test_disconnect_is_echoed_and_ends_the_session() -> None:
             message["reason"] = reason
         peer.feed(message)
         assert peer.sent() == [message]  # the echo
-        assert peer.session.dead is not None
-        assert peer.session.dead.reason == f"peer aborted: {text}"
+        assert peer.engine.dead is not None
+        assert peer.engine.dead.reason == f"peer aborted: {text}"
     peer = Peer()
     assert peer.wire.to_json(Abort("going away")) == [
         '{"type":"CTP_DISCONNECT","epoch":0,"reason":{"message":"going away"}}'
@@ -201,7 +201,7 @@ def test_unknown_types_are_ignored_and_malformed_messages_rejected(
         peer.feed({"type": "CTP_TRAP_ITERATE", "epoch": 0, "questionID": "q-1",
                    "serialized": {"body": "[]", "slots": []}})
     assert "CTP_BOGUS" in caplog.text and "CTP_TRAP_ITERATE" in caplog.text
-    assert peer.session.dead is None
+    assert peer.engine.dead is None
     for bad in [
         b"7:[1,2,3],",
         b'7:{"a":1},',  # no type: ignored, but...
@@ -227,7 +227,7 @@ def test_trap_calls_are_answered_with_an_error() -> None:
 
 def test_gets_and_untag() -> None:
     peer = Peer()
-    target = peer.session.import_object("o-1")
+    target = peer.engine.import_object("o-1")
     assert peer.wire.to_json(Get(target, "index", 2, "q-1"))[0].endswith(
         '"method":{"body":"[\\"2\\"]","slots":[]}}')
     with pytest.raises(EncodeError, match="untag"):
@@ -236,7 +236,7 @@ def test_gets_and_untag() -> None:
 
 def test_our_own_question_is_never_written_in_slots() -> None:
     peer = Peer()
-    boot = peer.session.import_object("o-1")
+    boot = peer.engine.import_object("o-1")
     with peer.vat:
         counter = E(boot).makeCounter()
         E(boot).echo(counter)
@@ -253,7 +253,7 @@ def test_our_own_question_is_never_written_in_slots() -> None:
 def test_the_bootstrap_question_is_not_pipelined_on() -> None:
     peer = Peer()
     with peer.vat:
-        boot = peer.session.bootstrap()
+        boot = peer.engine.bootstrap()
         early = E(boot).ping()
     assert isinstance(early.reason(), EncodeError)
     assert [m["type"] for m in peer.sent()] == ["CTP_BOOTSTRAP"]

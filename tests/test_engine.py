@@ -19,9 +19,9 @@ from captp._far import far
 from captp._promise import Promise, make_promise
 from captp._refs import RemoteRef
 from captp._vat import ManualVat
+from captp.engine import Engine
 from captp.errors import BrokenPromise
 from captp.messages import Abort, Deliver, Desc, GcAnswers, GcExports, Get, Listen
-from captp.session import Session
 
 
 @far
@@ -290,7 +290,7 @@ def test_listen_reports_settlement_of_an_exported_promise() -> None:
 def test_answer_position_reuse_is_a_protocol_error() -> None:
     vat = ManualVat()
     out: list[Any] = []
-    s = Session(out.append, vat, bootstrap=Greeter(), name="s")
+    s = Engine(out.append, vat, bootstrap=Greeter(), name="s")
     resolver = s.import_object(7)
     boot = s.lookup_export(0)
     s.receive(Deliver(boot, "hello", ("a",), 3, resolver))
@@ -299,7 +299,7 @@ def test_answer_position_reuse_is_a_protocol_error() -> None:
 
 
 def test_unknown_export_is_a_protocol_error() -> None:
-    s = Session(lambda m: None, ManualVat(), bootstrap=Greeter())
+    s = Engine(lambda m: None, ManualVat(), bootstrap=Greeter())
     with pytest.raises(ProtocolError, match="no export at position 99"):
         s.lookup_export(99)
     with pytest.raises(ProtocolError, match="no answer"):
@@ -309,7 +309,7 @@ def test_unknown_export_is_a_protocol_error() -> None:
 def test_fed_deliver_produces_fulfill_to_resolver() -> None:
     vat = ManualVat()
     out: list[Any] = []
-    s = Session(out.append, vat, bootstrap=Greeter(), name="s")
+    s = Engine(out.append, vat, bootstrap=Greeter(), name="s")
     resolver = s.import_object(4)
     with vat:
         s.receive(Deliver(s.lookup_export(0), "hello", ("fed",), 0, resolver))
@@ -320,7 +320,7 @@ def test_fed_deliver_produces_fulfill_to_resolver() -> None:
 
 def test_gc_exports_frees_after_all_sends_are_dropped() -> None:
     vat = ManualVat()
-    s = Session(lambda m: None, vat, bootstrap=Greeter())
+    s = Engine(lambda m: None, vat, bootstrap=Greeter())
     obj = Counter()
     d1 = s.describe(obj)
     d2 = s.describe(obj)
@@ -334,14 +334,14 @@ def test_gc_exports_frees_after_all_sends_are_dropped() -> None:
 
 
 def test_gc_exports_with_inflated_delta_frees() -> None:
-    s = Session(lambda m: None, ManualVat())
+    s = Engine(lambda m: None, ManualVat())
     s.describe(Counter())
     s.receive(GcExports((1,), (21,)))
     assert s.stats()["exports"] == 0
 
 
 def test_bad_gc_exports_are_protocol_errors() -> None:
-    s = Session(lambda m: None, ManualVat())
+    s = Engine(lambda m: None, ManualVat())
     with pytest.raises(ProtocolError):
         s.receive(GcExports((1, 2), (1,)))
     with pytest.raises(ProtocolError):
@@ -351,7 +351,7 @@ def test_bad_gc_exports_are_protocol_errors() -> None:
 def test_dropping_an_import_sends_the_received_count() -> None:
     vat = ManualVat()
     out: list[Any] = []
-    s = Session(out.append, vat)
+    s = Engine(out.append, vat)
     ref = s.import_object(5)
     assert s.import_object(5) is ref
     assert s.import_object(5) is ref
@@ -365,7 +365,7 @@ def test_dropping_an_import_sends_the_received_count() -> None:
 def test_reimport_after_drop_before_flush_keeps_the_entry() -> None:
     vat = ManualVat()
     out: list[Any] = []
-    s = Session(out.append, vat)
+    s = Engine(out.append, vat)
     s.import_object(5)  # arrives once, dropped at once
     gc.collect()
     again = s.import_object(5)  # arrives again before the gc message went out
@@ -479,7 +479,7 @@ def test_sending_to_plain_data_breaks() -> None:
 
 
 def test_an_import_cannot_change_between_object_and_promise() -> None:
-    s = Session(lambda m: None, ManualVat())
+    s = Engine(lambda m: None, ManualVat())
     kept = s.import_promise(3)
     with pytest.raises(ProtocolError, match="import 3 was sent as a promise and is now sent as an"):
         s.import_object(3)

@@ -8,8 +8,8 @@ import pytest
 
 from captp import Record, Symbol
 from captp._vat import ManualVat
+from captp.engine import Engine
 from captp.errors import ProtocolError
-from captp.session import Session
 from ocapn import syrup
 from ocapn.errors import LocatorError
 from ocapn.locators import PeerLocation, Sturdyref, parse_uri
@@ -92,7 +92,7 @@ def test_received_location_is_resent_byte_identical() -> None:
         b"<10'ocapn-peer16'tcp-testing-only3\"abc{4\"host9\"127.0.0.14\"port5\"22045"
         b"5\"extra[1+]}>"
     )
-    wire = OCapNWire(Session(lambda m: None, ManualVat()), framing="none")
+    wire = OCapNWire(Engine(lambda m: None, ManualVat()), framing="none")
     decoded = syrup.decode(original, record_hook=wire._hook)
     assert type(decoded) is PeerLocation
     assert syrup.encode(decoded.to_record()) == original
@@ -138,6 +138,6 @@ def test_peer_uri_is_not_a_sturdyref_and_back() -> None:
     ],
 )
 def test_malformed_locator_records_are_protocol_errors(record: bytes) -> None:
-    wire = OCapNWire(Session(lambda m: None, ManualVat()), framing="none")
+    wire = OCapNWire(Engine(lambda m: None, ManualVat()), framing="none")
     with pytest.raises(ProtocolError):
         syrup.decode(record, record_hook=wire._hook)

@@ -9,7 +9,7 @@ import pytest
 
 from captp import Promise, Record, Symbol, make_promise
 from captp._vat import ManualVat
-from captp.session import Session
+from captp.engine import Engine
 from ocapn import syrup
 from ocapn.certificates import HandoffGive, HandoffReceive, SignedEnvelope, encode_value
 from ocapn.crypto import (
@@ -124,7 +124,7 @@ def test_my_location_signature() -> None:
 
 
 def test_start_session_bytes() -> None:
-    wire = OCapNWire(Session(lambda m: None, ManualVat()), framing="none")
+    wire = OCapNWire(Engine(lambda m: None, ManualVat()), framing="none")
     signature = A.sign(my_location_bytes(HELLO_LOCATION.to_record()))
     data = wire.encode(StartSession("1.0", A.public, HELLO_LOCATION, signature))
     assert len(data) == 293
@@ -199,7 +199,7 @@ def test_certificates_read_back_from_the_wire_verify() -> None:
         noticed.append(give)
         return make_promise()[0], lambda: None
 
-    wire = OCapNWire(Session(lambda m: None, ManualVat()), framing="none", on_give=on_give)
+    wire = OCapNWire(Engine(lambda m: None, ManualVat()), framing="none", on_give=on_give)
     data = encode_value(envelope.to_record())
     decoded = syrup.decode(data, record_hook=wire._hook)
     assert type(decoded) is SignedEnvelope

@@ -18,8 +18,8 @@ from captp import (
 )
 from captp._promise import Promise, Resolver
 from captp._vat import ManualVat
+from captp.engine import Engine
 from captp.messages import Abort, Deliver, GcAnswers, GcExports, Get, Listen
-from captp.session import Session
 from ocapn import syrup
 from ocapn.wire import ENDO_PROFILE, SPEC_PROFILE, OCapNWire, WireProfile
 
@@ -41,13 +41,13 @@ class Echo:
 def make(profile: WireProfile = SPEC_PROFILE, bootstrap: Any = None) -> tuple[OCapNWire, list[Any]]:
     out: list[Any] = []
     vat = ManualVat()
-    session = Session(out.append, vat, bootstrap=bootstrap if bootstrap is not None else Echo())
+    session = Engine(out.append, vat, bootstrap=bootstrap if bootstrap is not None else Echo())
     return OCapNWire(session, profile), out
 
 
 def test_deliver_bytes() -> None:
     wire, _ = make()
-    ref = wire.session.import_object(5)
+    ref = wire.engine.import_object(5)
     resolver = Resolver(Promise())
     data = wire.encode(Deliver(ref, "say-hi", ("hi", 1, b"\x00"), 3, resolver))
     assert data == (
@@ -57,12 +57,12 @@ def test_deliver_bytes() -> None:
 
 def test_deliver_without_answer_spec_and_suite_forms() -> None:
     wire, _ = make()
-    ref = wire.session.import_object(2)
+    ref = wire.engine.import_object(2)
     assert wire.encode(Deliver(ref, None, ("x",))) == (
         b"<10'op:deliver<11'desc:export2+>[1\"x]ff>"
     )
     suite, _ = make(SUITE)
-    ref = suite.session.import_object(2)
+    ref = suite.engine.import_object(2)
     assert suite.encode(Deliver(ref, "fulfill", (Symbol("ok"),))) == (
         b"<15'op:deliver-only<11'desc:export2+>[7'fulfill2'ok]>"
     )
@@ -80,17 +80,17 @@ def test_gc_and_abort_forms_per_profile() -> None:
 
 def test_listen_three_fields_by_default_two_on_request() -> None:
     wire, _ = make()
-    promise = wire.session.import_promise(4)
+    promise = wire.engine.import_promise(4)
     data = wire.encode(Listen(promise, Resolver(Promise())))
     assert data == b"<9'op:listen<11'desc:export4+><18'desc:import-object1+>f>"
     two, _ = make(WireProfile(listen_fields=2))
-    promise = two.session.import_promise(4)
+    promise = two.engine.import_promise(4)
     assert two.encode(Listen(promise, Resolver(Promise()))).endswith(b"1+>>")
 
 
 def test_passable_forms() -> None:
     wire, _ = make()
-    ref = wire.session.import_object(1)
+    ref = wire.engine.import_object(1)
     data = wire.encode(
         Deliver(ref, None, (None, null, Tagged("copySet", [1]), TypeError("boom")))
     )
@@ -102,12 +102,12 @@ def test_passable_forms() -> None:
 
 def test_decoding_every_variant() -> None:
     wire, _ = make(bootstrap=Echo())
-    boot = wire.session.lookup_export(0)
+    boot = wire.engine.lookup_export(0)
     [d] = wire.feed(b"<10'op:deliver<11'desc:export0+>[4'echo1+]1+<18'desc:import-object7+>>")
     assert d.target is boot and d.method == "echo" and d.args == (1,) and d.answer == 1
     assert type(d.resolver) is RemoteRef and d.resolver.position == 7
-    with wire.session._vat:  # type: ignore[attr-defined]
-        wire.session.receive(d)  # creates answer 1, which the next messages name
+    with wire.engine._vat:  # type: ignore[attr-defined]
+        wire.engine.receive(d)  # creates answer 1, which the next messages name
     [only] = wire.feed(b"<15'op:deliver-only<11'desc:export0+>[1+2+]>")
     assert only == Deliver(boot, None, (1, 2))
     [listen2] = wire.feed(b"<9'op:listen<11'desc:answer1+><18'desc:import-object8+>>")
@@ -120,9 +120,9 @@ def test_decoding_every_variant() -> None:
     assert list(wire.feed(b"<12'op:gc-answer[3+]>")) == [GcAnswers((3,))]
     assert list(wire.feed(b"<12'op:gc-answer3+>")) == [GcAnswers((3,))]
     [get] = wire.feed(b"<6'op:get<11'desc:answer1+>3\"foo2+>")
-    assert get == Get(wire.session.lookup_answer(1), "get", "foo", 2)
+    assert get == Get(wire.engine.lookup_answer(1), "get", "foo", 2)
     [index] = wire.feed(b"<8'op:index<11'desc:answer1+>0+3+>")
-    assert index == Get(wire.session.lookup_answer(1), "index", 0, 3)
+    assert index == Get(wire.engine.lookup_answer(1), "index", 0, 3)
 
 
 def test_passables_decoded() -> None:
@@ -148,11 +148,11 @@ def test_pipelined_messages_in_one_stream_read() -> None:
         b"<10'op:deliver<11'desc:answer0+>[4'echo2\"hi]1+<18'desc:import-object9+>>"
     )
     handled = []
-    with wire.session._vat:  # type: ignore[attr-defined]
+    with wire.engine._vat:  # type: ignore[attr-defined]
         for msg in wire.feed(chunk):
-            wire.session.receive(msg)  # creates answer 0 before the next is decoded
+            wire.engine.receive(msg)  # creates answer 0 before the next is decoded
             handled.append(msg)
-        wire.session._vat.run()  # type: ignore[attr-defined]
+        wire.engine._vat.run()  # type: ignore[attr-defined]
     assert len(handled) == 2
     assert [m.method for m in out] == ["fulfill"]
     assert out[0].args == (["hi"],)
@@ -160,7 +160,7 @@ def test_pipelined_messages_in_one_stream_read() -> None:
 
 def test_len_framing_detected_and_written() -> None:
     framed = WireProfile(stream_framing="len")
-    wire = OCapNWire(make()[0].session, framed, framing="none")
+    wire = OCapNWire(make()[0].engine, framed, framing="none")
     assert wire.encode(Abort("x")) == b"15:<8'op:abort1\"x>"
     msgs = list(wire.feed(b"15:<8'op:abort1\"x>15:<8'op:abort1\"y>"))
     assert msgs == [Abort("x"), Abort("y")]
@@ -201,8 +201,8 @@ def test_round_trip_through_two_wires() -> None:
     vat = ManualVat()
     a_out: list[bytes] = []
     b_out: list[bytes] = []
-    a = Session(lambda m: a_out.append(wa.encode(m)), vat, name="a")
-    b = Session(lambda m: b_out.append(wb.encode(m)), vat, bootstrap=Echo(), name="b")
+    a = Engine(lambda m: a_out.append(wa.encode(m)), vat, name="a")
+    b = Engine(lambda m: b_out.append(wb.encode(m)), vat, bootstrap=Echo(), name="b")
     wa, wb = OCapNWire(a), OCapNWire(b)
     with vat:
         p = E(a.bootstrap()).echo(Symbol("s"), 2**100, -0.0, {"k": [b"v"]})
@@ -220,15 +220,15 @@ def test_struct_key_order_per_profile_and_either_order_read() -> None:
     struct = {"c": 3, "bb": 2, "a": 1}
     spec, _ = make()
     endo, _ = make(ENDO_PROFILE)
-    spec_ref = spec.session.import_object(1)
-    endo_ref = endo.session.import_object(1)
+    spec_ref = spec.engine.import_object(1)
+    endo_ref = endo.engine.import_object(1)
     syrup_order = b'{1"a1+1"c3+2"bb2+}'
     js_order = b'{1"a1+2"bb2+1"c3+}'
     assert syrup_order in spec.encode(Deliver(spec_ref, None, (struct,)))
     assert js_order in endo.encode(Deliver(endo_ref, None, (struct,)))
     # Whatever the profile, a struct in either order is read.
     for wire in (spec, endo):
-        boot = wire.session.lookup_export(0)
+        boot = wire.engine.lookup_export(0)
         for order in (syrup_order, js_order):
             [msg] = wire.feed(b"<10'op:deliver<11'desc:export0+>[" + order + b"]ff>")
             assert msg == Deliver(boot, None, (struct,))
@@ -239,7 +239,7 @@ def test_endo_profile_writes_negative_zero_as_zero() -> None:
     endo, _ = make(ENDO_PROFILE)
     minus = b"D\x80" + bytes(7)
     plus = b"D" + bytes(8)
-    spec_data = spec.encode(Deliver(spec.session.import_object(1), None, (-0.0, 0.0)))
-    endo_data = endo.encode(Deliver(endo.session.import_object(1), None, (-0.0, 0.0)))
+    spec_data = spec.encode(Deliver(spec.engine.import_object(1), None, (-0.0, 0.0)))
+    endo_data = endo.encode(Deliver(endo.engine.import_object(1), None, (-0.0, 0.0)))
     assert minus + plus in spec_data
     assert plus + plus in endo_data

@@ -163,7 +163,7 @@ async def test_100k_objects_and_tables_return_to_their_starting_size() -> None:
     greeter = Greeter()
     async with connect_pair(bootstrap_b=greeter) as (a, b):
         boot = await a.bootstrap()
-        start_a, start_b = a.session.stats(), b.session.stats()
+        start_a, start_b = a.engine.stats(), b.engine.stats()
         for _ in range(100):
             batch = [Counter() for _ in range(1000)]
             back = await E(boot).echo(*batch)  # out and back: identity is preserved
@@ -175,10 +175,10 @@ async def test_100k_objects_and_tables_return_to_their_starting_size() -> None:
         for _ in range(50):  # gc messages cross in both directions
             await anyio.sleep(0.01)
             gc.collect()
-            if a.session.stats() == start_a and b.session.stats() == start_b:
+            if a.engine.stats() == start_a and b.engine.stats() == start_b:
                 break
-        assert a.session.stats() == start_a
-        assert b.session.stats() == start_b
+        assert a.engine.stats() == start_a
+        assert b.engine.stats() == start_b
 
 
 async def test_references_in_the_last_message_of_a_burst_are_released() -> None:
@@ -186,16 +186,16 @@ async def test_references_in_the_last_message_of_a_burst_are_released() -> None:
         boot = await a.bootstrap()
         await E(boot).echo()
         await anyio.sleep(0.05)  # the gc batch of that call has gone out
-        start = a.session.stats()
+        start = a.engine.stats()
         E.send_only(boot).ignore(Counter())  # the last message b gets: no answer, no gc
         for _ in range(50):
             await anyio.sleep(0.01)
             gc.collect()
-            if a.session.stats() == start:
+            if a.engine.stats() == start:
                 break
         # b dropped the Counter though its reader is idle with nothing newer
-        assert a.session.stats() == start
-        assert b.session.stats()["imports"] == 0
+        assert a.engine.stats() == start
+        assert b.engine.stats()["imports"] == 0
 
 
 async def _gather(promises: list[Promise]) -> list[Any]:

@@ -17,8 +17,8 @@ from captp._vat import Vat, open_vat
 from captp.endo.framing import DEFAULT_MAX_FRAME_SIZE
 from captp.endo.marshal import BodyFormat
 from captp.endo.wire import EndoFraming, EndoPositions, EndoWire, Trace
+from captp.engine import ENDO_POLICY, Engine
 from captp.errors import CapTPError, ConnectionLost
-from captp.session import ENDO_POLICY, Session
 
 __all__ = [
     "DEFAULT_QUESTION_TIMEOUT",
@@ -84,7 +84,7 @@ class EndoConnection:
         if callable(bootstrap) and not is_remotable(bootstrap):
             bootstrap = bootstrap(self)
 
-        def make_wire(session: Session) -> EndoWire:
+        def make_wire(session: Engine) -> EndoWire:
             return EndoWire(
                 session,
                 framing=framing,
@@ -103,7 +103,7 @@ class EndoConnection:
             positions=EndoPositions(),
             name=name,
         )
-        self.session: Session = self._connection.session
+        self.engine: Engine = self._connection.engine
         self.wire: EndoWire = self._connection.wire  # type: ignore[assignment]
         self._bootstrap: Promise | None = None
         self._cancel: anyio.CancelScope | None = None
@@ -115,12 +115,12 @@ class EndoConnection:
     @property
     def closed(self) -> bool:
         """True once the session has ended (for any reason)."""
-        return self.session.dead is not None
+        return self.engine.dead is not None
 
     @property
     def lost_reason(self) -> ConnectionLost | None:
         """Why the session ended, or ``None`` while it is alive."""
-        return self.session.dead
+        return self.engine.dead
 
     async def bootstrap(self) -> Any:
         """The peer's bootstrap object, once the peer has answered for it.
@@ -131,16 +131,16 @@ class EndoConnection:
         pipelined on nor dropped.
         """
         if self._bootstrap is None:
-            self._bootstrap = self.session.bootstrap()
+            self._bootstrap = self.engine.bootstrap()
         return await self._bootstrap
 
     def stats(self) -> dict[str, int]:
         """Sizes of the session's tables (exports, imports, questions, answers)."""
-        return self.session.stats()
+        return self.engine.stats()
 
     def abort(self, reason: str = "connection closed") -> None:
         """Send ``CTP_DISCONNECT``, break every pending promise, and close."""
-        self.session.abort(reason)
+        self.engine.abort(reason)
         if self._cancel is not None:
             self._cancel.cancel()
 
@@ -161,15 +161,15 @@ class EndoConnection:
         try:
             async with anyio.create_task_group() as tg:
                 self._cancel = tg.cancel_scope
-                if self.session.dead is not None:
+                if self.engine.dead is not None:
                     tg.cancel_scope.cancel()
                 if self.question_timeout is not None:
                     tg.start_soon(self._expire_questions, self.question_timeout)
                 await self._connection.run()
                 tg.cancel_scope.cancel()
         finally:
-            if self.session.dead is None:
-                self.session.connection_lost("connection closed")
+            if self.engine.dead is None:
+                self.engine.connection_lost("connection closed")
             self._done.set()
 
     async def _expire_questions(self, timeout: float) -> None:
@@ -178,7 +178,7 @@ class EndoConnection:
         # earlier than `timeout` after it was asked (and at most two ticks late).
         tick = min(max(timeout / 10, 0.01), 1.0)
         first_seen: dict[Any, float] = {}
-        session = self.session
+        session = self.engine
         while session.dead is None:
             await anyio.sleep(tick)
             now = anyio.current_time()

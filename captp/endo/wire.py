@@ -45,6 +45,7 @@ from captp._refs import RemoteRef
 from captp.endo import _json
 from captp.endo.framing import DEFAULT_MAX_FRAME_SIZE, NetstringDecoder, netstring
 from captp.endo.marshal import BodyFormat, Marshal, UnknownReference
+from captp.engine import Engine, Positions
 from captp.errors import CapTPError, DecodeError, EncodeError, ProtocolError
 from captp.messages import (
     Abort,
@@ -59,7 +60,6 @@ from captp.messages import (
     Resolve,
     Return,
 )
-from captp.session import Positions, Session
 
 __all__ = ["EndoFraming", "EndoPositions", "EndoWire", "reverse_slot"]
 
@@ -121,7 +121,7 @@ class EndoWire:
 
     def __init__(
         self,
-        session: Session,
+        session: Engine,
         *,
         framing: EndoFraming = "netstring",
         body_format: BodyFormat = "capdata",
@@ -134,7 +134,7 @@ class EndoWire:
             raise ValueError(f"unknown framing {framing!r}")
         if type(epoch) is not int:
             raise TypeError("epoch must be an int")
-        self.session = session
+        self.engine = session
         self.framing: EndoFraming = framing
         self.marshal = Marshal(
             self._slot_for_value,
@@ -218,7 +218,7 @@ class EndoWire:
         return '{"body":' + _quote(body) + ',"slots":[' + ",".join(map(_quote, slots)) + "]}"
 
     def _target(self, target: Any) -> str:
-        desc = self.session.describe_target(target)
+        desc = self.engine.describe_target(target)
         position: str = desc.position  # type: ignore[assignment]
         if desc.kind == "answer" and position in self._bootstrap_questions:
             # G1: JS records the bootstrap answer a microtask late and drops,
@@ -295,7 +295,7 @@ class EndoWire:
     # -- references -------------------------------------------------------------------
 
     def _slot_for_value(self, value: Any) -> tuple[str, str | None]:
-        desc = self.session.describe(value)
+        desc = self.engine.describe(value)
         if type(desc) is not Desc:
             raise EncodeError(f"{value!r} cannot be sent in the Endo CapTP dialect")
         kind = desc.kind
@@ -316,9 +316,9 @@ class EndoWire:
         kind = slot[0]
         if slot[1] == "+":  # the sender's export: our import, named with '-'
             if kind == "o" or kind == "t":
-                return self.session.import_object(f"{kind}-{slot[2:]}", iface)
+                return self.engine.import_object(f"{kind}-{slot[2:]}", iface)
             if kind == "p":
-                return self.session.import_promise(f"p-{slot[2:]}")
+                return self.engine.import_promise(f"p-{slot[2:]}")
         elif kind == "o" or kind == "p":  # our own export, named with '-' by the sender
             return self._lookup_export(f"{kind}+{slot[2:]}")
         elif kind == "q":
@@ -329,7 +329,7 @@ class EndoWire:
 
     def _lookup_export(self, position: str) -> Any:
         try:
-            return self.session.lookup_export(position)
+            return self.engine.lookup_export(position)
         except ProtocolError:
             raise UnknownReference(
                 f"no export {position} here (never exported, or already freed after "
@@ -342,7 +342,7 @@ class EndoWire:
                 return self._lookup_export(f"{target[0]}+{target[2:]}")
             raise UnknownReference(f"target {target!r} is the sender's own export")
         try:
-            return self.session.lookup_answer(target)
+            return self.engine.lookup_answer(target)
         except ProtocolError:
             raise UnknownReference(f"no answer {target!r} here") from None
 
@@ -367,13 +367,13 @@ class EndoWire:
             if message is not None:
                 yield message
             else:
-                self.session.end_decoding()
+                self.engine.end_decoding()
 
     def decode_json(self, text: str) -> Message | None:
         """The engine message for one ``CTP_*`` JSON text (``None``: nothing to do)."""
         if self.trace is not None:
             self.trace("recv", text)
-        self.session.begin_decoding()
+        self.engine.begin_decoding()
         try:
             obj = _json.loads(text)
         except (ValueError, RecursionError) as exc:
@@ -384,7 +384,7 @@ class EndoWire:
         if decoder is None:
             # @endo/captp ignores unknown types too (onReject, no reply); a
             # newer peer may send types we do not know yet.
-            log.warning("%s: ignoring unknown message type %r", self.session.name, obj.get("type"))
+            log.warning("%s: ignoring unknown message type %r", self.engine.name, obj.get("type"))
             return None
         return decoder(obj)
 
@@ -471,11 +471,11 @@ class EndoWire:
 
     def _dec_disconnect(self, obj: dict[str, Any]) -> Message:
         # JS echoes the disconnect back to its sender; so do we.
-        self.session.write_raw(self._frame(_json.stringify(obj)))
+        self.engine.write_raw(self._frame(_json.stringify(obj)))
         return Abort(_disconnect_reason(obj))
 
     def _dec_trap_iterate(self, obj: dict[str, Any]) -> None:
-        log.warning("%s: ignoring CTP_TRAP_ITERATE (Trap() is not supported)", self.session.name)
+        log.warning("%s: ignoring CTP_TRAP_ITERATE (Trap() is not supported)", self.engine.name)
         return None
 
 

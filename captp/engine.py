@@ -1,6 +1,6 @@
 """The CapTP session: one peer's tables and the rules that keep them, with no I/O.
 
-A :class:`Session` is fed decoded messages with :meth:`Session.receive` and
+A :class:`Engine` is fed decoded messages with :meth:`Engine.receive` and
 hands the messages it wants sent to the ``send`` callable it was built with.
 Local calls run in turns of the :class:`~captp._vat.Scheduler` it was given.
 It never touches a socket, never sleeps and never awaits, so tests can drive
@@ -57,7 +57,7 @@ from captp.messages import (
     Return,
 )
 
-__all__ = ["ENDO_POLICY", "OCAPN_POLICY", "Policy", "Positions", "Session"]
+__all__ = ["ENDO_POLICY", "OCAPN_POLICY", "Engine", "Policy", "Positions"]
 
 log = logging.getLogger("captp")
 
@@ -152,10 +152,10 @@ class _Arrival:
 class _Import:
     """One import position: a weak reference to its proxy and how often it arrived."""
 
-    __slots__ = ("count", "pinned", "position", "ref", "session")
+    __slots__ = ("count", "engine", "pinned", "position", "ref")
 
-    def __init__(self, session: Session, position: Position) -> None:
-        self.session = session
+    def __init__(self, session: Engine, position: Position) -> None:
+        self.engine = session
         self.position = position
         self.count = 0
         self.ref: weakref.ref[Any] | None = None
@@ -169,31 +169,31 @@ class _Import:
         self.ref = None
         delta, self.count = self.count, 0
         if delta:
-            self.session._import_dropped(self, delta)
+            self.engine._import_dropped(self, delta)
 
 
 class _RemoteHandler(PromiseHandler):
     """A pending promise that stands for a question we asked or a promise we imported."""
 
-    __slots__ = ("kind", "position", "session")
+    __slots__ = ("engine", "kind", "position")
 
-    def __init__(self, session: Session, kind: DescKind, position: Position) -> None:
-        self.session = session
+    def __init__(self, session: Engine, kind: DescKind, position: Position) -> None:
+        self.engine = session
         self.kind: DescKind = kind  # "answer" (our question) or "export" (the peer's promise)
         self.position = position
 
     def send(
         self, promise: Promise, method: str | None, args: tuple[Any, ...], want_result: bool
     ) -> Promise | None:
-        return self.session.send_deliver(promise, method, args, want_result)
+        return self.engine.send_deliver(promise, method, args, want_result)
 
     def get(self, promise: Promise, kind: str, key: Any) -> Promise:
-        return self.session.send_get(promise, kind, key)
+        return self.engine.send_get(promise, kind, key)
 
 
-def _handler_of(value: Promise, session: Session) -> _RemoteHandler | None:
+def _handler_of(value: Promise, session: Engine) -> _RemoteHandler | None:
     handler = value.pending_handler
-    if type(handler) is _RemoteHandler and handler.session is session:
+    if type(handler) is _RemoteHandler and handler.engine is session:
         return handler
     return None
 
@@ -201,7 +201,7 @@ def _handler_of(value: Promise, session: Session) -> _RemoteHandler | None:
 _KIND_NAMES: Final[dict[type, str]] = {RemoteRef: "an object", Promise: "a promise"}
 
 
-class Session:
+class Engine:
     """One CapTP session with one peer.  See the module docstring.
 
     ``encode(message)`` turns a message into what the driver writes (bytes,
@@ -282,7 +282,7 @@ class Session:
 
     def __repr__(self) -> str:
         state = f" dead: {self._dead.reason}" if self._dead else ""
-        return f"<Session {self.name}{state}>"
+        return f"<Engine {self.name}{state}>"
 
     # == state ====================================================================
 
@@ -312,7 +312,7 @@ class Session:
 
         Exports ``value`` (counting the send) when it is ours; a reference
         from another session goes through the ``handoff`` hook first.  While
-        a message is being encoded the change is staged (see :class:`Session`).
+        a message is being encoded the change is staged (see :class:`Engine`).
         """
         if type(value) is RemoteRef:
             if value._session is self:
