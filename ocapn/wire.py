@@ -29,7 +29,7 @@ from captp._passable import Null, Record, Symbol, Tagged, describe_error, is_rem
 from captp._promise import Promise
 from captp._refs import RemoteRef
 from captp.engine import Engine
-from captp.errors import ProtocolError, RemoteError
+from captp.errors import EncodeError, ProtocolError, RemoteError
 from captp.messages import (
     Abort,
     Deliver,
@@ -351,7 +351,7 @@ class OCapNWire:
         """The ``op:`` record for an engine message (values still live)."""
         encoder = _ENCODERS.get(type(message))
         if encoder is None:
-            raise TypeError(f"no OCapN encoding for {type(message).__name__}")
+            raise EncodeError(f"no OCapN encoding for {type(message).__name__}")
         return encoder(self, message)
 
     def _target(self, target: Any) -> Record:

@@ -43,8 +43,8 @@ class Loopback:
         )
 
     def _send(self, src: Engine, dst: Engine, msg: Message) -> None:
-        fields = {}
-        for f in dataclasses.fields(msg):  # type: ignore[arg-type]
+        fields: dict[str, Any] = {}
+        for f in dataclasses.fields(msg):
             value = getattr(msg, f.name)
             if f.name in _TARGET_FIELDS:
                 fields[f.name] = src.describe_target(value)
@@ -56,8 +56,8 @@ class Loopback:
 
     def deliver_one(self) -> None:
         dst, wire_msg = self.wire.popleft()
-        fields = {}
-        for f in dataclasses.fields(wire_msg):  # type: ignore[arg-type]
+        fields: dict[str, Any] = {}
+        for f in dataclasses.fields(wire_msg):
             value = getattr(wire_msg, f.name)
             if f.name in _TARGET_FIELDS:
                 fields[f.name] = _target_in(dst, value)

@@ -67,7 +67,7 @@ class Counter:
 
 
 def test_harden_returns_a_deep_frozen_copy() -> None:
-    data = {"model": "mini", "stop": ["\n", "."], "opts": {"n": 1}}
+    data: dict[str, Any] = {"model": "mini", "stop": ["\n", "."], "opts": {"n": 1}}
     frozen = harden(data)
     assert frozen == {"model": "mini", "stop": ("\n", "."), "opts": {"n": 1}}
     assert type(frozen) is FrozenDict and type(frozen["stop"]) is tuple

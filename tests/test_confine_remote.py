@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 
 import pytest
+from procs import spawn
 
 from captp.confine import Compartment, Invocation, caretaker, membrane, probe
 from netlayers import tcp_testing_only
 from ocapn import Node
-from tests.procs import spawn
 
 pytestmark = [
     pytest.mark.anyio,

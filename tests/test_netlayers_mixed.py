@@ -16,6 +16,8 @@ from netlayers.tcp_testing import TcpTestingNetlayer
 from netlayers.websocket import WebSocketNetlayer
 from ocapn.errors import HandoffError, KeyFileError, UnsupportedTransport
 from ocapn.identity import NodeIdentity
+from ocapn.locators import Sturdyref
+from ocapn.netlayer import Netlayer
 from ocapn.node import Node
 
 pytestmark = pytest.mark.anyio
@@ -55,9 +57,10 @@ async def test_one_node_serves_three_netlayers() -> None:
         assert server.publish(counter, first.swiss_num, transport="np") == np_ref
         with pytest.raises(UnsupportedTransport, match="no 'onion' netlayer"):
             server.sturdyref(first.swiss_num, transport="onion")
-        for client_netlayer, ref in [
+        clients: list[tuple[Netlayer, Sturdyref]] = [
             (WebSocketNetlayer(), first), (NpNetlayer(), np_ref), (TcpTestingNetlayer(), tcp_ref),
-        ]:
+        ]
+        for client_netlayer, ref in clients:
             async with Node(client_netlayer) as client:
                 assert await E(await client.enliven(str(ref))).incr() == counter.n
         assert counter.n == 3

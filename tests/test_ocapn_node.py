@@ -418,8 +418,8 @@ class _Negotiating:
 async def test_a_channel_s_negotiated_encoding_overrides_the_profile() -> None:
     network = MemoryNetwork()
     async with (
-        Node(_Negotiating(network.netlayer(), "cbor")) as a,  # type: ignore[arg-type]
-        Node(_Negotiating(network.netlayer(), "cbor")) as b,  # type: ignore[arg-type]
+        Node(_Negotiating(network.netlayer(), "cbor")) as a,
+        Node(_Negotiating(network.netlayer(), "cbor")) as b,
     ):
         holder = await b.enliven(a.publish(Holder()))
         assert await E(holder).echo([1, "x"]) == [1, "x"]

@@ -116,13 +116,13 @@ def test_symbol_record_tagged_are_immutable_values() -> None:
     assert s == Symbol("fetch") and hash(s) == hash(Symbol("fetch"))
     assert s != "fetch" and len({s, "fetch"}) == 2
     with pytest.raises(AttributeError):
-        s.name = "other"  # type: ignore[misc]
+        s.name = "other"
     r = Record(Symbol("r"), [1, 2])
     assert r.fields == (1, 2)
     with pytest.raises(AttributeError):
         r.label = "x"
     with pytest.raises(AttributeError):
-        Tagged("t", 1).tag = "u"  # type: ignore[misc]
+        Tagged("t", 1).tag = "u"
     with pytest.raises(TypeError):
         Symbol(b"bytes")  # type: ignore[arg-type]
     assert pickle.loads(pickle.dumps([s, r, null])) == [s, r, null]

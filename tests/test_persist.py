@@ -425,9 +425,11 @@ async def test_a_newer_release_upgrades_old_states_step_by_step(tmp_path: Path) 
         swiss = Sturdyref.from_uri(uri).swiss_num
         row = node.state.store.find(swiss)
         assert row is not None and row.object_id is not None
-        assert node.state.store.object_state(row.object_id)[2] == 0  # not rewritten on read
+        stored = node.state.store.object_state(row.object_id)
+        assert stored is not None and stored[2] == 0  # not rewritten on read
         assert await call(uri, "incr") == 8
-        assert node.state.store.object_state(row.object_id)[2] == 2  # the save wrote v2
+        stored = node.state.store.object_state(row.object_id)
+        assert stored is not None and stored[2] == 2  # the save wrote v2
     async with stateful(tmp_path, restorers=[Release3]) as node:
         assert await call(uri, "value") == [8, "was 7"]
     async with stateful(tmp_path, restorers=[Release1]) as node:  # an older release

@@ -70,7 +70,8 @@ class Greeter:
         return len(self.kept)
 
     def call_me(self, fn: Any, arg: Any) -> Promise:
-        return E(fn)(arg)
+        result: Promise = E(fn)(arg)
+        return result
 
     def drop_all(self) -> None:
         self.kept.clear()
