@@ -1,7 +1,9 @@
 """The OCapN message codec: engine messages to ``op:``/``desc:`` records in Syrup, and back.
 
-Each record is declared once (label, arity, field meaning) in the tables at
-the end of this module; the encoder and the decoder both read them.  Values
+Each record is declared once, as a :class:`RecordType` (label, fields in
+wire order with the reader that checks each, meaning): the encoder builds it
+with ``make`` and the decoder reads it with ``read``, and a table maps each
+operation to the engine message it makes.  Values
 are converted in the codec's own single pass: ``default`` turns references,
 ``None``, ``null``, tagged values and errors into records while encoding, and
 ``record_hook`` turns descriptor records back into live values while decoding.
@@ -138,33 +140,13 @@ class StartSession:
     signature: bytes
 
 
-# -- labels -------------------------------------------------------------------------
-
-def _sym(name: str) -> Symbol:
-    return Symbol(name)
-
-
-OP_DELIVER: Final = _sym("op:deliver")
-OP_DELIVER_ONLY: Final = _sym("op:deliver-only")
-OP_LISTEN: Final = _sym("op:listen")
-OP_GET: Final = _sym("op:get")
-OP_INDEX: Final = _sym("op:index")
-OP_UNTAG: Final = _sym("op:untag")
-OP_ABORT: Final = _sym("op:abort")
-OP_GC_EXPORTS: Final = _sym("op:gc-exports")
-OP_GC_EXPORT: Final = _sym("op:gc-export")
-OP_GC_ANSWERS: Final = _sym("op:gc-answers")
-OP_GC_ANSWER: Final = _sym("op:gc-answer")
-OP_START_SESSION: Final = _sym("op:start-session")
-DESC_IMPORT_OBJECT: Final = _sym("desc:import-object")
-DESC_IMPORT_PROMISE: Final = _sym("desc:import-promise")
-DESC_EXPORT: Final = _sym("desc:export")
-DESC_ANSWER: Final = _sym("desc:answer")
-DESC_TAGGED: Final = _sym("desc:tagged")
-DESC_TAG: Final = _sym("desc:tag")
-DESC_ERROR: Final = _sym("desc:error")
-VOID: Final = _sym("void")
-NULL: Final = _sym("null")
+# -- records ------------------------------------------------------------------------
+#
+# Each op: and desc: record is declared once below (as Goblins declares its
+# record structs): its label, its fields in wire order, what each means and
+# how a field sent by a peer is checked.  Encoding builds a record with
+# ``make``; decoding reads one with ``read``, which checks the arity and every
+# field and names the field in its complaint.
 
 # Records are built many times per message: skip Record.__init__ (its checks
 # are for user code) and set the two slots directly, as the Syrup decoder does.
@@ -180,6 +162,263 @@ def _record(label: Any, fields: tuple[Any, ...]) -> Record:
     return record
 
 
+Reader = Callable[["OCapNWire", Any, str], Any]
+"""Checks one field a peer sent (``what`` names it) and gives its value; ProtocolError if bad."""
+
+
+class RecordType:
+    """One ``op:``/``desc:`` record: its label, fields (name and reader) and meaning.
+
+    ``optional``: how many trailing fields a peer may leave out (older drafts).
+    """
+
+    __slots__ = ("_arities", "_read_all", "_readers", "fields", "label", "meaning", "name")
+
+    def __init__(
+        self, name: str, fields: Sequence[tuple[str, Reader]], meaning: str, optional: int = 0
+    ) -> None:
+        self.name = name
+        self.label = Symbol(name)
+        self.fields = tuple(field for field, _ in fields)
+        self.meaning = meaning
+        self._readers = tuple((read, f"{name} {field}") for field, read in fields)
+        self._arities = range(len(fields) - optional, len(fields) + 1)
+        self._read_all = _unrolled(self._readers)
+
+    def __repr__(self) -> str:
+        return f"<{self.name} {' '.join(self.fields)}>".replace(" >", ">")
+
+    def make(self, *values: Any) -> Record:
+        """The record with these field values (live values; the codec converts them)."""
+        return _record(self.label, values)
+
+    def read(self, wire: OCapNWire, fields: Sequence[Any]) -> Sequence[Any]:
+        """The checked values of the fields a peer sent."""
+        n = len(fields)
+        if n == len(self._readers):
+            return self._read_all(wire, fields)
+        if n not in self._arities:
+            want = " or ".join(str(n) for n in self._arities)
+            raise ProtocolError(f"<{self.name}> takes {want} fields, got {len(fields)}")
+        return [read(wire, value, what) for (read, what), value in zip(self._readers, fields)]  # noqa: B905
+
+
+def _unrolled(
+    readers: tuple[tuple[Reader, str], ...],
+) -> Callable[[OCapNWire, Sequence[Any]], Sequence[Any]]:
+    """Read every field with its reader: unrolled for the short records of every message."""
+    if len(readers) == 1:
+        ((r0, w0),) = readers
+        return lambda wire, f: (r0(wire, f[0], w0),)
+    if len(readers) == 2:
+        (r0, w0), (r1, w1) = readers
+        return lambda wire, f: (r0(wire, f[0], w0), r1(wire, f[1], w1))
+    if len(readers) == 3:
+        (r0, w0), (r1, w1), (r2, w2) = readers
+        return lambda wire, f: (r0(wire, f[0], w0), r1(wire, f[1], w1), r2(wire, f[2], w2))
+    if len(readers) == 4:
+        (r0, w0), (r1, w1), (r2, w2), (r3, w3) = readers
+        return lambda wire, f: (
+            r0(wire, f[0], w0), r1(wire, f[1], w1), r2(wire, f[2], w2), r3(wire, f[3], w3)
+        )
+    return lambda wire, f: [read(wire, value, what) for (read, what), value in zip(readers, f)]  # noqa: B905
+
+
+# -- field readers --------------------------------------------------------------------
+
+def _any(wire: OCapNWire, value: Any, what: str) -> Any:
+    return value
+
+
+def _position(wire: OCapNWire | None, value: Any, what: str) -> int:
+    if type(value) is not int or value < 0:
+        raise ProtocolError(f"{what}: position must be a non-negative integer, not {value!r}")
+    return value
+
+
+def _answer_or_false(wire: OCapNWire, value: Any, what: str) -> int | None:
+    return None if value is False else _position(wire, value, what)
+
+
+def _is_reference(value: Any) -> bool:
+    return isinstance(value, Promise) or is_remotable(value)
+
+
+def _reference(wire: OCapNWire, value: Any, what: str) -> Any:
+    if not _is_reference(value):
+        raise ProtocolError(f"{what} must be a reference, not {value!r}")
+    return value
+
+
+def _reference_or_false(wire: OCapNWire, value: Any, what: str) -> Any:
+    return None if value is False else _reference(wire, value, what)
+
+
+def _target(wire: OCapNWire, value: Any, what: str) -> Any:
+    # The record hook already turned <desc:export N> / <desc:answer N> into our
+    # object or answer promise; anything else (data, or the peer's own object
+    # written as <desc:import-object>) cannot be a target.
+    if not _is_reference(value) or (type(value) is RemoteRef and value.engine is wire.engine):
+        raise ProtocolError(
+            f"{what}: message target must be <desc:export> or <desc:answer>: {value!r}"
+        )
+    return value
+
+
+def _method_and_args(wire: OCapNWire, value: Any, what: str) -> tuple[str | None, tuple[Any, ...]]:
+    if type(value) is not list:
+        raise ProtocolError(f"{what}: args must be a list, not {type(value).__name__}")
+    if value and type(value[0]) is Symbol:
+        return value[0].name, tuple(value[1:])
+    return None, tuple(value)
+
+
+def _string(wire: OCapNWire, value: Any, what: str) -> str:
+    if type(value) is not str:
+        raise ProtocolError(f"{what} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _boolean(wire: OCapNWire, value: Any, what: str) -> bool:
+    if type(value) is not bool:
+        raise ProtocolError(f"{what} must be a boolean")
+    return value
+
+
+def _positions(wire: OCapNWire, value: Any, what: str) -> tuple[int, ...]:
+    if type(value) is int:  # pre-2025-12 single form
+        value = [value]
+    if type(value) is not list:
+        raise ProtocolError(f"{what}: expected a list")
+    return tuple(_position(wire, p, what) for p in value)
+
+
+def _deltas(wire: OCapNWire, value: Any, what: str) -> tuple[int, ...]:
+    if type(value) is int:  # pre-2025-12 single form
+        value = [value]
+    if type(value) is not list:
+        raise ProtocolError(f"{what}: expected a list")
+    for d in value:
+        if type(d) is not int or d <= 0:
+            raise ProtocolError(f"{what}: wire delta must be a positive integer: {d!r}")
+    return tuple(value)
+
+
+def _reason(wire: OCapNWire, value: Any, what: str) -> str:
+    return value if type(value) is str else repr(value)
+
+
+def _tag(wire: OCapNWire, value: Any, what: str) -> str:
+    if type(value) is Symbol:
+        return value.name
+    if type(value) is str:
+        return value
+    raise ProtocolError(f"{what} must be a symbol, not {type(value).__name__}")
+
+
+def _handshake(read: Callable[[Any], Any]) -> Reader:
+    def reader(wire: OCapNWire, value: Any, what: str) -> Any:
+        try:
+            return read(value)
+        except SignatureError as exc:
+            raise HandshakeError(f"{what}: {exc}") from None
+
+    return reader
+
+
+def _peer_location(wire: OCapNWire, value: Any, what: str) -> PeerLocation:
+    if type(value) is not PeerLocation:
+        raise HandshakeError(f"{what} must be <ocapn-peer>")
+    return value
+
+
+# -- the declarations -------------------------------------------------------------------
+
+DELIVER: Final = RecordType(
+    "op:deliver",
+    [("to-desc", _target), ("args", _method_and_args), ("answer-pos", _answer_or_false),
+     ("resolve-me-desc", _reference_or_false)],
+    "call the method args[0] (a symbol; none: apply the target) with the other args; "
+    "keep the result at answer-pos (false: none) and tell resolve-me-desc (false: nobody)",
+)
+DELIVER_ONLY: Final = RecordType(
+    "op:deliver-only",
+    [("to-desc", _target), ("args", _method_and_args)],
+    "legacy: op:deliver with no answer and nobody to tell",
+)
+LISTEN: Final = RecordType(
+    "op:listen",
+    [("to-desc", _target), ("listen-desc", _reference), ("wants-partial", _boolean)],
+    "tell listen-desc (fulfill/break) when the promise to-desc settles",
+    optional=1,  # the spec text has 2 fields; every implementation sends 3
+)
+GET: Final = RecordType(
+    "op:get",
+    [("receiver-desc", _target), ("field-name", _string), ("new-answer-pos", _position)],
+    "keep at new-answer-pos the field field-name of the struct the receiver settles to",
+)
+INDEX: Final = RecordType(
+    "op:index",
+    [("receiver-desc", _target), ("index", _position), ("new-answer-pos", _position)],
+    "keep at new-answer-pos the element index of the list the receiver settles to",
+)
+UNTAG: Final = RecordType(
+    "op:untag",
+    [("receiver-desc", _target), ("tag", _string), ("new-answer-pos", _position)],
+    "keep at new-answer-pos the payload of the tagged value (with this tag) the receiver is",
+)
+GC_EXPORTS: Final = RecordType(
+    "op:gc-exports",
+    [("export-positions", _positions), ("wire-deltas", _deltas)],
+    "the sender dropped its imports: subtract each wire delta from the export's count",
+)
+GC_EXPORT: Final = RecordType(
+    "op:gc-export", [("export-positions", _positions), ("wire-deltas", _deltas)],
+    "the conformance suite's singular label of op:gc-exports",
+)
+GC_ANSWERS: Final = RecordType(
+    "op:gc-answers", [("answer-positions", _positions)],
+    "the sender no longer needs these answers",
+)
+GC_ANSWER: Final = RecordType(
+    "op:gc-answer", [("answer-positions", _positions)],
+    "the conformance suite's singular label of op:gc-answers",
+)
+ABORT: Final = RecordType("op:abort", [("reason", _reason)], "the sender ends the session")
+START_SESSION: Final = RecordType(
+    "op:start-session",
+    [("captp-version", _string), ("session-pubkey", _handshake(PublicKey.from_descriptor)),
+     ("acceptable-location", _peer_location),
+     ("acceptable-location-sig", _handshake(parse_signature))],
+    "the handshake: our session key, and our location signed with it",
+)
+IMPORT_OBJECT: Final = RecordType(
+    "desc:import-object", [("position", _position)], "the sender's object at its export position"
+)
+IMPORT_PROMISE: Final = RecordType(
+    "desc:import-promise", [("position", _position)], "the sender's promise at its export position"
+)
+EXPORT: Final = RecordType(
+    "desc:export", [("position", _position)], "the receiver's own export at this position"
+)
+ANSWER: Final = RecordType(
+    "desc:answer", [("position", _position)], "the answer the receiver keeps at this position"
+)
+TAGGED: Final = RecordType(
+    "desc:tagged", [("tag", _tag), ("payload", _any)], "a tagged value (Endo's shape)"
+)
+TAG: Final = RecordType(
+    "desc:tag", [("label", _string), ("payload", _any)], "a tagged value (PR #247's shape)"
+)
+ERROR: Final = RecordType(
+    "desc:error", [("message", _string), ("identifier", _any), ("data", _any)],
+    "an error, by its message (PR #248 adds an identifier and a data struct)",
+    optional=2,
+)
+VOID: Final = RecordType("void", [], "nothing (Python's None)")
+NULL: Final = RecordType("null", [], "the null value")
+
+
 # Method names as symbols, made once each (bounded: names may come from peers).
 _METHOD_SYMBOLS: dict[str, Symbol] = {}
 
@@ -193,29 +432,15 @@ def _method_symbol(name: str) -> Symbol:
     return symbol
 
 
-_VOID_RECORD: Final = Record(VOID, ())
-_NULL_RECORD: Final = Record(NULL, ())
-_DESC_LABELS: Final[dict[str, Symbol]] = {
-    "import-object": DESC_IMPORT_OBJECT,
-    "import-promise": DESC_IMPORT_PROMISE,
-    "export": DESC_EXPORT,
-    "answer": DESC_ANSWER,
-}
-
-
 _END: Final = object()
-
-
-def _position(value: Any, what: str) -> int:
-    if type(value) is not int or value < 0:
-        raise ProtocolError(f"{what}: position must be a non-negative integer, not {value!r}")
-    return value
-
-
-def _arity(label: Symbol, fields: Sequence[Any], *counts: int) -> None:
-    if len(fields) not in counts:
-        want = " or ".join(str(c) for c in counts)
-        raise ProtocolError(f"<{label.name}> takes {want} fields, got {len(fields)}")
+_VOID_RECORD: Final = VOID.make()
+_NULL_RECORD: Final = NULL.make()
+_DESC_LABELS: Final[dict[str, Symbol]] = {
+    "import-object": IMPORT_OBJECT.label,
+    "import-promise": IMPORT_PROMISE.label,
+    "export": EXPORT.label,
+    "answer": ANSWER.label,
+}
 
 
 class OCapNWire:
@@ -263,15 +488,15 @@ class OCapNWire:
         self._frames: syrup.FrameDecoder | None = None
         self._detected = framing == "message"
         self._records: dict[Symbol, Callable[[list[Any]], Any]] = {
-            DESC_IMPORT_OBJECT: self._in_import_object,
-            DESC_IMPORT_PROMISE: self._in_import_promise,
-            DESC_EXPORT: self._in_export,
-            DESC_ANSWER: self._in_answer,
-            VOID: self._in_void,
-            NULL: self._in_null,
-            DESC_TAGGED: self._in_tagged,
-            DESC_TAG: self._in_tag,
-            DESC_ERROR: self._in_error,
+            IMPORT_OBJECT.label: self._in_import_object,
+            IMPORT_PROMISE.label: self._in_import_promise,
+            EXPORT.label: self._in_export,
+            ANSWER.label: self._in_answer,
+            VOID.label: self._in_void,
+            NULL.label: self._in_null,
+            TAGGED.label: self._in_tagged,
+            TAG.label: self._in_tag,
+            ERROR.label: self._in_error,
             OCAPN_PEER: self._in_peer,
             OCAPN_STURDYREF: self._in_sturdyref,
             DESC_SIG_ENVELOPE: self._in_sig_envelope,
@@ -365,9 +590,9 @@ class OCapNWire:
         if t is Null:
             return _NULL_RECORD
         if t is Tagged:
-            return Record(DESC_TAGGED, (Symbol(value.tag), value.payload))
+            return TAGGED.make(Symbol(value.tag), value.payload)
         if isinstance(value, BaseException):
-            return Record(DESC_ERROR, (describe_error(value),))
+            return ERROR.make(describe_error(value))
         if t is SignedEnvelope or t is PeerLocation or t is Sturdyref:
             return value.to_record()
         if self.extra_default is not None:
@@ -384,31 +609,31 @@ class OCapNWire:
         args = list(msg.args) if method is None else [_method_symbol(method), *msg.args]
         target = self._target(msg.target)
         if msg.answer is None and msg.resolver is None and self.profile.deliver_only:
-            return _record(OP_DELIVER_ONLY, (target, args))
+            return DELIVER_ONLY.make(target, args)
         answer = False if msg.answer is None else msg.answer
         resolver = False if msg.resolver is None else msg.resolver
-        return _record(OP_DELIVER, (target, args, answer, resolver))
+        return DELIVER.make(target, args, answer, resolver)
 
     def _enc_listen(self, msg: Listen) -> Record:
-        fields: tuple[Any, ...] = (self._target(msg.target), msg.resolver)
+        target = self._target(msg.target)
         if self.profile.listen_fields == 3:
-            fields += (msg.wants_partial,)
-        return Record(OP_LISTEN, fields)
+            return LISTEN.make(target, msg.resolver, msg.wants_partial)
+        return LISTEN.make(target, msg.resolver)
 
     def _enc_get(self, msg: Get) -> Record:
-        label = {"get": OP_GET, "index": OP_INDEX, "untag": OP_UNTAG}[msg.kind]
-        return Record(label, (self._target(msg.target), msg.key, msg.answer))
+        kind = {"get": GET, "index": INDEX, "untag": UNTAG}[msg.kind]
+        return kind.make(self._target(msg.target), msg.key, msg.answer)
 
     def _enc_gc_exports(self, msg: GcExports) -> Record:
-        label = OP_GC_EXPORTS if self.profile.gc_plural else OP_GC_EXPORT
-        return Record(label, (list(msg.positions), list(msg.deltas)))
+        kind = GC_EXPORTS if self.profile.gc_plural else GC_EXPORT
+        return kind.make(list(msg.positions), list(msg.deltas))
 
     def _enc_gc_answers(self, msg: GcAnswers) -> Record:
-        label = OP_GC_ANSWERS if self.profile.gc_plural else OP_GC_ANSWER
-        return Record(label, (list(msg.positions),))
+        kind = GC_ANSWERS if self.profile.gc_plural else GC_ANSWER
+        return kind.make(list(msg.positions))
 
     def _enc_abort(self, msg: Abort) -> Record:
-        return Record(OP_ABORT, (msg.reason,))
+        return ABORT.make(msg.reason)
 
     # == decoding ====================================================================
 
@@ -495,57 +720,39 @@ class OCapNWire:
     def _in_import_object(self, fields: list[Any]) -> Any:
         if len(fields) == 1 and type(fields[0]) is int and fields[0] >= 0:  # the usual case
             return self.engine.import_object(fields[0])
-        _arity(DESC_IMPORT_OBJECT, fields, 1)
-        return self.engine.import_object(_position(fields[0], "desc:import-object"))
+        return self.engine.import_object(*IMPORT_OBJECT.read(self, fields))
 
     def _in_import_promise(self, fields: list[Any]) -> Any:
         if len(fields) == 1 and type(fields[0]) is int and fields[0] >= 0:  # the usual case
             return self.engine.import_promise(fields[0])
-        _arity(DESC_IMPORT_PROMISE, fields, 1)
-        return self.engine.import_promise(_position(fields[0], "desc:import-promise"))
+        return self.engine.import_promise(*IMPORT_PROMISE.read(self, fields))
 
     def _in_export(self, fields: list[Any]) -> Any:
         if len(fields) == 1 and type(fields[0]) is int and fields[0] >= 0:  # the usual case
             return self.engine.lookup_export(fields[0])
-        _arity(DESC_EXPORT, fields, 1)
-        return self.engine.lookup_export(_position(fields[0], "desc:export"))
+        return self.engine.lookup_export(*EXPORT.read(self, fields))
 
     def _in_answer(self, fields: list[Any]) -> Any:
         if len(fields) == 1 and type(fields[0]) is int and fields[0] >= 0:  # the usual case
             return self.engine.lookup_answer(fields[0])
-        _arity(DESC_ANSWER, fields, 1)
-        return self.engine.lookup_answer(_position(fields[0], "desc:answer"))
+        return self.engine.lookup_answer(*ANSWER.read(self, fields))
 
     def _in_void(self, fields: list[Any]) -> Any:
-        _arity(VOID, fields, 0)
+        VOID.read(self, fields)
         return None
 
     def _in_null(self, fields: list[Any]) -> Any:
-        _arity(NULL, fields, 0)
+        NULL.read(self, fields)
         return null
 
     def _in_tagged(self, fields: list[Any]) -> Any:
-        # Endo: <desc:tagged 'tag payload>
-        _arity(DESC_TAGGED, fields, 2)
-        tag = fields[0]
-        if type(tag) is Symbol:
-            return Tagged(tag.name, fields[1])
-        if type(tag) is str:
-            return Tagged(tag, fields[1])
-        raise ProtocolError(f"desc:tagged: tag must be a symbol, not {type(tag).__name__}")
+        return Tagged(*TAGGED.read(self, fields))
 
     def _in_tag(self, fields: list[Any]) -> Any:
-        # PR #247 proposal: <desc:tag "label" payload>
-        _arity(DESC_TAG, fields, 2)
-        if type(fields[0]) is not str:
-            raise ProtocolError("desc:tag: label must be a string")
-        return Tagged(fields[0], fields[1])
+        return Tagged(*TAG.read(self, fields))
 
     def _in_error(self, fields: list[Any]) -> Any:
-        # Endo: <desc:error "message">; PR #248 adds an identifier and a data struct.
-        if not 1 <= len(fields) <= 3 or type(fields[0]) is not str:
-            raise ProtocolError("desc:error: expected a message string (and optional fields)")
-        return RemoteError(fields[0])
+        return RemoteError(ERROR.read(self, fields)[0])
 
     def _in_peer(self, fields: list[Any]) -> PeerLocation:
         try:
@@ -588,127 +795,39 @@ class OCapNWire:
             return {k: self._ungive(v) for k, v in value.items()}
         return value
 
-    def _dec_start_session(self, f: Sequence[Any]) -> StartSession:
-        if not f or type(f[0]) is not str:
-            raise HandshakeError("op:start-session: the first field must be the version string")
-        _arity(OP_START_SESSION, f, 4)
-        version, key, location, signature = f
-        try:
-            public_key = PublicKey.from_descriptor(key)
-            sig = parse_signature(signature)
-        except SignatureError as exc:
-            raise HandshakeError(f"op:start-session: {exc}") from None
-        if type(location) is not PeerLocation:
-            raise HandshakeError("op:start-session: acceptable-location must be <ocapn-peer>")
-        return StartSession(version, public_key, location, sig)
-
     def _enc_start_session(self, msg: StartSession) -> Record:
-        return Record(
-            OP_START_SESSION,
-            (
-                msg.version,
-                msg.public_key.descriptor(),
-                msg.location.to_record(),
-                encode_signature(msg.signature),
-            ),
+        return START_SESSION.make(
+            msg.version,
+            msg.public_key.descriptor(),
+            msg.location.to_record(),
+            encode_signature(msg.signature),
         )
 
-    def _dec_deliver(self, f: Sequence[Any]) -> Deliver:
-        _arity(OP_DELIVER, f, 4)
-        target, args, answer, resolver = f
-        method, args = _method_and_args(args)
-        answer = None if answer is False else _position(answer, "op:deliver answer")
-        if resolver is False:
-            resolver = None
-        elif not _is_reference(resolver):
-            raise ProtocolError(
-                f"op:deliver: resolve-me-desc must be a reference, not {resolver!r}"
-            )
-        return Deliver(_checked_target(target, self.engine), method, args, answer, resolver)
 
-    def _dec_deliver_only(self, f: Sequence[Any]) -> Deliver:
-        _arity(OP_DELIVER_ONLY, f, 2)
-        method, args = _method_and_args(f[1])
-        return Deliver(_checked_target(f[0], self.engine), method, args)
-
-    def _dec_listen(self, f: Sequence[Any]) -> Listen:
-        _arity(OP_LISTEN, f, 2, 3)
-        if not _is_reference(f[1]):
-            raise ProtocolError(f"op:listen: listen-desc must be a reference, not {f[1]!r}")
-        wants_partial = f[2] if len(f) == 3 else False
-        if type(wants_partial) is not bool:
-            raise ProtocolError("op:listen: wants-partial must be a boolean")
-        return Listen(_checked_target(f[0], self.engine), f[1], wants_partial)
-
-    def _dec_get(self, f: Sequence[Any]) -> Get:
-        _arity(OP_GET, f, 3)
-        if type(f[1]) is not str:
-            raise ProtocolError("op:get: field name must be a string")
-        target = _checked_target(f[0], self.engine)
-        return Get(target, "get", f[1], _position(f[2], "op:get answer"))
-
-    def _dec_index(self, f: Sequence[Any]) -> Get:
-        _arity(OP_INDEX, f, 3)
-        return Get(_checked_target(f[0], self.engine), "index", _position(f[1], "op:index"),
-                   _position(f[2], "op:index answer"))
-
-    def _dec_untag(self, f: Sequence[Any]) -> Get:
-        _arity(OP_UNTAG, f, 3)
-        if type(f[1]) is not str:
-            raise ProtocolError("op:untag: tag must be a string")
-        target = _checked_target(f[0], self.engine)
-        return Get(target, "untag", f[1], _position(f[2], "op:untag answer"))
-
-    def _dec_gc_exports(self, f: Sequence[Any]) -> GcExports:
-        _arity(OP_GC_EXPORTS, f, 2)
-        positions, deltas = f
-        if type(positions) is int and type(deltas) is int:  # pre-2025-12 single form
-            positions, deltas = [positions], [deltas]
-        if type(positions) is not list or type(deltas) is not list:
-            raise ProtocolError("gc-exports: expected two lists")
-        if len(positions) != len(deltas):
-            raise ProtocolError("gc-exports: positions and deltas differ in length")
-        for d in deltas:
-            if type(d) is not int or d <= 0:
-                raise ProtocolError(f"gc-exports: wire delta must be a positive integer: {d!r}")
-        return GcExports(
-            tuple(_position(p, "gc-exports") for p in positions), tuple(deltas)
-        )
-
-    def _dec_gc_answers(self, f: Sequence[Any]) -> GcAnswers:
-        _arity(OP_GC_ANSWERS, f, 1)
-        positions = f[0]
-        if type(positions) is int:  # pre-2025-12 single form
-            positions = [positions]
-        if type(positions) is not list:
-            raise ProtocolError("gc-answers: expected a list")
-        return GcAnswers(tuple(_position(p, "gc-answers") for p in positions))
-
-    def _dec_abort(self, f: Sequence[Any]) -> Abort:
-        _arity(OP_ABORT, f, 1)
-        reason = f[0]
-        return Abort(reason if type(reason) is str else repr(reason))
+def _start_session(wire: OCapNWire, fields: Sequence[Any]) -> StartSession:
+    if not fields or type(fields[0]) is not str:
+        raise HandshakeError("op:start-session: the first field must be the version string")
+    try:
+        return StartSession(*START_SESSION.read(wire, fields))
+    except HandshakeError:
+        raise
+    except ProtocolError as exc:
+        raise HandshakeError(str(exc)) from None
 
 
-def _method_and_args(args: Any) -> tuple[str | None, tuple[Any, ...]]:
-    if type(args) is not list:
-        raise ProtocolError(f"op:deliver: args must be a list, not {type(args).__name__}")
-    if args and type(args[0]) is Symbol:
-        return args[0].name, tuple(args[1:])
-    return None, tuple(args)
+def _gc_exports(positions: tuple[int, ...], deltas: tuple[int, ...]) -> GcExports:
+    if len(positions) != len(deltas):
+        raise ProtocolError("gc-exports: positions and deltas differ in length")
+    return GcExports(positions, deltas)
 
 
-def _is_reference(value: Any) -> bool:
-    return isinstance(value, Promise) or is_remotable(value)
+def _decoder(kind: RecordType, build: Callable[..., Any]) -> Callable[[OCapNWire, Any], Any]:
+    read = kind.read
 
+    def decode(wire: OCapNWire, fields: Sequence[Any]) -> Any:
+        return build(*read(wire, fields))
 
-def _checked_target(target: Any, session: Engine) -> Any:
-    # The record hook already turned <desc:export N> / <desc:answer N> into our
-    # object or answer promise; anything else (data, or the peer's own object
-    # written as <desc:import-object>) cannot be a target.
-    if not _is_reference(target) or (type(target) is RemoteRef and target.engine is session):
-        raise ProtocolError(f"message target must be <desc:export> or <desc:answer>: {target!r}")
-    return target
+    return decode
 
 
 _ENCODERS: Final[dict[type, Callable[[OCapNWire, Any], Record]]] = {
@@ -721,17 +840,20 @@ _ENCODERS: Final[dict[type, Callable[[OCapNWire, Any], Record]]] = {
     StartSession: OCapNWire._enc_start_session,
 }
 
+# Each operation we read, and the engine message it makes of its checked fields.
 _DECODERS: Final[dict[Symbol, Callable[[OCapNWire, Sequence[Any]], Any]]] = {
-    OP_DELIVER: OCapNWire._dec_deliver,
-    OP_DELIVER_ONLY: OCapNWire._dec_deliver_only,
-    OP_LISTEN: OCapNWire._dec_listen,
-    OP_GET: OCapNWire._dec_get,
-    OP_INDEX: OCapNWire._dec_index,
-    OP_UNTAG: OCapNWire._dec_untag,
-    OP_GC_EXPORTS: OCapNWire._dec_gc_exports,
-    OP_GC_EXPORT: OCapNWire._dec_gc_exports,
-    OP_GC_ANSWERS: OCapNWire._dec_gc_answers,
-    OP_GC_ANSWER: OCapNWire._dec_gc_answers,
-    OP_ABORT: OCapNWire._dec_abort,
-    OP_START_SESSION: OCapNWire._dec_start_session,
+    DELIVER.label: _decoder(DELIVER, lambda to, m, answer, resolver: Deliver(
+        to, m[0], m[1], answer, resolver)),
+    DELIVER_ONLY.label: _decoder(DELIVER_ONLY, lambda to, m: Deliver(to, m[0], m[1])),
+    LISTEN.label: _decoder(LISTEN, lambda to, resolver, wants_partial=False: Listen(
+        to, resolver, wants_partial)),
+    GET.label: _decoder(GET, lambda to, key, answer: Get(to, "get", key, answer)),
+    INDEX.label: _decoder(INDEX, lambda to, key, answer: Get(to, "index", key, answer)),
+    UNTAG.label: _decoder(UNTAG, lambda to, key, answer: Get(to, "untag", key, answer)),
+    GC_EXPORTS.label: _decoder(GC_EXPORTS, _gc_exports),
+    GC_EXPORT.label: _decoder(GC_EXPORT, _gc_exports),
+    GC_ANSWERS.label: _decoder(GC_ANSWERS, GcAnswers),
+    GC_ANSWER.label: _decoder(GC_ANSWER, GcAnswers),
+    ABORT.label: _decoder(ABORT, Abort),
+    START_SESSION.label: _start_session,
 }

@@ -9,6 +9,7 @@ import pytest
 from captp import (
     E,
     ProtocolError,
+    Record,
     RemoteError,
     RemoteRef,
     Symbol,
@@ -243,3 +244,17 @@ def test_endo_profile_writes_negative_zero_as_zero() -> None:
     endo_data = endo.encode(Deliver(endo.engine.import_object(1), None, (-0.0, 0.0)))
     assert minus + plus in spec_data
     assert plus + plus in endo_data
+
+
+def test_each_record_is_declared_once_with_its_fields() -> None:
+    from ocapn import wire as wire_module
+
+    assert repr(wire_module.DELIVER) == "<op:deliver to-desc args answer-pos resolve-me-desc>"
+    assert wire_module.LISTEN.fields == ("to-desc", "listen-desc", "wants-partial")
+    assert wire_module.VOID.make() == Record(Symbol("void"), ())
+    wire, _ = make()
+    # A complaint names the record and the field the peer got wrong.
+    with pytest.raises(ProtocolError, match="op:get field-name must be a string"):
+        list(wire.feed(b"<6'op:get<11'desc:export0+>5+2+>"))
+    with pytest.raises(ProtocolError, match=r"<op:listen> takes 2 or 3 fields, got 1"):
+        list(wire.feed(b"<9'op:listen<11'desc:export0+>>"))
