@@ -18,7 +18,6 @@ The four tables (``spec/ocapn.md`` section 8), named by who owns the position:
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import weakref
@@ -777,12 +776,19 @@ class Engine:
         self._schedule_gc()
 
     def _schedule_gc(self) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
-            if len(self._gc_exports) + len(self._gc_answers) >= GC_BATCH:
+        # Called once per settled question: the usual case (a flush is already
+        # due, the batch is not full) does nothing.
+        full = len(self._gc_exports) + len(self._gc_answers) >= GC_BATCH
+        if self._gc_scheduled and not full:
+            return
+        try:
+            if full:
                 self._vat.call_soon(self.flush_gc)
-            elif not self._gc_scheduled:
+            else:
                 self._gc_scheduled = True
                 self._vat.call_later(GC_DELAY_SECONDS, self.flush_gc)
+        except RuntimeError:  # the loop is gone: nobody to tell
+            pass
 
     def flush_gc(self) -> None:
         """Send the drops and released answers collected since the last flush."""
