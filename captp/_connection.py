@@ -140,7 +140,7 @@ class Connection:
         self.engine = Engine(
             self._encode_message, vat, bootstrap=bootstrap, policy=policy,
             positions=positions, name=name, on_output=self._flush, on_lost=self._lost,
-            handoff=handoff,
+            handoff=handoff, driven=True,
         )
         self.wire = make_wire(self.engine)
         self._encode = self.wire.encode
@@ -217,6 +217,7 @@ class Connection:
         except Exception as exc:
             self._abort_for(exc)
         finally:
+            session.run_local_calls()  # the calls this read brought; their replies go out below
             self._handling = False
             self._write()
 

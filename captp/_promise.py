@@ -345,9 +345,9 @@ def eventual_send(
             vat = current_vat()
         if want_result:
             promise, resolver = make_promise()
-            vat.call_soon(_deliver_local, vat, target, method, args, resolver)
+            vat.call_soon(deliver_local, vat, target, method, args, resolver)
             return promise
-        vat.call_soon(_deliver_local, vat, target, method, args, None)
+        vat.call_soon(deliver_local, vat, target, method, args, None)
         return None
     error = TypeError(
         f"cannot send {method or 'a call'!r} to {type(target).__name__}: "
@@ -364,17 +364,18 @@ def send_into(
     if type(target) is not RemoteRef and not isinstance(target, Promise) and is_remotable(target):
         if vat is None:
             vat = current_vat()
-        vat.call_soon(_deliver_local, vat, target, method, args, resolver)
+        vat.call_soon(deliver_local, vat, target, method, args, resolver)
         return
     result = eventual_send(target, method, args, resolver is not None, vat)
     if resolver is not None:
         resolver.resolve(result)
 
 
-def _deliver_local(
+def deliver_local(
     vat: Scheduler, target: Any, method: str | None, args: tuple[Any, ...],
     resolver: Resolver | None,
 ) -> None:
+    """Run ``target.method(*args)`` now (in a turn of ``vat``) and settle ``resolver``."""
     try:
         result = invoke(target, method, args)
     except Exception as exc:

@@ -43,6 +43,9 @@ class Scheduler(Protocol):
     def call_later(self, delay: float, fn: Callable[..., object], /, *args: Any) -> None:
         """Run ``fn(*args)`` in a turn about ``delay`` seconds from now."""
 
+    def run_now(self, fn: Callable[..., object], /, *args: Any) -> None:
+        """Run ``fn(*args)`` now, as a turn of this vat (the caller's own turn is over)."""
+
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
     """The running asyncio event loop, or None (under trio)."""
@@ -95,6 +98,15 @@ class Vat:
             self._loop.call_soon(_run_turn, fn, args, context=self._context)
         else:
             self._trio_token.run_sync_soon(self._context.run, _run_turn, fn, args)
+
+    def run_now(self, fn: Callable[..., object], /, *args: Any) -> None:
+        """Run ``fn(*args)`` now, as a turn of this vat (in its context)."""
+        if self._closed:
+            return
+        if _current_vat.get() is self:
+            _run_turn(fn, args)
+        else:
+            self._context.run(_run_turn, fn, args)
 
     def spawn(self, fn: Callable[..., Awaitable[object]], /, *args: Any) -> None:
         """Run ``await fn(*args)`` in a task of this vat's task group."""
@@ -151,6 +163,14 @@ class ManualVat:
     def call_soon(self, fn: Callable[..., object], /, *args: Any) -> None:
         """Queue ``fn(*args)``."""
         self.turns.append((fn, args))
+
+    def run_now(self, fn: Callable[..., object], /, *args: Any) -> None:
+        """Run ``fn(*args)`` now, with this vat current."""
+        token = _current_vat.set(self)
+        try:
+            fn(*args)
+        finally:
+            _current_vat.reset(token)
 
     def spawn(self, fn: Callable[..., Awaitable[object]], /, *args: Any) -> None:
         """Not available without an event loop."""

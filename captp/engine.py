@@ -32,6 +32,7 @@ from captp._promise import (
     PromiseHandler,
     Resolver,
     broken,
+    deliver_local,
     eventual_get,
     eventual_send,
     fulfilled,
@@ -212,7 +213,9 @@ class Engine:
     drains with :meth:`data_to_send`; ``on_output()`` is called when the
     outbox stops being empty.
 
-    ``on_lost(error)`` is called once when the session ends.
+    ``on_lost(error)`` is called once when the session ends.  ``driven``:
+    the driver calls :meth:`run_local_calls` after every read it hands the
+    engine (otherwise a turn of the vat runs them).
     """
 
     def __init__(
@@ -227,8 +230,10 @@ class Engine:
         on_output: Callable[[], None] | None = None,
         on_lost: Callable[[ConnectionLost], None] | None = None,
         handoff: Callable[[Any], Any] | None = None,
+        driven: bool = False,
     ) -> None:
         self._encode = encode
+        self._driven = driven
         self._on_output = on_output
         self._outbox: list[bytes] = []
         self._vat = vat
@@ -258,6 +263,9 @@ class Engine:
         self._decoding = False
         self._arrivals: dict[Position, _Arrival] = {}
         self._on_receipt: list[Callable[[], None]] = []
+        # Calls from the peer to our objects, run after the read that brought
+        # them (see run_local_calls), in the order they arrived.
+        self._local_calls: list[tuple[Any, str | None, tuple[Any, ...], Resolver | None]] = []
         # Called with a reference from another session that is about to be sent
         # here; returns (what to write instead, what to do once it is sent),
         # e.g. an OCapN handoff and its deposit, or None to export a proxy.
@@ -691,13 +699,33 @@ class Engine:
             if settle is not None and len(msg.args) == 1:
                 settle(target, msg.args[0])  # settling runs no user code: do it now
                 return
-        if answer is None and resolver is None:
-            eventual_send(target, msg.method, msg.args, False, self._vat)
-            return
-        self._new_answer(answer)
-        result = eventual_send(target, msg.method, msg.args, True, self._vat)
-        assert result is not None
-        self._keep_answer(answer, result, resolver)
+        want = answer is not None or resolver is not None
+        if want:
+            self._new_answer(answer)
+        if type(target) is RemoteRef or isinstance(target, Promise) or not is_remotable(target):
+            result = eventual_send(target, msg.method, msg.args, want, self._vat)
+        else:  # our own object: the call runs once the read that brought it is handled
+            result, call_resolver = make_promise() if want else (None, None)
+            if not self._local_calls and not self._driven:
+                self._vat.call_soon(self.run_local_calls)
+            self._local_calls.append((target, msg.method, msg.args, call_resolver))
+        if want:
+            assert result is not None
+            self._keep_answer(answer, result, resolver)
+
+    def run_local_calls(self) -> None:
+        """Run the calls the peer made to our objects, in order (each in a turn of the vat).
+
+        The driver calls this once it has handled a read, so the replies go
+        out with that read's other replies; otherwise a turn scheduled when
+        the first call arrived runs them.  User code never runs inside the
+        engine's bookkeeping, nor in the turn of its caller.
+        """
+        run_now = self._vat.run_now
+        while self._local_calls:
+            calls, self._local_calls = self._local_calls, []
+            for target, method, args, resolver in calls:
+                run_now(deliver_local, self._vat, target, method, args, resolver)
 
     def _keep_answer(self, answer: Position | None, result: Promise, resolver: Any) -> None:
         if answer is not None:

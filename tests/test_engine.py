@@ -489,3 +489,23 @@ def test_an_import_cannot_change_between_object_and_promise() -> None:
     with pytest.raises(ProtocolError, match="import 4 was sent as an object and is now sent as a"):
         s.import_promise(4)
     assert kept is s.import_promise(3) and ref is s.import_object(4)
+
+
+def test_a_driven_engine_runs_the_peers_calls_when_the_driver_says() -> None:
+    vat = ManualVat()
+    out: list[Any] = []
+    greeter = Greeter()
+    s = Engine(out.append, vat, bootstrap=greeter, driven=True)
+    resolver = s.import_object(4)
+    boot = s.lookup_export(0)
+    with vat:
+        s.receive(Deliver(boot, "hello", ("one",), 0, resolver))
+        s.receive(Deliver(boot, "hello", ("two",), 1, resolver))
+    vat.run()
+    assert greeter.calls == [] and out == []  # no turn of their own: the driver runs them
+    s.run_local_calls()
+    assert greeter.calls == ["one", "two"]  # in the order they arrived
+    assert out == [
+        Deliver(resolver, "fulfill", ("hello one",)),
+        Deliver(resolver, "fulfill", ("hello two",)),
+    ]
