@@ -370,6 +370,7 @@ class Engine:
             self._new_exports[id(value)] = staged
         else:
             self._add_export(staged)
+            self._report_settlement(staged)
         return Desc(kind, pos, first=True)
 
     def _add_export(self, staged: _Staged) -> None:
@@ -378,8 +379,13 @@ class Engine:
         entry.count = staged.count
         self._exports[pos] = entry
         self._export_ids[id(value)] = pos
+
+    def _report_settlement(self, staged: _Staged) -> None:
+        # Endo: the exporter of a promise reports how it settles, unasked (now,
+        # if it has: so only once the message that carried it is queued).
         if staged.is_promise and self.policy.implicit_returns:
-            value.when_settled(lambda p: self._promise_settled(pos, p))
+            pos = staged.position
+            staged.value.when_settled(lambda p: self._promise_settled(pos, p))
 
     def _after(self, action: Callable[[], None]) -> None:
         if self._encoding:
@@ -502,14 +508,17 @@ class Engine:
             self._after_send.clear()
             raise
         self._encoding = False
-        if self._new_exports:
-            for staged in self._new_exports.values():
-                self._add_export(staged)
-            self._new_exports.clear()
+        # Commit: the tables first, then the frames, then what may send more
+        # (a settled promise's Resolve, a handoff's deposit) behind them.
+        staged = self._new_exports
+        if staged:
+            self._new_exports = {}
+            for export in staged.values():
+                self._add_export(export)
         if self._more_sends:
-            for pos, count in self._more_sends.items():
+            more, self._more_sends = self._more_sends, {}
+            for pos, count in more.items():
                 self._exports[pos].count += count
-            self._more_sends.clear()
         if data:
             outbox = self._outbox
             was_empty = not outbox
@@ -519,9 +528,11 @@ class Engine:
                 outbox.append(data)
             if was_empty and self._on_output is not None:
                 self._on_output()
+        if staged:
+            for export in staged.values():
+                self._report_settlement(export)
         if self._after_send:
-            actions = self._after_send[:]
-            self._after_send.clear()
+            actions, self._after_send = self._after_send, []
             for action in actions:
                 action()
 

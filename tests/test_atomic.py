@@ -28,10 +28,10 @@ from captp import (
     make_promise,
 )
 from captp._vat import ManualVat
-from captp.endo import open_connection
-from captp.engine import Engine
+from captp.endo import EndoPositions, open_connection
+from captp.engine import ENDO_POLICY, Engine
 from captp.errors import ProtocolError
-from captp.messages import Deliver, GcExports, Message
+from captp.messages import Deliver, GcExports, Message, Return
 from netlayers import connect_pair
 from netlayers.memory import memory_pipe
 from ocapn import syrup
@@ -226,3 +226,22 @@ def test_a_give_becomes_a_promise_in_the_one_decoding_pass() -> None:
         assert started == []  # nothing starts before the message is received
         session.receive(message)
     assert len(promises) == 2 and started == [give]
+
+
+def test_a_settled_promise_is_reported_after_the_message_that_exports_it() -> None:
+    sent: list[Any] = []
+
+    def encode(message: Message) -> None:
+        sent.append(message)
+        if isinstance(message, Return):
+            for value in message.value:
+                engine.describe(value)
+
+    engine = Engine(encode, ManualVat(), policy=ENDO_POLICY, positions=EndoPositions())
+    settled = [make_promise()[0] for _ in range(2)]
+    for promise in settled:
+        promise.resolve_with(7)
+    engine._emit(Return("q-1", True, settled))
+    assert [type(m).__name__ for m in sent] == ["Return", "Resolve", "Resolve"]
+    assert [m.position for m in sent[1:]] == ["p+1", "p+2"]
+    assert engine.stats()["exports"] == 2
