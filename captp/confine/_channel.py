@@ -17,25 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import socket
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import anyio
 import anyio.abc
 
-from captp._connection import TRANSPORT_ERRORS, Connection, lost_reason
+from captp._connection import Connection
 from captp._vat import Scheduler, running_loop
 from captp.errors import ConnectionLost
 
-__all__ = ["SocketChannel", "open_channel", "preload", "run_session", "session_over"]
-
-# Whether the connection driver takes ``on_lost`` and pushed reads itself (the
-# single driver of issue 9).  Until it has landed everywhere this module
-# speaks to both; afterwards the older branch below can go.
-_DRIVER_PUSHES: Final = "on_lost" in inspect.signature(Connection.__init__).parameters
+__all__ = ["SocketChannel", "open_channel", "preload", "session_over"]
 
 # Bytes read but not yet handled above which reading pauses (the peer then
 # blocks on a full socket buffer instead of growing ours).
@@ -248,7 +242,7 @@ def session_over(
     """A CapTP connection over ``channel``: OCapN Syrup, ``len:`` frames of ``max_message`` at most.
 
     ``on_lost(error)`` is called once when the session ends.  Run it with
-    :func:`run_session`.
+    :meth:`Connection.run`.
     """
     from ocapn.syrup import Limits
     from ocapn.wire import OCapNWire
@@ -260,51 +254,7 @@ def session_over(
         wire.out_framing = "len"
         return wire
 
-    if _DRIVER_PUSHES:
-        return Connection(
-            channel, make_wire, vat, bootstrap=bootstrap, name=name, on_lost=on_lost  # type: ignore[call-arg,unused-ignore]
-        )
-    connection = Connection(channel, make_wire, vat, bootstrap=bootstrap, name=name)
-    cast(Any, connection).session.on_lost = on_lost  # the older driver's engine attribute
-    return connection
-
-
-async def run_session(connection: Connection, channel: SocketChannel) -> None:
-    """Run ``connection`` until its session ends; then close the channel.
-
-    Under asyncio each read is handled inside the transport's callback
-    (``channel.push``: one event-loop iteration less per message than a
-    reader task).  Elsewhere, and with a driver that takes pushed reads
-    itself, this is :meth:`Connection.run`.
-    """
-    if channel.push is None or _DRIVER_PUSHES:
-        await connection.run()  # the single driver takes channel.push itself
-        return
-    from captp._connection import handle_messages  # type: ignore[attr-defined,unused-ignore]
-
-    session = cast(Any, connection).session  # the older driver's engine attribute
-    feed = connection.wire.feed
-    ended = anyio.Event()
-
-    def on_data(data: bytes) -> None:
-        if session.dead is None:
-            handle_messages(session, feed(data), session.receive, session.abort)
-        if session.dead is not None:
-            ended.set()
-
-    def on_end(exc: BaseException) -> None:
-        session.connection_lost(lost_reason(exc))
-        ended.set()
-
-    try:
-        channel.push(on_data, on_end)
-        if session.dead is None:
-            await ended.wait()
-    finally:
-        if session.dead is None:
-            session.connection_lost("connection closed")
-        with anyio.CancelScope(shield=True), contextlib.suppress(*TRANSPORT_ERRORS):
-            await channel.aclose()
+    return Connection(channel, make_wire, vat, bootstrap=bootstrap, name=name, on_lost=on_lost)
 
 
 async def rehearse(bootstrap: Any) -> None:
@@ -318,8 +268,8 @@ async def rehearse(bootstrap: Any) -> None:
         b_channel = await open_channel(b, tg)
         serving = session_over(a_channel, vat, bootstrap=bootstrap, max_message=1 << 20, name="r")
         asking = session_over(b_channel, vat, max_message=1 << 20, name="q")
-        tg.start_soon(run_session, serving, a_channel)
-        tg.start_soon(run_session, asking, b_channel)
+        tg.start_soon(serving.run)
+        tg.start_soon(asking.run)
         await E(asking.bootstrap()).report()
         await serving.aclose()
         await asking.aclose()

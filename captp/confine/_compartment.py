@@ -199,7 +199,7 @@ class Compartment:
             channel, vat, bootstrap=None, max_message=self.policy.limits.max_message,
             name=f"compartment {self.policy.name}", on_lost=self._on_lost,
         )
-        tg.start_soon(_channel.run_session, connection, channel)
+        tg.start_soon(connection.run)
         stack.push_async_callback(connection.aclose, "compartment closed")
         self._admin = connection.bootstrap()
         try:

@@ -130,7 +130,7 @@ async def _serve(report: dict[str, Any], max_message: int) -> None:
         connection = channel_module.session_over(
             channel, vat, bootstrap=WorkerAdmin(report), max_message=max_message, name="worker"
         )
-        await channel_module.run_session(connection, channel)
+        await connection.run()
         tg.cancel_scope.cancel()
 
 
