@@ -40,12 +40,11 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from noise.connection import Keypair, NoiseConnection  # type: ignore[import-untyped]
 
 from captp import Channel
+from netlayers._keyed import KeyedNetlayer
 from netlayers.tcp import connect_channel, serve_channels
-from ocapn import syrup
 from ocapn.crypto import PublicKey
 from ocapn.errors import (
     FrameError,
-    KeyFileError,
     LocatorError,
     NetlayerTimeout,
     NoiseError,
@@ -526,7 +525,7 @@ async def _read_frame(raw: Channel, frames: _Frames) -> bytes:
 # == the netlayer ==========================================================================
 
 
-class NpNetlayer:
+class NpNetlayer(KeyedNetlayer):
     """Listen for ``np`` peers on TCP ``host:port`` and dial them.  Experimental.
 
     ``identity``: the key pair the designator names (default: a fresh one).
@@ -551,57 +550,20 @@ class NpNetlayer:
         fast_path: bool = True,
     ) -> None:
         encodings_field(encodings)  # check them now
+        super().__init__(identity, port)
         self.host = host
-        self.port = port
-        self.identity = identity if identity is not None else NodeIdentity.generate()
-        self._chosen = (identity is not None, port != 0)  # what a state dir may not override
-        self.designator = designator_of(self.identity.public)
         self.encodings = list(encodings)
         self.advertise = advertise or host
         self.max_message = max_message
         self.handshake_timeout = handshake_timeout
         self.fast_path = fast_path
-        self._location: PeerLocation | None = None
+
+    def designator_of(self, public: PublicKey) -> str:
+        """The designator that names ``public``."""
+        return designator_of(public)
 
     def __repr__(self) -> str:
         return f"<NpNetlayer {self.host}:{self.port}>"
-
-    def use_identity(self, identity: NodeIdentity) -> None:
-        """Make ``identity`` the key our designator names (the node's; before serving)."""
-        if self._location is not None:
-            raise RuntimeError("the netlayer is already serving under another identity")
-        self.identity = identity
-        self.designator = designator_of(identity.public)
-        self._chosen = (True, self._chosen[1])
-
-    # -- identity kept in a node's state directory (ocapn.persist.PersistentIdentity) --
-
-    def identity_material(self) -> bytes:
-        """What a state directory keeps: the identity's seed and our port (Syrup)."""
-        return syrup.encode({"seed": self.identity.seed, "port": self.port})
-
-    def restore_identity(self, material: bytes) -> None:
-        """Take up a kept identity and port, except those given to the constructor."""
-        try:
-            kept: Any = syrup.decode(material)
-            seed, port = kept["seed"], kept["port"]
-            identity = NodeIdentity.from_seed(seed)
-        except (syrup.SyrupDecodeError, TypeError, KeyError, KeyFileError) as exc:
-            raise LocatorError(f"bad {TRANSPORT} identity in the state directory: {exc}") from exc
-        if type(port) is not int:
-            raise LocatorError(f"bad {TRANSPORT} port in the state directory: {port!r}")
-        if not self._chosen[0]:
-            self.use_identity(identity)
-            self._chosen = (False, self._chosen[1])
-        if not self._chosen[1] and 0 < port < 65536:
-            self.port = port
-
-    @property
-    def location(self) -> PeerLocation:
-        """Our locator (the port is known once :meth:`serve` has started)."""
-        if self._location is None:
-            raise RuntimeError("the netlayer is not listening yet")
-        return self._location
 
     async def serve(
         self, handler: ConnectionHandler, *, task_status: TaskStatus[PeerLocation]

@@ -51,13 +51,13 @@ from wsproto.events import AcceptConnection, RejectConnection, Request
 from wsproto.utilities import RemoteProtocolError
 
 from captp import Channel, Record, Symbol
+from netlayers._keyed import KeyedNetlayer
 from netlayers.stream import StreamChannel
 from netlayers.tcp import connect_channel, serve_channels
 from ocapn import syrup
 from ocapn.crypto import PublicKey, encode_signature, parse_signature
 from ocapn.errors import (
     FrameError,
-    KeyFileError,
     LocatorError,
     NetlayerTimeout,
     PeerAuthError,
@@ -480,7 +480,7 @@ class WebSocketChannel:
 # == the netlayer ==========================================================================
 
 
-class WebSocketNetlayer:
+class WebSocketNetlayer(KeyedNetlayer):
     """Listen for ``websocket`` peers on ``host:port`` and dial them.
 
     ``identity``: the key pair the designator names (default: a fresh one;
@@ -511,11 +511,8 @@ class WebSocketNetlayer:
     ) -> None:
         if public_url is not None and urlsplit(public_url).scheme not in ("ws", "wss"):
             raise LocatorError(f"a {TRANSPORT} url is ws:// or wss://, not {public_url!r}")
+        super().__init__(identity, port)
         self.host = host
-        self.port = port
-        self.identity = identity if identity is not None else NodeIdentity.generate()
-        self._chosen = (identity is not None, port != 0)  # what a state dir may not override
-        self.designator = designator_of(self.identity.public)
         self.public_url = public_url
         self.advertise = advertise or host
         self.ssl_context = ssl_context
@@ -523,47 +520,13 @@ class WebSocketNetlayer:
         self.max_message = max_message
         self.handshake_timeout = handshake_timeout
         self.fast_path = fast_path
-        self._location: PeerLocation | None = None
+
+    def designator_of(self, public: PublicKey) -> str:
+        """The designator that names ``public``."""
+        return designator_of(public)
 
     def __repr__(self) -> str:
         return f"<WebSocketNetlayer {self.host}:{self.port}>"
-
-    def use_identity(self, identity: NodeIdentity) -> None:
-        """Make ``identity`` the key our designator names (the node's; before serving)."""
-        if self._location is not None:
-            raise RuntimeError("the netlayer is already serving under another identity")
-        self.identity = identity
-        self.designator = designator_of(identity.public)
-        self._chosen = (True, self._chosen[1])
-
-    # -- identity kept in a node's state directory (ocapn.persist.PersistentIdentity) --
-
-    def identity_material(self) -> bytes:
-        """What a state directory keeps: the identity's seed and our port (Syrup)."""
-        return syrup.encode({"seed": self.identity.seed, "port": self.port})
-
-    def restore_identity(self, material: bytes) -> None:
-        """Take up a kept identity and port, except those given to the constructor."""
-        try:
-            kept: Any = syrup.decode(material)
-            seed, port = kept["seed"], kept["port"]
-            identity = NodeIdentity.from_seed(seed)
-        except (syrup.SyrupDecodeError, TypeError, KeyError, KeyFileError) as exc:
-            raise LocatorError(f"bad {TRANSPORT} identity in the state directory: {exc}") from exc
-        if type(port) is not int:
-            raise LocatorError(f"bad {TRANSPORT} port in the state directory: {port!r}")
-        if not self._chosen[0]:
-            self.use_identity(identity)
-            self._chosen = (False, self._chosen[1])
-        if not self._chosen[1] and 0 < port < 65536:
-            self.port = port
-
-    @property
-    def location(self) -> PeerLocation:
-        """Our locator (the port is known once :meth:`serve` has started)."""
-        if self._location is None:
-            raise RuntimeError("the netlayer is not listening yet")
-        return self._location
 
     # -- serving -------------------------------------------------------------------------
 
