@@ -44,6 +44,11 @@ def test_no_layer_imports_a_layer_above_it(layer: str) -> None:
 # trio, which is imported only when code is already running under trio
 # (wsproto: the websocket netlayer; noise, from noiseprotocol: the np netlayer).
 RUNTIME_DEPENDENCIES = {"anyio", "cryptography", "trio", "wsproto", "noise"}
+# pytest fixtures for users' test suites: imported only by those suites.
+TEST_PLUGINS = {
+    "netlayers/pytest_plugin.py": {"pytest"},
+    "netlayers/pytest_asyncio_plugin.py": {"pytest", "pytest_asyncio"},
+}
 
 
 @pytest.mark.parametrize("layer", LAYERS)
@@ -55,6 +60,7 @@ def test_the_library_imports_only_its_declared_dependencies(layer: str) -> None:
     found = {
         str(path.relative_to(ROOT)): sorted(
             imported_packages(path) - local - stdlib - RUNTIME_DEPENDENCIES - {"__future__"}
+            - TEST_PLUGINS.get(str(path.relative_to(ROOT)), set())
         )
         for path in sorted((ROOT / layer).rglob("*.py"))
         if "node_modules" not in path.parts
