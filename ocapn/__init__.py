@@ -34,6 +34,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ocapn._version import __version__
+
 if TYPE_CHECKING:
     from ocapn.certificates import SignedEnvelope
     from ocapn.crypto import KeyPair, PublicKey
@@ -88,6 +90,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "__version__",
     "ENDO_PROFILE",
     "PROFILES",
     "SPEC_PROFILE",
