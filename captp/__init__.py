@@ -25,7 +25,9 @@ from captp._passable import (
     is_remotable,
     null,
     pass_style,
+    register_passable,
     same_value,
+    unregister_passable,
 )
 from captp._promise import Promise, Resolver, make_promise
 from captp._refs import RemoteRef
@@ -77,5 +79,7 @@ __all__ = [
     "is_remotable",
     "null",
     "pass_style",
+    "register_passable",
     "same_value",
+    "unregister_passable",
 ]

@@ -32,9 +32,12 @@ survive a round trip.  See ``spec-notes/0002-passable-model.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Callable
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
+
+from captp.errors import DecodeError
 
 from captp.errors import EncodeError
 
@@ -46,15 +49,22 @@ __all__ = [
     "Symbol",
     "Tagged",
     "check_passable",
+    "decode_tagged",
     "describe_error",
+    "encode_custom",
     "error_message",
     "error_name",
     "is_remotable",
     "map_leaves",
     "null",
     "pass_style",
+    "register_passable",
     "same_value",
+    "unpassable_message",
+    "unregister_passable",
 ]
+
+T = TypeVar("T")
 
 PassStyle = Literal[
     "undefined",
@@ -252,6 +262,7 @@ def pass_style(value: object) -> PassStyle:
     """Name the pass style of ``value``'s top level, or raise :class:`PassStyleError`.
 
     Only the top level is checked; use :func:`check_passable` for a deep check.
+    A type registered with :func:`register_passable` passes as ``tagged``.
     """
     style = _STYLE_BY_TYPE.get(type(value))
     if style is not None:
@@ -265,11 +276,103 @@ def pass_style(value: object) -> PassStyle:
         return "error"
     if isinstance(value, float):  # Syrup's Float32, numpy.float64: a float by value
         return "float"
-    raise PassStyleError(
-        f"{cls.__module__}.{cls.__qualname__} is not passable: mark the class with "
-        "@far to pass it by reference, or send plain data "
-        "(None, null, bool, int, float, str, bytes, Symbol, list, dict, Record, Tagged)"
-    )
+    if cls in _CUSTOM_BY_TYPE:
+        return "tagged"
+    raise PassStyleError(unpassable_message(value))
+
+
+def unpassable_message(value: object) -> str:
+    """Why ``value`` cannot travel, and what to do about it (for error messages)."""
+    cls = type(value)
+    name = cls.__qualname__
+    if cls.__module__ != "builtins":
+        name = f"{cls.__module__}.{name}"
+    if cls in (set, frozenset):
+        hint = "send a list (sorted, if order matters to the receiver)"
+    elif cls is bytearray or cls is memoryview:
+        hint = "send bytes(...)"
+    elif dataclasses.is_dataclass(value):
+        hint = (
+            "send its fields as a dict (dataclasses.asdict), mark the class @far to "
+            "pass it by reference, or register it with captp.register_passable"
+        )
+    elif cls.__module__ in ("datetime", "decimal", "uuid", "fractions", "pathlib"):
+        hint = (
+            "convert it to a str, int or float first (e.g. .isoformat()), or register the "
+            "type with captp.register_passable(cls, tag, encode=..., decode=...)"
+        )
+    else:
+        hint = (
+            "mark the class with @far to pass it by reference, convert it to plain data "
+            "(None, null, bool, int, float, str, bytes, Symbol, list, dict, Record, Tagged), "
+            "or register the type with captp.register_passable(cls, tag, encode=..., decode=...)"
+        )
+    return f"{name} is not passable: {hint}"
+
+
+# -- custom passable types ----------------------------------------------------------------
+
+_CUSTOM_BY_TYPE: dict[type, tuple[str, Callable[[Any], Any]]] = {}
+_CUSTOM_BY_TAG: dict[str, tuple[type, Callable[[Any], Any]]] = {}
+
+
+def register_passable(
+    cls: type[T], tag: str, *, encode: Callable[[T], Any], decode: Callable[[Any], T]
+) -> None:
+    """Let instances of ``cls`` travel as a :class:`Tagged` value ``tag`` and come back.
+
+    ``encode(obj)`` gives the payload (any passable); ``decode(payload)``
+    rebuilds the object on the receiving side, which must have registered the
+    same tag (a peer that has not sees a plain :class:`Tagged`).  Only
+    instances of exactly ``cls`` are encoded (not subclasses).  A payload the
+    decoder refuses is bad input from the peer (a :class:`~captp.DecodeError`).
+
+    ::
+
+        register_passable(datetime, "datetime",
+                          encode=datetime.isoformat, decode=datetime.fromisoformat)
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"register_passable takes a class, not {cls!r}")
+    if type(tag) is not str or not tag:
+        raise TypeError(f"the tag is a non-empty str, not {tag!r}")
+    if cls in _STYLE_BY_TYPE or getattr(cls, _FAR_ATTR, None) is not None:
+        raise ValueError(f"{cls.__qualname__} is already passable")
+    known = _CUSTOM_BY_TAG.get(tag)
+    if known is not None and known[0] is not cls:
+        raise ValueError(f"tag {tag!r} is already registered for {known[0].__qualname__}")
+    old = _CUSTOM_BY_TYPE.get(cls)
+    if old is not None and old[0] != tag:
+        raise ValueError(f"{cls.__qualname__} is already registered with tag {old[0]!r}")
+    _CUSTOM_BY_TYPE[cls] = (tag, encode)
+    _CUSTOM_BY_TAG[tag] = (cls, decode)
+
+
+def unregister_passable(cls: type) -> None:
+    """Undo :func:`register_passable` for ``cls`` (if it was registered)."""
+    entry = _CUSTOM_BY_TYPE.pop(cls, None)
+    if entry is not None:
+        _CUSTOM_BY_TAG.pop(entry[0], None)
+
+
+def encode_custom(value: object) -> Tagged | None:
+    """``value`` as the :class:`Tagged` its registered type gives, or ``None`` if unregistered."""
+    entry = _CUSTOM_BY_TYPE.get(type(value)) if _CUSTOM_BY_TYPE else None
+    if entry is None:
+        return None
+    tag, encode = entry
+    return Tagged(tag, encode(value))
+
+
+def decode_tagged(tag: str, payload: Any) -> Any:
+    """A received tagged value: the registered type's object for ``tag``, else a :class:`Tagged`."""
+    entry = _CUSTOM_BY_TAG.get(tag) if _CUSTOM_BY_TAG else None
+    if entry is None:
+        return Tagged(tag, payload)
+    try:
+        return entry[1](payload)
+    except Exception as exc:
+        raise DecodeError(f"tagged {tag!r}: the registered decoder refused it: {exc!r}") from exc
 
 
 def check_passable(value: object, *, max_depth: int = 1000) -> PassStyle:
@@ -304,7 +407,9 @@ def check_passable(value: object, *, max_depth: int = 1000) -> PassStyle:
             stack.append((item.label, depth + 1))  # type: ignore[attr-defined]
             stack.extend((x, depth + 1) for x in item.fields)  # type: ignore[attr-defined]
         elif style == "tagged":
-            stack.append((item.payload, depth + 1))  # type: ignore[attr-defined]
+            tagged = item if type(item) is Tagged else encode_custom(item)
+            assert tagged is not None
+            stack.append((tagged.payload, depth + 1))
     return top
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from captp._passable import PassStyleError, is_remotable
+from captp._passable import PassStyleError, encode_custom, is_remotable, unpassable_message
 from captp._promise import (
     RESOLVER_METHODS,
     Promise,
@@ -338,7 +338,10 @@ class Engine:
             return self._export(value, True)
         if is_remotable(value):
             return self._export(value, False)
-        raise PassStyleError(f"{type(value).__name__} is not a reference")
+        custom = encode_custom(value)  # a type registered with captp.register_passable
+        if custom is not None:
+            return custom
+        raise PassStyleError(unpassable_message(value))
 
     def describe_target(self, target: Any) -> Desc:
         """How to write the target of a message we send: ``export`` or ``answer``."""

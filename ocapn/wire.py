@@ -27,7 +27,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from captp._passable import Null, Record, Symbol, Tagged, describe_error, is_remotable, null
+from captp._passable import (
+    Null,
+    Record,
+    Symbol,
+    Tagged,
+    decode_tagged,
+    describe_error,
+    is_remotable,
+    null,
+)
 from captp._promise import Promise
 from captp._refs import RemoteRef
 from captp.engine import Engine
@@ -746,10 +755,10 @@ class OCapNWire:
         return null
 
     def _in_tagged(self, fields: list[Any]) -> Any:
-        return Tagged(*TAGGED.read(self, fields))
+        return decode_tagged(*TAGGED.read(self, fields))
 
     def _in_tag(self, fields: list[Any]) -> Any:
-        return Tagged(*TAG.read(self, fields))
+        return decode_tagged(*TAG.read(self, fields))
 
     def _in_error(self, fields: list[Any]) -> Any:
         return RemoteError(ERROR.read(self, fields)[0])

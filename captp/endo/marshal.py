@@ -51,6 +51,8 @@ from captp._passable import (
     Record,
     Symbol,
     Tagged,
+    decode_tagged,
+    encode_custom,
     error_message,
     null,
     pass_style,
@@ -234,6 +236,9 @@ class Marshal:
                     "message": message,
                     "name": name,
                 }
+            custom = encode_custom(v)  # a type registered with register_passable
+            if custom is not None:
+                return enc(custom)
             return reference(v)
 
         def record(d: dict[Any, Any]) -> Any:
@@ -310,6 +315,9 @@ class Marshal:
                     "errorId": string(self.next_error_id()),
                     "name": string(name),
                 }
+            custom = encode_custom(v)  # a type registered with register_passable
+            if custom is not None:
+                return enc(custom)
             index = index_of.get(id(v))
             if index is not None:
                 return f"{'&' if slots[index][0] == 'p' else '$'}{index}"
@@ -413,7 +421,7 @@ class Marshal:
                 tag = v.get("tag")
                 if type(tag) is not str:
                     raise DecodeError(f"tag must be a string, not {tag!r}")
-                return Tagged(tag, dec(v.get("payload", _UNDEFINED)))
+                return decode_tagged(tag, dec(v.get("payload", _UNDEFINED)))
             if qclass == "NaN":
                 return math.nan
             if qclass == "Infinity":
@@ -490,7 +498,7 @@ class Marshal:
                     raise DecodeError(f"'#tag' must be a string, not {tag!r}")
                 if not v.keys() <= {"#tag", "payload"}:
                     raise DecodeError(f"#tag record with unexpected properties {sorted(v)}")
-                return Tagged(string(tag), dec(v.get("payload", "#undefined")))
+                return decode_tagged(string(tag), dec(v.get("payload", "#undefined")))
             if "#error" in v:
                 if "message" in v:
                     raise DecodeError("unexpected encoded error property 'message'")
