@@ -5,6 +5,7 @@
     ocapn demo                               # two nodes in one process, a few calls
     ocapn serve MODULE:OBJECT [--port 0]     # publish an object, print its sturdyref URI
     ocapn call URI [METHOD] [ARG ...]        # enliven a sturdyref, call it, print the result
+    ocapn call URI make_counter 41 -- incr   # a pipelined chain: incr() on the answer
     ocapn serve --state DIR MODULE:OBJECT    # the same URI after every restart
     ocapn refs --state DIR                   # what a state directory keeps
     ocapn revoke --state DIR URI             # end a kept sturdyref for good
@@ -13,7 +14,12 @@
     ocapn serve --netlayer np --netlayer websocket --advertise example.org app:Greeter
 
 ``call`` sends ``METHOD(ARG, ...)``; without a method, or with ``-`` as the
-method, it calls the object itself (a far function).  Arguments use the
+method, it calls the object itself (a far function).  ``--`` starts another
+call, sent to the answer of the one before it without waiting for it
+(pipelined).  Every word after the URI is a method name or an argument,
+whatever it starts with (``--verbose`` is a string); only ``call``'s own
+options are read as options, anywhere (quote one, ``'"--timeout"'``, to pass
+it as a string).  Arguments use the
 notation of :mod:`ocapn.notation`: ``42``, ``2.5``, ``"text"`` or a bare
 word, ``'symbol``, ``b"bytes"``, ``[lists]``, ``{"structs": 1}``, ``true``,
 ``false``, ``null``, ``undefined``.  The result is printed in the same notation.
@@ -34,7 +40,7 @@ import binascii
 import importlib
 import ssl
 import sys
-from typing import Any
+from typing import Any, Final
 
 import anyio
 
@@ -43,6 +49,7 @@ from captp.errors import CapTPError
 from netlayers.choose import NETLAYERS, make_netlayer
 from netlayers.tcp_testing import tcp_testing_only
 from netlayers.websocket import self_signed_client_context
+from ocapn._version import __version__
 from ocapn.identity import NodeIdentity
 from ocapn.locators import Sturdyref, parse_uri
 from ocapn.netlayer import Netlayer
@@ -52,7 +59,7 @@ from ocapn.persist import Persistent
 from ocapn.persist import commands as persist_commands
 from ocapn.wire import PROFILES
 
-__all__ = ["DemoCounter", "DemoGreeter", "main"]
+__all__ = ["DemoCounter", "DemoGreeter", "build_parser", "main"]
 
 
 # == demo =================================================================================
@@ -106,6 +113,98 @@ async def _demo(profile: str) -> None:
         except CapTPError as exc:
             print(f"E(greeter).no_such_method()                -> broken: {exc}")
         print("done")
+
+
+# == arguments =============================================================================
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {port}")
+    return port
+
+
+def _timeout(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"a timeout is more than 0 seconds, not {text}")
+    return seconds
+
+
+def _swiss(text: str) -> bytes:
+    """A swiss number given in base64url (padding optional)."""
+    try:
+        swiss = base64.b64decode(
+            text + "=" * (-len(text) % 4), altchars=b"-_", validate=True
+        )
+    except (binascii.Error, ValueError):
+        raise SystemExit(
+            f"ocapn serve: --swiss takes base64url (A-Z a-z 0-9 - _), not {text!r}"
+        ) from None
+    if not swiss:
+        raise SystemExit("ocapn serve: --swiss is empty")
+    return swiss
+
+
+# Options of `ocapn call`; every other word after `call` is the URI, a method or an argument.
+_CALL_VALUE_OPTIONS: Final = ("--timeout", "--cafile", "--key-file", "--profile", "--backend")
+_CALL_FLAGS: Final = ("--insecure-tls", "-h", "--help")
+
+
+def _split_call(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``call``'s options, and its other words (URI, methods, arguments) as given."""
+    options: list[str] = []
+    words: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token in _CALL_VALUE_OPTIONS:
+            options += argv[i : i + 2]
+            i += 2
+            continue
+        if token in _CALL_FLAGS or token.split("=", 1)[0] in _CALL_VALUE_OPTIONS:
+            options.append(token)
+        else:
+            words.append(token)
+        i += 1
+    return options, words
+
+
+def _call_chain(words: list[str]) -> list[tuple[str | None, list[Any]]]:
+    """``METHOD ARG ... -- METHOD ARG ...`` as (method or None, arguments) pairs."""
+    chain: list[tuple[str | None, list[Any]]] = []
+    segment: list[str] = []
+    for word in [*words, "--"]:
+        if word != "--":
+            segment.append(word)
+            continue
+        if not segment and chain:
+            raise SystemExit("ocapn call: nothing between two '--' (a call needs a method or -)")
+        method = segment[0] if segment else None
+        chain.append((None if method == "-" else method, [parse_value(a) for a in segment[1:]]))
+        segment = []
+    return chain
+
+
+def _user_errors(exc: BaseException) -> list[BaseException]:
+    """The errors inside ``exc`` (an exception group is opened, recursively)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _user_errors(sub)]
+    return [exc]
 
 
 # == serve =================================================================================
@@ -175,10 +274,11 @@ async def _serve(
 
 
 async def _call(
-    uri: str, method: str | None, args: list[Any], profile: str, timeout: float,
+    uri: str, chain: list[tuple[str | None, list[Any]]], profile: str, timeout: float,
     client_context: ssl.SSLContext | None = None, identity: NodeIdentity | None = None,
 ) -> Any:
     transport = ""
+    parsed: Any = None
     if uri.startswith("ocapn://"):
         parsed = parse_uri(uri)
         transport = (parsed.peer if isinstance(parsed, Sturdyref) else parsed).transport
@@ -186,35 +286,55 @@ async def _call(
         transport = "tcp-testing-only"  # the node says what it cannot dial
     netlayer = make_netlayer(transport, client_ssl_context=client_context)
     async with Node(netlayer, profile=PROFILES[profile], identity=identity) as node:
+        connected = False
         try:
             with anyio.fail_after(timeout):
-                target = await node.enliven(uri)
-                if method is None:
-                    return await E(target)(*args)
-                return await E(target)[method](*args)
+                if isinstance(parsed, Sturdyref):
+                    await node.connect(parsed.peer)
+                connected = True
+                answer = await node.enliven(uri)
+                for method, args in chain:  # each sent to the answer before: pipelined
+                    answer = E(answer)(*args) if method is None else E(answer)[method](*args)
+                return await answer
         except TimeoutError:
+            if connected:
+                raise TimeoutError(
+                    f"no answer within {timeout:g} s (the session is up: the peer is slow, "
+                    "or the call waits for something that does not come)"
+                ) from None
             hint = " (a peer that frames with len:, such as Endo, needs --profile endo)"
             raise TimeoutError(
-                f"no answer within {timeout:g} s" + (hint if profile != "endo" else "")
+                f"no session within {timeout:g} s: the peer did not finish the handshake"
+                + (hint if profile != "endo" else "")
             ) from None
 
 
 # == main ==================================================================================
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the ``ocapn`` command; returns the exit status."""
-    parser = argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ocapn`` command's argument parser."""
+    parser = _Parser(
         prog="ocapn", description="OCapN for Python: serve objects, call them, try a demo."
     )
+    parser.add_argument("--version", action="version", version=f"ocapn {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="two nodes in one process make a few calls")
-    call = commands.add_parser("call", help="enliven a sturdyref URI and call it")
-    call.add_argument("uri", help="ocapn://<designator>.<transport>/s/<swiss>?<hints>")
-    call.add_argument("method", nargs="?", help="method name ('-' or none: call the object)")
-    call.add_argument("args", nargs="*", help="arguments in the ocapn notation")
-    call.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+    call = commands.add_parser(
+        "call", help="enliven a sturdyref URI and call it",
+        usage="ocapn call [options] URI [METHOD [ARG ...]] [-- METHOD [ARG ...]] ...",
+        description="Enliven URI, send METHOD(ARG, ...) to it and print the answer. "
+        "'--' starts another call, sent to the answer of the one before (pipelined): "
+        "ocapn call URI make_counter 41 -- incr.  METHOD '-' (or none) calls the object "
+        "itself.  Every word after the URI is a method or an argument, whatever it starts "
+        "with; the options below are read anywhere.",
+        epilog="Arguments: 42, 2.5, \"text\" or a bare word, 'symbol, b\"bytes\", [lists], "
+        "{\"structs\": 1}, true, false, null, undefined.",
+    )
+    call.add_argument(
+        "--timeout", type=_timeout, default=30.0, help="seconds for the whole call (default 30)"
+    )
     call.add_argument("--cafile", help="wss://: trust this (self-signed) server certificate")
     call.add_argument(
         "--insecure-tls", action="store_true",
@@ -227,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         help="transport to serve on (default tcp-testing-only; repeat for several)",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=0, help="TCP port (default: any free)")
+    serve.add_argument("--port", type=_port, default=0, help="TCP port (default: any free)")
     serve.add_argument(
         "--advertise", help="host (or, for websocket, URL) to put in the URI instead of --host"
     )
@@ -243,11 +363,27 @@ def main(argv: list[str] | None = None) -> int:
             "--key-file", help="the node's identity key (made, mode 0600, if missing)"
         )
     for command in (demo, call, serve):
-        command.add_argument("--profile", default="spec", choices=sorted(PROFILES))
+        command.add_argument(
+            "--profile", default="spec", choices=sorted(PROFILES),
+            help="the OCapN wire variant to write: spec (Goblins, the default), "
+            "suite-main (the conformance suite), endo (@endo/ocapn)",
+        )
         command.add_argument(
             "--backend", default="asyncio", choices=["asyncio", "trio"], help=argparse.SUPPRESS
         )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``ocapn`` command; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    words: list[str] = []
+    if argv[:1] == ["call"]:
+        options, words = _split_call(argv[1:])
+        args = parser.parse_args(["call", *options])
+    else:
+        args = parser.parse_args(argv)
 
     try:
         if args.command == "demo":
@@ -255,12 +391,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "serve":
             obj = _load(args.object)
-            swiss = None
-            if args.swiss:
-                try:
-                    swiss = base64.urlsafe_b64decode(args.swiss + "=" * (-len(args.swiss) % 4))
-                except (binascii.Error, ValueError):
-                    raise SystemExit("ocapn serve: --swiss is base64url") from None
+            swiss = _swiss(args.swiss) if args.swiss is not None else None
+            if args.tls_key and not args.tls_cert:
+                raise SystemExit("ocapn serve: --tls-key goes with --tls-cert")
+            if args.host in ("0.0.0.0", "::") and not args.advertise:
+                print(
+                    f"ocapn serve: note: the URI names {args.host}, which peers elsewhere "
+                    "cannot dial; --advertise HOST puts a reachable name in it",
+                    file=sys.stderr,
+                )
             name = (args.name or args.object) if args.state else None
             identity = _identity(args.key_file)
             anyio.run(
@@ -271,9 +410,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command in ("refs", "revoke"):
             return persist_commands.run_command(args)
-        method = None if args.method in (None, "-") else args.method
+        if not words or words[0] == "--":
+            raise SystemExit("ocapn call: a URI is needed: ocapn call URI [METHOD [ARG ...]]")
         try:
-            values = [parse_value(a) for a in args.args]
+            chain = _call_chain(words[1:])
         except NotationError as exc:
             print(f"ocapn call: {exc}", file=sys.stderr)
             return 2
@@ -281,16 +421,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.cafile or args.insecure_tls:
             context = self_signed_client_context(args.cafile)
         result = anyio.run(
-            _call, args.uri, method, values, args.profile, args.timeout, context,
+            _call, words[0], chain, args.profile, args.timeout, context,
             _identity(args.key_file), backend=args.backend,
         )
         print(format_value(result))
         return 0
     except KeyboardInterrupt:
         return 130
-    except (CapTPError, ValueError, OSError, TimeoutError) as exc:
-        print(f"ocapn {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+    except (CapTPError, ValueError, OSError, TimeoutError, BaseExceptionGroup) as exc:
+        errors = _user_errors(exc)
+        if any(not isinstance(e, (CapTPError, ValueError, OSError, TimeoutError)) for e in errors):
+            raise  # not a user error: a bug, with its traceback
+        first = errors[0]
+        message = str(first) or repr(first)
+        print(f"ocapn {args.command}: {type(first).__name__}: {message}", file=sys.stderr)
+        if "CERTIFICATE_VERIFY_FAILED" in message:
             print("(a self-signed wss:// server: ocapn call --cafile CERT, or --insecure-tls)",
                   file=sys.stderr)
         return 1

@@ -30,6 +30,7 @@ from typing import Any, Final
 
 from captp import Promise, Record, RemoteRef, Symbol, Tagged, is_remotable, null
 from captp._passable import Null, describe_error
+from ocapn.locators import PeerLocation, Sturdyref
 
 __all__ = ["NotationError", "format_value", "parse_value"]
 
@@ -166,7 +167,10 @@ class _Parser:
 
 
 def format_value(value: Any) -> str:
-    """``value`` written in the notation (references and promises in angle brackets)."""
+    """``value`` written in the notation (references and promises in angle brackets).
+
+    A sturdyref or a peer locator is written as its ``ocapn://`` URI.
+    """
     t = type(value)
     if value is None:
         return "undefined"
@@ -193,6 +197,8 @@ def format_value(value: Any) -> str:
         return f"<tagged {value.tag} {format_value(value.payload)}>"
     if t is Record:
         return "<" + " ".join(format_value(v) for v in (value.label, *value.fields)) + ">"
+    if t is Sturdyref or t is PeerLocation:
+        return str(value)  # its ocapn:// URI
     if isinstance(value, BaseException):
         return f"<error {describe_error(value)}>"
     if t is RemoteRef:

@@ -196,8 +196,8 @@ def test_cli_call_to_a_silent_peer_times_out_with_a_hint() -> None:
         )
     assert done.returncode == 1
     assert done.stderr == (
-        "ocapn call: TimeoutError: no answer within 0.5 s"
-        " (a peer that frames with len:, such as Endo, needs --profile endo)\n"
+        "ocapn call: TimeoutError: no session within 0.5 s: the peer did not finish the"
+        " handshake (a peer that frames with len:, such as Endo, needs --profile endo)\n"
     )
 
 
