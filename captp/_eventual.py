@@ -6,12 +6,15 @@ The sending itself (:func:`~captp._promise.eventual_send`,
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, TypeVar, overload
 
 from captp._far import wire_name
 from captp._promise import Promise, eventual_get, eventual_send
+from captp._refs import RemoteRef
 
 __all__ = ["E"]
+
+_I = TypeVar("_I")
 
 
 class _Method:
@@ -86,6 +89,16 @@ class _E:
     """
 
     __slots__ = ()
+
+    # Typed remote calls: for a ``RemoteRef[I]`` (or a promise for one) the
+    # proxy is typed as ``I``, the far object's interface as a protocol whose
+    # methods return promises; anything else gives an untyped proxy.
+    @overload
+    def __call__(self, target: RemoteRef[_I]) -> _I: ...
+    @overload
+    def __call__(self, target: Promise[RemoteRef[_I]]) -> _I: ...
+    @overload
+    def __call__(self, target: Any) -> Any: ...
 
     def __call__(self, target: Any) -> Any:
         return _Proxy(target, False)

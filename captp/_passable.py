@@ -37,9 +37,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, Final, Literal, TypeVar
 
-from captp.errors import DecodeError
-
-from captp.errors import EncodeError
+from captp.errors import DecodeError, EncodeError
 
 __all__ = [
     "Null",

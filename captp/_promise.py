@@ -17,13 +17,14 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any, Final
+from typing import Any, Final, Generic
 
 import anyio
 
 from captp._far import invoke
 from captp._passable import Tagged, is_remotable
 from captp._refs import RemoteRef
+from captp._typing import T_co
 from captp._vat import Scheduler, current_vat, running_loop
 from captp.errors import BrokenPromise
 
@@ -55,7 +56,7 @@ class PromiseHandler:
         raise NotImplementedError
 
 
-class Promise:
+class Promise(Generic[T_co]):
     """An eventual value.  ``await promise`` gives the value or raises the reason.
 
     A promise broken with an exception raises that exception; one broken with
@@ -222,7 +223,7 @@ class Promise:
 
     # -- awaiting ----------------------------------------------------------------
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, T_co]:
         p = self._shorten()
         if p._state < FULFILLED:
             loop = running_loop()
@@ -241,7 +242,8 @@ class Promise:
                 yield from event.wait().__await__()
             p = p._shorten()
         if p._state == FULFILLED:
-            return p._value
+            value: T_co = p._value
+            return value
         raise reason_to_exception(p._value)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Any, Final, Protocol
+from typing import Any, Final, Generic, Protocol
+
+from captp._typing import I_co
 
 __all__ = ["RefEngine", "RemoteRef"]
 
@@ -22,7 +24,7 @@ class RefEngine(Protocol):
         """Ask for a part of ``target``'s value: a promise."""
 
 
-class RemoteRef:
+class RemoteRef(Generic[I_co]):
     """A reference to an object a peer exported to us (a *presence*).
 
     It has no methods of its own: use ``E(ref).method(...)``.  The same import

@@ -43,7 +43,7 @@ def test_no_layer_imports_a_layer_above_it(layer: str) -> None:
 # Third-party packages the library may import: its declared dependencies, and
 # trio, which is imported only when code is already running under trio
 # (wsproto: the websocket netlayer; noise, from noiseprotocol: the np netlayer).
-RUNTIME_DEPENDENCIES = {"anyio", "cryptography", "trio", "wsproto", "noise"}
+RUNTIME_DEPENDENCIES = {"anyio", "cryptography", "trio", "typing_extensions", "wsproto", "noise"}
 # pytest fixtures for users' test suites: imported only by those suites.
 TEST_PLUGINS = {
     "netlayers/pytest_plugin.py": {"pytest"},
