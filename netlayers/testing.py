@@ -53,11 +53,12 @@ SIM_TRANSPORT: Final = "memory-testing-only"
 class _Link:
     """One connection: two directions, and whether the network has cut it."""
 
-    __slots__ = ("failed", "network", "streams")
+    __slots__ = ("failed", "network", "open_ends", "streams")
 
     def __init__(self, network: SimNetwork) -> None:
         self.network = network
         self.failed = False
+        self.open_ends = 2
         self.streams: list[MemoryObjectSendStream[tuple[float, bytes]]] = []
 
     def fail(self) -> None:
@@ -117,7 +118,8 @@ class SimChannel:
         self._closed = True
         self._send.close()
         self._receive.close()
-        if all(s._closed for s in self._link.streams):
+        self._link.open_ends -= 1
+        if not self._link.open_ends:
             self._link.network._links.discard(self._link)
 
 

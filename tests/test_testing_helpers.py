@@ -108,3 +108,11 @@ def test_bad_parameters_are_refused() -> None:
         SimNetwork(loss=1.5)
     with pytest.raises(ValueError, match="latency"):
         SimNetwork(latency=-1)
+
+
+async def test_closing_the_nodes_closes_their_links() -> None:
+    async with open_network() as net:
+        alice, bob = await net.node(), await net.node()
+        await alice.enliven(bob.publish(Greeter()))
+        assert net.network.links == 1
+    assert net.network.links == 0
