@@ -82,9 +82,11 @@ def test_registered_types_are_tagged_passables(registered: None) -> None:
 
 def test_registration_conflicts_are_refused(registered: None) -> None:
     with pytest.raises(ValueError, match="already registered for"):
-        register_passable(datetime.date, "datetime", encode=str, decode=str)
+        register_passable(
+            datetime.date, "datetime", encode=str, decode=datetime.date.fromisoformat
+        )
     with pytest.raises(ValueError, match="already registered with tag"):
-        register_passable(Point, "pt", encode=str, decode=str)
+        register_passable(Point, "pt", encode=str, decode=lambda xy: Point(*xy))
     with pytest.raises(ValueError, match="already passable"):
         register_passable(int, "int", encode=str, decode=int)
     with pytest.raises(TypeError, match="non-empty str"):

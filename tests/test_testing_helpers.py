@@ -43,7 +43,7 @@ class TestPairFixture:
     async def test_a_call_crosses_the_pair(self, ocapn_pair: Any) -> None:
         a, b = ocapn_pair
         assert await E(a.bootstrap()).greet("x") == "hello, x"
-        assert b.session.dead is None
+        assert b.engine.dead is None
 
     async def test_local_sends_work_in_the_test(self, ocapn_pair: Any) -> None:
         assert await E(Greeter()).greet("local") == "hello, local"
