@@ -14,6 +14,7 @@ What lives here:
 from captp._connection import Channel, Connection, Wire
 from captp._eventual import E
 from captp._far import FarFunction, far
+from captp._lifecycle import when_broken
 from captp._passable import (
     Null,
     PassStyle,
@@ -41,6 +42,7 @@ from captp.errors import (
     EncodeError,
     ProtocolError,
     RemoteError,
+    WrongThread,
 )
 
 __all__ = [
@@ -82,4 +84,6 @@ __all__ = [
     "register_passable",
     "same_value",
     "unregister_passable",
+    "when_broken",
+    "WrongThread",
 ]

@@ -53,7 +53,20 @@ def lost_reason(exc: BaseException) -> str:
     """Why a session ends when its transport raised ``exc``."""
     if isinstance(exc, anyio.EndOfStream):
         return "peer closed the connection"
-    return f"transport failed: {exc!r}"
+    return f"transport failed: {transport_error_text(exc)}"
+
+
+def transport_error_text(exc: BaseException) -> str:
+    """A transport failure in words (anyio's stream errors carry no message of their own)."""
+    if isinstance(exc, anyio.EndOfStream):
+        return "the peer closed the connection"
+    if isinstance(exc, anyio.BrokenResourceError):
+        cause = exc.__cause__ or exc.__context__
+        why = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+        return f"the connection broke{why}: the peer went away or the network failed"
+    if isinstance(exc, anyio.ClosedResourceError):
+        return "the connection was already closed on this side"
+    return str(exc) or type(exc).__name__
 
 
 class Channel(Protocol):
@@ -189,7 +202,8 @@ class Connection:
             # Not reentrant: end the session in its own turn.
             if not self._transport_failed:
                 self._transport_failed = True
-                self._vat.call_soon(self.engine.connection_lost, f"transport closed: {exc!r}")
+                why = f"transport closed: {transport_error_text(exc)}"
+                self._vat.call_soon(self.engine.connection_lost, why)
 
     def bootstrap(self) -> Promise:
         """A promise for the peer's bootstrap object (``await`` it, or send to it at once)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Final, TypeVar, overload
 
 from captp._far import wire_name
-from captp._promise import Promise, eventual_get, eventual_send
+from captp._promise import Promise, eventual_get, eventual_send, watch_unobserved
 from captp._refs import RemoteRef
 
 __all__ = ["E"]
@@ -28,7 +28,10 @@ class _Method:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs:
             raise TypeError("CapTP calls take positional arguments only")
-        return eventual_send(self._target, self._method, args, not self._send_only)
+        result = eventual_send(self._target, self._method, args, not self._send_only)
+        if result is not None:
+            watch_unobserved(result)
+        return result
 
 
 class _Proxy:
@@ -53,7 +56,10 @@ class _Proxy:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs:
             raise TypeError("CapTP calls take positional arguments only")
-        return eventual_send(self._target, None, args, not self._send_only)
+        result = eventual_send(self._target, None, args, not self._send_only)
+        if result is not None:
+            watch_unobserved(result)
+        return result
 
 
 class _GetProxy:

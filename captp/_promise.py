@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Final, Generic
 
@@ -26,7 +27,7 @@ from captp._passable import Tagged, is_remotable
 from captp._refs import RemoteRef
 from captp._typing import T_co
 from captp._vat import Scheduler, current_vat, running_loop
-from captp.errors import BrokenPromise
+from captp.errors import BrokenPromise, ConnectionLost
 
 __all__ = ["Promise", "Resolver", "eventual_get", "eventual_send", "make_promise"]
 
@@ -38,6 +39,48 @@ FULFILLED: Final = 2
 BROKEN: Final = 3
 
 Reaction = Callable[["Promise"], None]
+
+# Broken promises nobody has looked at yet: id -> the finalizer that reports
+# one if it is garbage-collected unobserved (asyncio's "Task exception was
+# never retrieved", for promises).  Only broken promises are ever tracked.
+_unobserved: dict[int, weakref.finalize[..., Any]] = {}
+
+
+def _track_unobserved(promise: Promise) -> None:
+    key = id(promise)
+    _unobserved[key] = weakref.finalize(promise, _report_unobserved, key, promise._value)
+
+
+def watch_unobserved(promise: Promise) -> None:
+    """Report ``promise`` (once) if it is broken and collected before anyone looks at it.
+
+    ``E`` watches the promises it hands to user code.  Looking means
+    awaiting it, asking its result or reason, sending to it, or resolving
+    another promise with it.
+    """
+    p = promise._shorten()
+    if p._state == BROKEN:
+        if id(p) not in _unobserved:
+            _track_unobserved(p)
+    elif p._state == PENDING:
+        p._watch = True
+
+
+def _observed(promise: Promise) -> None:
+    finalizer = _unobserved.pop(id(promise), None)
+    if finalizer is not None:
+        finalizer.detach()
+
+
+def _report_unobserved(key: int, reason: Any) -> None:
+    _unobserved.pop(key, None)
+    error = reason_to_exception(reason)
+    # A lost connection breaks every promise that travelled over it, and is
+    # reported once where the session ends; a failed call is news.
+    level = logging.DEBUG if isinstance(error, ConnectionLost) else logging.WARNING
+    log.log(
+        level, "a promise was broken and nobody awaited it: %s: %s", type(error).__name__, error
+    )
 
 
 class PromiseHandler:
@@ -64,7 +107,7 @@ class Promise(Generic[T_co]):
     """
 
     _captp_promise_: Final = True
-    __slots__ = ("__weakref__", "_handler", "_queue", "_reactions", "_state", "_value")
+    __slots__ = ("__weakref__", "_handler", "_queue", "_reactions", "_state", "_value", "_watch")
 
     def __init__(self, handler: PromiseHandler | None = None) -> None:
         self._state: int = PENDING
@@ -73,6 +116,7 @@ class Promise(Generic[T_co]):
         # messages queued on a local pending promise: (method, args, resolver or None)
         self._queue: list[tuple[str | None, tuple[Any, ...], Resolver | None]] | None = None
         self._handler = handler
+        self._watch = False  # report it if it breaks and is collected unobserved
 
     # -- inspection ------------------------------------------------------------
 
@@ -99,13 +143,17 @@ class Promise(Generic[T_co]):
         if p._state == FULFILLED:
             return p._value
         if p._state == BROKEN:
+            _observed(p)
             raise reason_to_exception(p._value)
         raise RuntimeError("promise is not settled yet")
 
     def reason(self) -> Any:
         """The reason of a broken promise (``None`` if it is not broken)."""
         p = self._shorten()
-        return p._value if p._state == BROKEN else None
+        if p._state != BROKEN:
+            return None
+        _observed(p)
+        return p._value
 
     def __repr__(self) -> str:
         p = self._shorten()
@@ -122,6 +170,8 @@ class Promise(Generic[T_co]):
         p = self._shorten()
         if p._state < FULFILLED:
             raise RuntimeError("promise is not settled yet")
+        if p._state == BROKEN:
+            _observed(p)
         return p._state == FULFILLED, p._value
 
     @property
@@ -144,6 +194,8 @@ class Promise(Generic[T_co]):
             if target._state == PENDING:
                 self._forward(target)
                 return True
+            if target._state == BROKEN:
+                _observed(target)  # its reason goes on to this promise
             return self._settle(target._state, target._value)
         return self._settle(FULFILLED, value)
 
@@ -172,6 +224,8 @@ class Promise(Generic[T_co]):
         self._state = state
         self._value = value
         self._handler = None
+        if self._watch and state == BROKEN:
+            _track_unobserved(self)  # before the reactions: one may look at it
         queue, self._queue = self._queue, None
         reactions, self._reactions = self._reactions, None
         if queue:
@@ -192,6 +246,8 @@ class Promise(Generic[T_co]):
         """Call ``reaction(settled_promise)`` once this promise settles (now, if it has)."""
         p = self._shorten()
         if p._state >= FULFILLED:
+            if p._state == BROKEN:
+                _observed(p)
             reaction(p)
             return
         if p._reactions is None:
@@ -206,6 +262,7 @@ class Promise(Generic[T_co]):
         p = self._shorten()
         if p._state != PENDING:
             if p._state == BROKEN:
+                _observed(p)  # its reason goes on to the new promise
                 return broken(p._value) if want_result else None
             result, resolver = make_promise() if want_result else (None, None)
             send_into(p._value, method, args, resolver)
@@ -244,6 +301,7 @@ class Promise(Generic[T_co]):
         if p._state == FULFILLED:
             value: T_co = p._value
             return value
+        _observed(p)
         raise reason_to_exception(p._value)
 
 

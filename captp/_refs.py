@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any, Final, Generic, Protocol
 
 from captp._typing import I_co
@@ -22,6 +22,9 @@ class RefEngine(Protocol):
 
     def send_get(self, target: Any, kind: str, key: Any) -> Any:
         """Ask for a part of ``target``'s value: a promise."""
+
+    def when_lost(self, callback: Callable[[Any], None]) -> Callable[[], None]:
+        """Call ``callback(error)`` once when the session ends; a function that cancels."""
 
 
 class RemoteRef(Generic[I_co]):

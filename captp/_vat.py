@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -79,6 +80,7 @@ class Vat:
     def __init__(self, task_group: anyio.abc.TaskGroup) -> None:
         self._task_group = task_group
         self._closed = False
+        self.thread = threading.get_ident()  # the event loop's: sessions check their callers
         token = _current_vat.set(self)
         try:
             self._context = contextvars.copy_context()

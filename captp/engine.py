@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from captp._promise import (
 )
 from captp._refs import RemoteRef
 from captp._vat import Scheduler
-from captp.errors import ConnectionLost, EncodeError, ProtocolError, UsageError
+from captp.errors import ConnectionLost, EncodeError, ProtocolError, UsageError, WrongThread
 from captp.messages import (
     Abort,
     BootstrapQuestion,
@@ -60,6 +61,8 @@ from captp.messages import (
 __all__ = ["ENDO_POLICY", "OCAPN_POLICY", "Engine", "Policy", "Positions"]
 
 log = logging.getLogger("captp")
+
+_WATCH_IDS = itertools.count()
 
 # Drops and released answers are not urgent: they are batched for this long
 # (or until this many are pending) so that a busy session sends one gc
@@ -237,6 +240,8 @@ class Engine:
         self._on_output = on_output
         self._outbox: list[bytes] = []
         self._vat = vat
+        self._thread: int | None = getattr(vat, "thread", None)  # None: a ManualVat
+        self._watchers: dict[int, Callable[[ConnectionLost], None]] = {}
         self.policy = policy
         self.name = name
         self._positions = positions or Positions()
@@ -571,6 +576,8 @@ class Engine:
         self, target: Any, method: str | None, args: tuple[Any, ...], want_result: bool = True
     ) -> Promise | None:
         """Send ``method(*args)`` to ``target`` (a reference on this session)."""
+        if self._thread is not None and threading.get_ident() != self._thread:
+            raise self._wrong_thread()
         if self._dead is not None:
             return broken(self._dead) if want_result else None
         if not want_result and self.policy.send_only:
@@ -585,6 +592,8 @@ class Engine:
 
     def send_get(self, target: Any, kind: str, key: Any) -> Promise:
         """Ask for a field, element or tagged payload of ``target``'s value."""
+        if self._thread is not None and threading.get_ident() != self._thread:
+            raise self._wrong_thread()
         if self._dead is not None:
             return broken(self._dead)
         promise = self._ask(lambda answer, _: Get(target, kind, key, answer))  # type: ignore[arg-type]
@@ -866,6 +875,24 @@ class Engine:
             log.debug("could not send abort on %s: %r", self.name, exc)
         self._lost(ConnectionLost(reason))
 
+    def _wrong_thread(self) -> WrongThread:
+        return WrongThread(
+            f"{self.name} belongs to the event loop of another thread: call it there "
+            "(ocapn.sync, or anyio.from_thread), not from this thread"
+        )
+
+    def when_lost(self, callback: Callable[[ConnectionLost], None]) -> Callable[[], None]:
+        """Call ``callback(error)`` once when the session ends (in a later turn if it has).
+
+        Returns a function that cancels the watch.
+        """
+        if self._dead is not None:
+            self._vat.call_soon(callback, self._dead)
+            return lambda: None
+        key = next(_WATCH_IDS)
+        self._watchers[key] = callback
+        return lambda: self._watchers.pop(key, None) and None
+
     def connection_lost(self, reason: str) -> None:
         """The transport is gone: end the session without telling the peer."""
         self._lost(ConnectionLost(reason))
@@ -896,4 +923,10 @@ class Engine:
             promise.break_with(error)  # does nothing to a promise that already settled
         if self._on_lost is not None:
             self._on_lost(error)
+        watchers, self._watchers = list(self._watchers.values()), {}
+        for callback in watchers:
+            try:
+                callback(error)
+            except Exception:  # one watcher's bug must not stop the others
+                log.exception("%s: error in a when_broken callback", self.name)
 

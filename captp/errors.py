@@ -8,6 +8,7 @@ The tree keeps apart who is at fault (as h11's ``LocalProtocolError`` and
     |   +-- DecodeError      bytes that are not a valid encoding
     +-- UsageError           local code used the API wrongly (the peer is innocent)
     |   +-- EncodeError      a value cannot be written (PassStyleError: not passable)
+    |   +-- WrongThread      an async object used from a thread not its event loop's
     +-- ConnectionLost       the session ended
     +-- BrokenPromise        a promise broken with a reason that is not an error
     +-- RemoteError          an error reported by the peer
@@ -24,6 +25,7 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "UsageError",
+    "WrongThread",
 ]
 
 
@@ -46,6 +48,14 @@ class DecodeError(ProtocolError):
 
 class UsageError(CapTPError):
     """Local code used the API wrongly (nothing was sent; the peer is not at fault)."""
+
+
+class WrongThread(UsageError, RuntimeError):
+    """A reference or promise was used from a thread other than its event loop's.
+
+    Sessions are not thread-safe; from another thread, go through
+    :mod:`ocapn.sync` or an anyio blocking portal (``anyio.from_thread``).
+    """
 
 
 class EncodeError(UsageError, TypeError):

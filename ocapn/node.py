@@ -42,6 +42,7 @@ import anyio
 import anyio.abc
 
 from captp import Channel, E, RemoteRef
+from captp._connection import transport_error_text
 from captp._vat import Vat, _current_vat
 from captp.errors import ConnectionLost
 from ocapn.certificates import GiftTable
@@ -366,7 +367,8 @@ class Node:
                 self._spawn(self._dial, netlayer, location, dial, profile or self.profile)
             await dial.done.wait()
             if dial.result is None:
-                raise PeerUnreachable(f"no session with {location}: {dial.error}") from dial.error
+                why = transport_error_text(dial.error) if dial.error else "no reason given"
+                raise PeerUnreachable(f"no session with {location}: {why}") from dial.error
 
     async def enliven(
         self, sturdyref: Sturdyref | str, *, profile: WireProfile | None = None

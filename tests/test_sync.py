@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import pytest
 
-from captp import E, RemoteError, far
+from captp import E, RemoteError, WrongThread, far
 from netlayers import tcp_testing_only
 from ocapn.sync import CallTimeout, SyncNode, SyncRef
 
@@ -99,3 +99,13 @@ def test_a_stopped_node_says_so() -> None:
         node.publish(Service())
     with pytest.raises(RuntimeError, match="not running"):
         node.enliven("ocapn://x.tcp-testing-only/s/abc")
+
+
+def test_async_references_stay_on_the_node_thread() -> None:
+    service = Service()
+    with SyncNode(tcp_testing_only()) as server, SyncNode(tcp_testing_only()) as client:
+        ref = client.enliven(server.publish(service))
+        with pytest.raises(WrongThread, match="another thread"):
+            E(ref.ref).make_counter(1)
+        assert service.threads == set()  # nothing was sent
+        assert ref.make_counter(1).incr() == 2
