@@ -260,6 +260,8 @@ class Promise(Generic[T_co]):
     ) -> Promise | None:
         """Send to a pending promise: pipeline through its handler, or queue it here."""
         p = self._shorten()
+        # Sent to: if it breaks, the reason reaches the promise of this send.
+        self._watch = p._watch = False
         if p._state != PENDING:
             if p._state == BROKEN:
                 _observed(p)  # its reason goes on to the new promise

@@ -131,3 +131,8 @@ def test_sturdyrefs_and_locators_print_as_uris() -> None:
     assert format_value(PeerLocation("tcp-testing-only", "abc")) == (
         "ocapn://abc.tcp-testing-only"
     )
+
+
+def test_a_chain_that_fails_early_says_so_once(greeter_uri: str) -> None:
+    done = ocapn_cmd("call", greeter_uri, "greet", "--", "greet", "x")  # greet() lacks a name
+    one_line_error(done, 1, "ocapn call: RemoteError: TypeError:")

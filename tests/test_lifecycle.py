@@ -110,3 +110,19 @@ def test_transport_failures_are_said_in_words() -> None:
         "transport failed: the connection was already closed on this side"
     )
     assert "BrokenResourceError()" not in lost_reason(anyio.BrokenResourceError())
+
+
+async def test_a_pipelined_failure_is_reported_once_by_the_last_promise(caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG, logger="captp")
+    async with connect_pair(bootstrap_b=Service()) as (a, _b):
+        ref = await a.bootstrap()
+        E(E(ref).fail()).ok()  # both dropped: the first's reason reaches the second
+        assert await E(ref).ok() == "ok"
+        gc.collect()
+        reports = [r for r in caplog.records if "nobody awaited" in r.getMessage()]
+        assert len(reports) == 1
+        with pytest.raises(RemoteError):
+            await E(E(ref).fail()).ok()  # awaited at the end of the chain: nothing to report
+        gc.collect()
+        reports = [r for r in caplog.records if "nobody awaited" in r.getMessage()]
+        assert len(reports) == 1
