@@ -365,8 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (demo, call, serve):
         command.add_argument(
             "--profile", default="spec", choices=sorted(PROFILES),
-            help="the OCapN wire variant to write: spec (Goblins, the default), "
-            "suite-main (the conformance suite), endo (@endo/ocapn)",
+            help="the OCapN wire variant to write (default spec: the current draft, as "
+            "Goblins speaks it; endo: @endo/ocapn; suite-main: the conformance suite; "
+            "cbor, endo-cbor: the same in CBOR)",
         )
         command.add_argument(
             "--backend", default="asyncio", choices=["asyncio", "trio"], help=argparse.SUPPRESS
