@@ -413,10 +413,23 @@ class Engine:
         self._decoding = True
 
     def end_decoding(self) -> None:
-        """The wire ran out of data in the middle of a message: forget what it staged."""
+        """The wire ran out of data between messages: forget what a message not received staged."""
         self._arrivals.clear()
         self._on_receipt.clear()
         self._decoding = False
+
+    def pause_decoding(self) -> None:
+        """The wire ran out of data in the middle of a message it has partly decoded.
+
+        What that part staged stays staged until the message is received
+        (:meth:`resume_decoding` goes on with it): a stream decoder reports
+        each record once, even when its message arrives over several reads.
+        """
+        self._decoding = False
+
+    def resume_decoding(self) -> None:
+        """The rest of a paused message arrived: go on staging its imports."""
+        self._decoding = True
 
     def when_received(self, action: Callable[[], None]) -> None:
         """Run ``action`` once the message being decoded is received (never, if it is not)."""
@@ -462,8 +475,8 @@ class Engine:
             staged.count += 1
         else:
             self._arrivals[position] = _Arrival(value, fresh)
-            if not self._decoding:
-                self._commit_arrivals()
+        if not self._decoding:  # not from a message: into the table now (a paused one's too)
+            self._commit_arrivals()
         return value
 
     def _commit_arrivals(self) -> None:

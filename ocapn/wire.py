@@ -495,6 +495,7 @@ class OCapNWire:
         self._negative_zero = profile.negative_zero
         self._stream: syrup.StreamDecoder | None = None
         self._frames: syrup.FrameDecoder | None = None
+        self._cut = False  # the stream ended inside a message whose imports are staged
         self._detected = framing == "message"
         self._records: dict[Symbol, Callable[[list[Any]], Any]] = {
             IMPORT_OBJECT.label: self._in_import_object,
@@ -670,13 +671,24 @@ class OCapNWire:
                 )
             if self.in_encoding is None:
                 self._set_in_encoding("syrup")
-            values = self._stream.feed_lazily(data)
-            begin = self._begin
+            stream = self._stream
+            values = stream.feed_lazily(data)
+            engine = self.engine
             while True:
-                begin()  # the imports of the next message wait until it is whole
+                # The imports of a message wait until it is whole.  One cut by
+                # the end of the last read goes on: its records were reported.
+                if self._cut:
+                    self._cut = False
+                    engine.resume_decoding()
+                else:
+                    self._begin()
                 value = next(values, _END)
                 if value is _END:
-                    self.engine.end_decoding()
+                    if stream.buffered:
+                        self._cut = True
+                        engine.pause_decoding()
+                    else:
+                        engine.end_decoding()
                     return
                 yield self.from_record(value)
 
