@@ -25,18 +25,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import anyio
 
 from captp._promise import Promise, fulfilled
-from captp._vat import Scheduler
+from captp._vat import Scheduler, _current_vat
 from captp.engine import OCAPN_POLICY, Engine, Policy, Positions
 from captp.errors import CapTPError, ConnectionLost, ProtocolError
 from captp.messages import Message
 
-__all__ = ["Channel", "Connection", "Gate", "Wire"]
+__all__ = ["Channel", "Connection", "Gate", "SessionCalls", "Wire"]
 
 log = logging.getLogger("captp")
 
@@ -150,8 +150,9 @@ class Connection:
         self._vat = vat
         self._gate = gate
         self._user_on_lost = on_lost
+        self.calls = SessionCalls(vat)
         self.engine = Engine(
-            self._encode_message, vat, bootstrap=bootstrap, policy=policy,
+            self._encode_message, self.calls, bootstrap=bootstrap, policy=policy,
             positions=positions, name=name, on_output=self._flush, on_lost=self._lost,
             handoff=handoff, driven=True,
         )
@@ -223,6 +224,9 @@ class Connection:
         receive = session.receive
         check = self._gate.check if self._gate is not None else None
         self._handling = True
+        # What the peer's messages set going (sends to local objects, pipelined
+        # on answers) belongs to this session: it ends with it.
+        token = _current_vat.set(self.calls)
         try:
             for message in messages:
                 receive(message if check is None else check(message))
@@ -231,8 +235,11 @@ class Connection:
         except Exception as exc:
             self._abort_for(exc)
         finally:
-            session.run_local_calls()  # the calls this read brought; their replies go out below
-            self._handling = False
+            try:
+                session.run_local_calls()  # the calls this read brought; replies go out below
+            finally:
+                _current_vat.reset(token)
+                self._handling = False
             self._write()
 
     def _abort_for(self, exc: Exception) -> None:
@@ -311,6 +318,7 @@ class Connection:
 
     def _lost(self, error: ConnectionLost) -> None:
         # Called by the engine, once, whatever ended the session.
+        self.calls.cancel()
         if self._read_scope is not None:
             self._read_scope.cancel()
         self.ended.set()
@@ -324,6 +332,66 @@ class Connection:
         with anyio.CancelScope(shield=True):
             with contextlib.suppress(*TRANSPORT_ERRORS):
                 await self._channel.aclose()
+
+
+class SessionCalls:
+    """The vat as one session's engine sees it: the calls it starts end with it.
+
+    Turns run in ``vat``.  While a call from the peer runs, this object is the
+    current vat, so what the call sends on (to local objects, pipelined on
+    answers) and the tasks it starts stay with the session.  Every task the
+    session spawns (the peer's calls to async methods) runs in a cancel scope
+    of its own that :meth:`cancel` cancels: when the session ends, the far
+    methods it started see cancellation and their memory returns.  A task
+    spawned after that is cancelled at its first ``await``.
+    """
+
+    __slots__ = ("_cancelled", "_scopes", "_vat", "call_later", "call_soon", "vat")
+
+    def __init__(self, vat: Scheduler) -> None:
+        self.vat = self._vat = vat
+        self.call_soon = vat.call_soon
+        self.call_later = vat.call_later
+        self._scopes: set[anyio.CancelScope] = set()
+        self._cancelled = False
+
+    @property
+    def running(self) -> int:
+        """How many of the session's async calls are still running."""
+        return len(self._scopes)
+
+    def run_now(self, fn: Callable[..., object], /, *args: Any) -> None:
+        """Run ``fn(*args)`` now as a turn of the vat, with this session as the current vat."""
+        self._vat.run_now(self._in_session, fn, args)
+
+    def _in_session(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        token = _current_vat.set(self)
+        try:
+            fn(*args)
+        finally:
+            _current_vat.reset(token)
+
+    def spawn(self, fn: Callable[..., Awaitable[object]], /, *args: Any) -> None:
+        """Run ``await fn(*args)`` in a task of the vat, cancelled when the session ends."""
+        self._vat.spawn(self._guarded, fn, args)
+
+    async def _guarded(self, fn: Callable[..., Awaitable[object]], args: tuple[Any, ...]) -> None:
+        _current_vat.set(self)  # this task's own context
+        with anyio.CancelScope() as scope:
+            if self._cancelled:
+                scope.cancel()
+            self._scopes.add(scope)
+            try:
+                await fn(*args)
+            finally:
+                self._scopes.discard(scope)
+
+    def cancel(self) -> None:
+        """Cancel every async call of the session, and those spawned from now on."""
+        self._cancelled = True
+        scopes, self._scopes = self._scopes, set()
+        for scope in scopes:
+            scope.cancel()
 
 
 def _chain(first: Any, rest: Iterable[Any]) -> Iterator[Any]:

@@ -92,6 +92,12 @@ class Vat:
 
             self._trio_token: Any = trio.lowlevel.current_trio_token()
 
+    def _inside(self) -> bool:
+        # In one of this vat's turns or tasks (perhaps as a session's view of
+        # it, see captp._connection.SessionCalls): the context is already ours.
+        current = _current_vat.get()
+        return current is self or getattr(current, "vat", None) is self
+
     def call_soon(self, fn: Callable[..., object], /, *args: Any) -> None:
         """Run ``fn(*args)`` in a later turn of this vat."""
         if self._closed:
@@ -105,7 +111,7 @@ class Vat:
         """Run ``fn(*args)`` now, as a turn of this vat (in its context)."""
         if self._closed:
             return
-        if _current_vat.get() is self:
+        if self._inside():
             _run_turn(fn, args)
         else:
             self._context.run(_run_turn, fn, args)
@@ -114,7 +120,7 @@ class Vat:
         """Run ``await fn(*args)`` in a task of this vat's task group."""
         if self._closed:
             return
-        if _current_vat.get() is self:
+        if self._inside():
             # Already in one of this vat's turns (which run inside
             # self._context, so it cannot be entered again): the new task
             # copies the current context, which names this vat.

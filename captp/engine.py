@@ -852,7 +852,7 @@ class Engine:
                 self._gc_scheduled = True
                 self._vat.call_later(GC_DELAY_SECONDS, self.flush_gc)
         except RuntimeError:  # the loop is gone: nobody to tell
-            pass
+            self._gc_scheduled = False
 
     def flush_gc(self) -> None:
         """Send the drops and released answers collected since the last flush."""

@@ -146,6 +146,8 @@ class Handoffs:
         """The gifter leaves ``gift`` (our own object) for the receiver of ``gift_id``."""
         if not gifter.established:
             raise HandoffError("deposit-gift before the handshake")
+        if not gifter.alive:  # its gifts were dropped when it ended: keep none now
+            raise HandoffError("deposit-gift from a session that has ended")
         self.gifts.deposit(gifter.session_id, gift_id, gift)
 
     def withdraw(self, receiver: OCapNSession, envelope: Any) -> Promise:

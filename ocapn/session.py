@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -236,7 +237,9 @@ class OCapNSession:
         """Speak first (unless we wait to mirror the peer's framing); start the clock."""
         if not self._mirror:
             self._send_hello()
-        self.node.vat.call_later(HANDSHAKE_TIMEOUT_SECONDS, self._handshake_expired)
+        # The timer holds the session weakly: a connection that ends sooner
+        # (most do) is freed at once, not when the timer fires.
+        self.node.vat.call_later(HANDSHAKE_TIMEOUT_SECONDS, _handshake_expired, weakref.ref(self))
 
     def received(self, connection: Connection, data: bytes) -> None:
         """Bytes before the handshake is done: the first ones tell a stream's framing."""
@@ -256,7 +259,8 @@ class OCapNSession:
             StartSession(CAPTP_VERSION, self.key_pair.public, self.my_location, signature)
         )
 
-    def _handshake_expired(self) -> None:
+    def handshake_expired(self) -> None:
+        """The handshake timer fired: abort the session unless it is established."""
         if not self.established and self.alive:
             self.abort(f"no op:start-session within {HANDSHAKE_TIMEOUT_SECONDS:.0f} s")
 
@@ -317,3 +321,9 @@ class OCapNSession:
         if not self.established:
             raise HandshakeError("a signed handoff inside op:start-session")
         return self.node.handoffs.receive(self, envelope)
+
+
+def _handshake_expired(ref: weakref.ref[OCapNSession]) -> None:
+    session = ref()
+    if session is not None:
+        session.handshake_expired()

@@ -1,0 +1,262 @@
+"""Hostile-network measurements: a node in its own process, raw peers over 127.0.0.1.
+
+Run from the repository root::
+
+    python -m bench.hostile [--scenario all|connections|gifts|calls] [--quick]
+
+Scenarios (each bounded in time; traffic only to 127.0.0.1):
+
+* ``connections``: N connections that each send one valid ``op:start-session``
+  and close; the node's RSS before and after (MB), and its session count.
+* ``gifts``: hello, fetch, ``deposit-gift`` and FIN in one write, N times;
+  the gifts left in the node's gift table.
+* ``calls``: rounds of N calls to a method that awaits for ever, then the
+  peer disconnects; the calls still running on the node, and its RSS.
+
+The node reports on itself through a far object (``probe``) fetched over a
+second, well-behaved session.  The last line of output is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import secrets
+import subprocess
+import sys
+import time
+from typing import Any
+
+import anyio
+
+from captp import E, Record, Symbol, far
+from netlayers import tcp_testing_only
+from ocapn import Node
+from ocapn.certificates import encode_value
+from ocapn.crypto import KeyPair, encode_signature, my_location_bytes
+from ocapn.locators import PeerLocation, parse_uri
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# == the node under test (its own process) ==================================================
+
+
+@far
+class Probe:
+    """What the node under test exposes: a method that never returns, and its own figures."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self.running = 0
+        self.cancelled = 0
+
+    async def hang(self) -> None:
+        self.running += 1
+        try:
+            await anyio.sleep_forever()
+        except BaseException:
+            self.cancelled += 1
+            raise
+        finally:
+            self.running -= 1
+
+    def echo(self, x: Any) -> Any:
+        return x
+
+    def report(self) -> dict[str, Any]:
+        gc.collect()
+        return {
+            "rss_mb": round(_rss_mb(), 1),
+            "sessions": len(self._node.sessions),
+            "gifts": len(self._node.gifts),
+            "running": self.running,
+            "cancelled": self.cancelled,
+        }
+
+
+async def _serve() -> None:
+    async with Node(tcp_testing_only()) as node:
+        probe = Probe(node)
+        node.publish(probe, b"probe")
+        print(node.location.to_uri(), flush=True)
+        await anyio.sleep_forever()
+
+
+# == raw peers ==============================================================================
+
+
+def _sym(name: str) -> Symbol:
+    return Symbol(name)
+
+
+def _hello(me: PeerLocation, key: KeyPair) -> bytes:
+    return encode_value(Record(_sym("op:start-session"), (
+        "1.0", key.public.descriptor(), me.to_record(),
+        encode_signature(key.sign(my_location_bytes(me.to_record()))),
+    )))
+
+
+def _me() -> PeerLocation:
+    return PeerLocation(
+        "tcp-testing-only", secrets.token_hex(8), {"host": "127.0.0.1", "port": "9"}
+    )
+
+
+def _export(n: int) -> Record:
+    return Record(_sym("desc:export"), (n,))
+
+
+def _import(n: int) -> Record:
+    return Record(_sym("desc:import-object"), (n,))
+
+
+async def _raw(host: str, port: int, data: bytes, wait_reply: bool = False) -> None:
+    async with await anyio.connect_tcp(host, port) as stream:
+        await stream.send(data)
+        if wait_reply:
+            await stream.receive()
+        await stream.send_eof()
+        with anyio.move_on_after(5):
+            while True:
+                try:
+                    await stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                    break
+
+
+async def _report(ref: Any) -> dict[str, Any]:
+    with anyio.fail_after(60):
+        return dict(await E(ref).report())
+
+
+async def _connections(
+    host: str, port: int, probe: Any, n: int, settle: float = 0.5
+) -> dict[str, Any]:
+    # warm up (first allocations of every code path), then measure
+    async def batch(count: int) -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(count):
+                tg.start_soon(_raw, host, port, _hello(_me(), KeyPair()))
+
+    for _ in range(2):
+        await batch(50)
+    before = await _report(probe)
+    done = 0
+    while done < n:
+        await batch(min(50, n - done))
+        done += 50
+    await anyio.sleep(settle)
+    after = await _report(probe)
+    return {
+        "connections": n, "rss_before_mb": before["rss_mb"], "rss_after_mb": after["rss_mb"],
+        "rss_growth_mb": round(after["rss_mb"] - before["rss_mb"], 1),
+        "sessions_after": after["sessions"],
+    }
+
+
+async def _gifts(host: str, port: int, probe: Any, n: int) -> dict[str, Any]:
+    async def one() -> None:
+        me, key = _me(), KeyPair()
+        data = _hello(me, key)
+        data += encode_value(Record(_sym("op:deliver"), (
+            _export(0), [_sym("fetch"), b"probe"], False, _import(0))))
+        data += encode_value(Record(_sym("op:deliver-only"), (
+            _export(0), [_sym("deposit-gift"), secrets.token_bytes(8), _export(0)])))
+        await _raw(host, port, data)
+
+    for start in range(0, n, 50):
+        async with anyio.create_task_group() as tg:
+            for _ in range(min(50, n - start)):
+                tg.start_soon(one)
+    await anyio.sleep(0.5)
+    after = await _report(probe)
+    return {"deposits": n, "gifts_left": after["gifts"]}
+
+
+async def _calls(host: str, port: int, probe: Any, n: int, rounds: int) -> dict[str, Any]:
+    before = await _report(probe)
+    figures = []
+    for _ in range(rounds):
+        me, key = _me(), KeyPair()
+        data = bytearray(_hello(me, key))
+        data += encode_value(Record(_sym("op:deliver"), (
+            _export(0), [_sym("fetch"), b"probe"], 0, False)))
+        call = encode_value(Record(_sym("op:deliver-only"), (
+            Record(_sym("desc:answer"), (0,)), [_sym("hang")])))
+        data += call * n
+        async with await anyio.connect_tcp(host, port) as stream:
+            await stream.send(bytes(data))
+            deadline = time.monotonic() + 60
+            while (await _report(probe))["running"] < n and time.monotonic() < deadline:
+                await anyio.sleep(0.2)
+            running_while_open = (await _report(probe))["running"]
+        await anyio.sleep(0.5)
+        after = await _report(probe)
+        figures.append({
+            "running_while_open": running_while_open, "running_after_close": after["running"],
+            "rss_mb": after["rss_mb"],
+        })
+    after = await _report(probe)
+    return {
+        "calls_per_round": n, "rounds": rounds, "per_round": figures,
+        "rss_growth_mb": round(after["rss_mb"] - before["rss_mb"], 1),
+        "cancelled_total": after["cancelled"],
+    }
+
+
+async def _main(args: argparse.Namespace) -> dict[str, Any]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.hostile", "--serve"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        uri = proc.stdout.readline().strip()
+        location = parse_uri(uri)
+        assert isinstance(location, PeerLocation) and location.hints
+        host, port = location.hints["host"], int(location.hints["port"])
+        out: dict[str, Any] = {}
+        quick = args.quick
+        async with Node(tcp_testing_only()) as client:
+            probe = await client.enliven(uri.replace("?", "/s/cHJvYmU?"))
+            with anyio.fail_after(600):
+                if args.scenario in ("all", "connections"):
+                    out["connections"] = await _connections(
+                        host, port, probe, 1000 if quick else 10_000)
+                    print(out["connections"], flush=True)
+                if args.scenario in ("all", "gifts"):
+                    out["gifts"] = await _gifts(host, port, probe, 200 if quick else 2000)
+                    print(out["gifts"], flush=True)
+                if args.scenario in ("all", "calls"):
+                    out["calls"] = await _calls(
+                        host, port, probe, 5000 if quick else 50_000, 2 if quick else 3)
+                    print(out["calls"], flush=True)
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main() -> None:
+    """Run the scenarios; print one JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", default="all",
+                        choices=["all", "connections", "gifts", "calls"])
+    parser.add_argument("--quick", action="store_true", help="smaller counts")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        anyio.run(_serve)
+        return
+    print(json.dumps(anyio.run(_main, args)))
+
+
+if __name__ == "__main__":
+    main()
