@@ -44,8 +44,11 @@ from captp.errors import (
     RemoteError,
     WrongThread,
 )
+from captp.limits import LimitExceeded, Limits
 
 __all__ = [
+    "LimitExceeded",
+    "Limits",
     "ENDO_POLICY",
     "OCAPN_POLICY",
     "BrokenPromise",

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Protocol
 
@@ -34,9 +36,10 @@ from captp._promise import Promise, fulfilled
 from captp._vat import Scheduler, _current_vat
 from captp.engine import OCAPN_POLICY, Engine, Policy, Positions
 from captp.errors import CapTPError, ConnectionLost, ProtocolError
+from captp.limits import LimitExceeded, Limits
 from captp.messages import Message
 
-__all__ = ["Channel", "Connection", "Gate", "SessionCalls", "Wire"]
+__all__ = ["BufferBudget", "Channel", "Connection", "Gate", "SessionCalls", "Wire"]
 
 log = logging.getLogger("captp")
 
@@ -145,17 +148,31 @@ class Connection:
         gate: Gate | None = None,
         on_lost: Callable[[ConnectionLost], None] | None = None,
         handoff: Callable[[Any], Any] | None = None,
+        limits: Limits | None = None,
+        budget: BufferBudget | None = None,
+        probe: Callable[[], object] | None = None,
     ) -> None:
         self._channel = channel
         self._vat = vat
         self._gate = gate
         self._user_on_lost = on_lost
         self.calls = SessionCalls(vat)
+        self.limits = limits
+        self._budget = budget
+        self._probe = probe
         self.engine = Engine(
             self._encode_message, self.calls, bootstrap=bootstrap, policy=policy,
             positions=positions, name=name, on_output=self._flush, on_lost=self._lost,
-            handoff=handoff, driven=True,
+            handoff=handoff, driven=True, limits=limits,
         )
+        # What an operator sees (see stats()).
+        self.messages_in = 0
+        self.messages_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.last_received = self.last_sent = self.started = time.monotonic()
+        self._probe_sent: float | None = None
+        self._held = 0  # bytes of a partial message counted in the budget
         self.wire = make_wire(self.engine)
         self._encode = self.wire.encode
         self._send_bytes = channel.send_nowait
@@ -187,6 +204,9 @@ class Connection:
         frames = self.engine.data_to_send()
         if not frames:
             return
+        self.messages_out += len(frames)
+        self.bytes_out += sum(map(len, frames))
+        self.last_sent = time.monotonic()
         try:
             if self._join and len(frames) > 1:
                 self._send_bytes(b"".join(frames))
@@ -229,6 +249,7 @@ class Connection:
         token = _current_vat.set(self.calls)
         try:
             for message in messages:
+                self.messages_in += 1
                 receive(message if check is None else check(message))
                 if session.dead is not None:
                     break
@@ -255,6 +276,7 @@ class Connection:
     async def _handle_gated(self, gate: Gate, data: bytes) -> None:
         """Feed ``data`` while the gate is closed: messages go to it until it opens."""
         session = self.engine
+        self._arrived(data)
         try:
             gate.received(self, data)
             messages = iter(self.wire.feed(data))
@@ -284,6 +306,7 @@ class Connection:
             if gate is not None:
                 gate.start(self)
                 self._write()
+            self.start_timers()
             with anyio.CancelScope() as self._read_scope:  # cancelled when the session ends
                 while session.dead is None:
                     gated = gate is not None and not gate.open
@@ -301,7 +324,10 @@ class Connection:
                         assert gate is not None
                         await self._handle_gated(gate, data)
                     else:
+                        self._arrived(data)
                         self._handle(feed(data))
+                    if self._budget is not None:
+                        self._account()
         finally:
             if session.dead is None:
                 session.connection_lost("connection closed")
@@ -311,7 +337,10 @@ class Connection:
 
     def _on_data(self, data: bytes) -> None:
         if self.engine.dead is None:
+            self._arrived(data)
             self._handle(self.wire.feed(data))
+            if self._budget is not None:
+                self._account()
 
     def _on_end(self, exc: BaseException) -> None:
         self.engine.connection_lost(lost_reason(exc))
@@ -319,11 +348,93 @@ class Connection:
     def _lost(self, error: ConnectionLost) -> None:
         # Called by the engine, once, whatever ended the session.
         self.calls.cancel()
+        if self._budget is not None and self._held:
+            self._budget.held -= self._held
+            self._held = 0
         if self._read_scope is not None:
             self._read_scope.cancel()
         self.ended.set()
         if self._user_on_lost is not None:
             self._user_on_lost(error)
+
+    # == limits, liveness, what an operator sees =========================================
+
+    def _arrived(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        self.last_received = time.monotonic()
+        self._probe_sent = None
+
+    def _account(self) -> None:
+        # The partial message this connection holds counts against the node's budget.
+        budget = self._budget
+        assert budget is not None
+        held = getattr(self.wire, "buffered", 0)
+        budget.held += held - self._held
+        self._held = held
+        if held and budget.held > budget.limit and self.engine.dead is None:
+            self.engine.limit_hits += 1
+            budget.hits += 1
+            self.engine.abort(str(LimitExceeded(
+                "max_node_buffer", budget.limit,
+                f"partial messages held for all connections ({budget.held} bytes)",
+            )))
+            self._write()
+
+    def start_timers(self) -> None:
+        """Watch the session: liveness while questions wait, idleness (see :class:`Limits`)."""
+        limits = self.limits
+        if limits is None:
+            return
+        periods = [t for t in (limits.liveness_timeout, limits.idle_timeout) if t is not None]
+        if periods:
+            period = min(periods) / 2
+            self._vat.call_later(period, _tick, weakref.ref(self), period)
+
+    def tick(self) -> bool:
+        """Check liveness and idleness now; False once the session is over."""
+        engine = self.engine
+        limits = self.limits
+        if engine.dead is not None or limits is None:
+            return False
+        now = time.monotonic()
+        idle = limits.idle_timeout
+        if idle is not None and now - max(self.last_received, self.last_sent) > idle:
+            engine.limit_hits += 1
+            engine.abort(str(LimitExceeded("idle_timeout", idle, "no message either way")))
+            self._write()
+            return False
+        window = limits.liveness_timeout
+        if window is None or self._probe is None or not engine.questions_waiting:
+            self._probe_sent = None
+            return True
+        if self._probe_sent is not None:
+            if now - self._probe_sent > window:  # asked, and still nothing at all
+                engine.limit_hits += 1
+                engine.connection_lost(str(LimitExceeded(
+                    "liveness_timeout", window,
+                    "the peer sent nothing while calls waited, not even after a probe",
+                )))
+                return False
+        elif now - self.last_received > window:
+            self._probe_sent = now
+            self._probe()
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        """What this session holds and has done (table sizes, traffic, limit hits)."""
+        engine = self.engine
+        now = time.monotonic()
+        return {
+            **engine.stats(),
+            "calls_running": self.calls.running,
+            "messages_in": self.messages_in,
+            "messages_out": self.messages_out,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "seconds_since_received": round(now - self.last_received, 3),
+            "seconds_since_sent": round(now - self.last_sent, 3),
+            "limit_hits": engine.limit_hits,
+        }
 
     async def aclose(self, reason: str = "closed") -> None:
         """Abort the session and close the channel."""
@@ -392,6 +503,23 @@ class SessionCalls:
         scopes, self._scopes = self._scopes, set()
         for scope in scopes:
             scope.cancel()
+
+
+class BufferBudget:
+    """Bytes of partial messages held for every connection of a node, against one limit."""
+
+    __slots__ = ("held", "hits", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self.hits = 0
+
+
+def _tick(ref: weakref.ref[Connection], period: float) -> None:
+    connection = ref()
+    if connection is not None and connection.tick():
+        connection._vat.call_later(period, _tick, ref, period)
 
 
 def _chain(first: Any, rest: Iterable[Any]) -> Iterator[Any]:

@@ -42,6 +42,7 @@ from captp._promise import (
 from captp._refs import RemoteRef
 from captp._vat import Scheduler
 from captp.errors import ConnectionLost, EncodeError, ProtocolError, UsageError, WrongThread
+from captp.limits import LimitExceeded, Limits
 from captp.messages import (
     Abort,
     BootstrapQuestion,
@@ -234,8 +235,12 @@ class Engine:
         on_lost: Callable[[ConnectionLost], None] | None = None,
         handoff: Callable[[Any], Any] | None = None,
         driven: bool = False,
+        limits: Limits | None = None,
     ) -> None:
         self._encode = encode
+        # Per-session caps on the tables (None: unbounded, as for local tools).
+        self.limits = limits
+        self.limit_hits = 0
         self._driven = driven
         self._on_output = on_output
         self._outbox: list[bytes] = []
@@ -317,6 +322,14 @@ class Engine:
             "answers": len(self._answers),
         }
 
+    def _over(self, limit: str, value: int, detail: str) -> LimitExceeded:
+        self.limit_hits += 1
+        return LimitExceeded(limit, value, detail)
+
+    def _over_later(self, error: LimitExceeded) -> None:
+        # Found while we encode or answer: end the session in its own turn.
+        self._vat.call_soon(self.abort, str(error))
+
     # == encoding and decoding references (called by wire dialects) ==============
 
     def describe(self, value: Any) -> Any:
@@ -387,6 +400,9 @@ class Engine:
         entry.count = staged.count
         self._exports[pos] = entry
         self._export_ids[id(value)] = pos
+        limits = self.limits
+        if limits is not None and len(self._exports) > limits.max_exports:
+            self._over_later(self._over("max_exports", limits.max_exports, "exports"))
 
     def _report_settlement(self, staged: _Staged) -> None:
         # Endo: the exporter of a promise reports how it settles, unasked (now,
@@ -494,6 +510,9 @@ class Engine:
                 # OCapN: ask to hear how it settles, once the message carrying it is in.
                 self._to_listen.append(value)
         arrivals.clear()
+        limits = self.limits
+        if limits is not None and len(self._imports) > limits.max_imports:
+            raise self._over("max_imports", limits.max_imports, "references the peer gave us")
 
     def lookup_export(self, position: Position) -> Any:
         """Our object at export ``position``, named by the peer; ProtocolError if none."""
@@ -618,6 +637,11 @@ class Engine:
         pos = self._positions.next_question()
         if pos in self._questions:
             raise RuntimeError(f"question position {pos!r} is still in use")
+        limits = self.limits
+        if limits is not None and len(self._questions) >= limits.max_questions:
+            error = self._over("max_questions", limits.max_questions, "calls awaiting answers")
+            self._over_later(error)
+            return broken(error)
         promise, resolver = make_promise(_RemoteHandler(self, "answer", pos))
         self._questions[pos] = resolver
         try:
@@ -628,6 +652,11 @@ class Engine:
             return promise
         promise.when_settled(lambda p: self._question_settled(pos))
         return promise
+
+    @property
+    def questions_waiting(self) -> int:
+        """How many of our questions wait for the peer's answer."""
+        return len(self._questions)
 
     def pending_questions(self) -> list[Position]:
         """Positions of the questions still waiting for an answer, oldest first."""
@@ -725,6 +754,9 @@ class Engine:
     def _new_answer(self, answer: Position | None) -> None:
         if answer is not None and answer in self._answers:
             raise ProtocolError(f"answer position {answer!r} is already in use")
+        limits = self.limits
+        if limits is not None and len(self._answers) >= limits.max_answers:
+            raise self._over("max_answers", limits.max_answers, "answers the peer holds")
 
     def _recv_deliver(self, msg: Deliver) -> None:
         target = msg.target

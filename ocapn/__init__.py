@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from ocapn._version import __version__
 
 if TYPE_CHECKING:
+    from captp.limits import LimitExceeded, Limits
     from ocapn.certificates import SignedEnvelope
     from ocapn.crypto import KeyPair, PublicKey
     from ocapn.errors import (
@@ -75,7 +76,9 @@ _SUBMODULES = frozenset(
 
 def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
-    if home is not None:
+    if name in ("Limits", "LimitExceeded"):  # one configuration object for captp and ocapn
+        value = getattr(importlib.import_module("captp.limits"), name)
+    elif home is not None:
         value = getattr(importlib.import_module(f"ocapn.{home}"), name)
     elif name in _SUBMODULES:
         value = importlib.import_module(f"ocapn.{name}")
@@ -86,11 +89,13 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOMES) | _SUBMODULES)
+    return sorted(set(globals()) | set(_HOMES) | _SUBMODULES | {"LimitExceeded", "Limits"})
 
 
 __all__ = [
     "__version__",
+    "LimitExceeded",
+    "Limits",
     "ENDO_PROFILE",
     "PROFILES",
     "SPEC_PROFILE",

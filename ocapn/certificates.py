@@ -222,6 +222,11 @@ class GiftTable:
     def __init__(self) -> None:
         self._gifts: dict[tuple[bytes, Hashable], Any] = {}
         self._waiting: dict[tuple[bytes, Hashable], list[Resolver]] = {}
+        self._held: dict[bytes, int] = {}  # gifts held per gifter session
+
+    def held_for(self, session_id: bytes) -> int:
+        """How many gifts the gifter session ``session_id`` has left here."""
+        return self._held.get(session_id, 0)
 
     def __len__(self) -> int:
         return len(self._gifts) + sum(len(w) for w in self._waiting.values())
@@ -239,11 +244,17 @@ class GiftTable:
         if key in self._gifts:
             raise HandoffError("a gift with this id is already waiting to be withdrawn")
         self._gifts[key] = gift
+        self._held[session_id] = self._held.get(session_id, 0) + 1
 
     def withdraw(self, session_id: bytes, gift_id: Any) -> Promise:
         """A promise for the gift: settled now if it was deposited, else at the deposit."""
         key = (session_id, _gift_key(gift_id))
         if key in self._gifts:
+            held = self._held[session_id] - 1
+            if held:
+                self._held[session_id] = held
+            else:
+                del self._held[session_id]
             return fulfilled(self._gifts.pop(key))
         promise, resolver = make_promise()
         self._waiting.setdefault(key, []).append(resolver)
@@ -251,8 +262,9 @@ class GiftTable:
 
     def drop_session(self, session_id: bytes, reason: Callable[[], BaseException]) -> None:
         """Forget the gifts of a gifter session that ended; break withdrawals still waiting."""
-        for key in [k for k in self._gifts if k[0] == session_id]:
-            del self._gifts[key]
+        if self._held.pop(session_id, 0):
+            for key in [k for k in self._gifts if k[0] == session_id]:
+                del self._gifts[key]
         for key in [k for k in self._waiting if k[0] == session_id]:
             for resolver in self._waiting.pop(key):
                 resolver.break_(reason())

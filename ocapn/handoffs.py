@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from captp import E, Promise, make_promise
 from captp._promise import Resolver, broken
+from captp.limits import LimitExceeded
 from ocapn.certificates import GiftTable, HandoffGive, HandoffReceive, SignedEnvelope
 from ocapn.errors import HandoffError, UnsupportedTransport
 from ocapn.locators import PeerLocation
@@ -51,8 +52,10 @@ class Handoffs:
         session_of: Callable[[Any], OCapNSession | None],
         session_by_id: Callable[[bytes], OCapNSession | None],
         spawn: Callable[..., None],
+        max_gifts: int | None = None,
     ) -> None:
         self.gifts = GiftTable()
+        self._max_gifts = max_gifts
         self._connect = connect
         self._is_self = is_self
         self._session_of = session_of
@@ -148,6 +151,12 @@ class Handoffs:
             raise HandoffError("deposit-gift before the handshake")
         if not gifter.alive:  # its gifts were dropped when it ended: keep none now
             raise HandoffError("deposit-gift from a session that has ended")
+        limit = self._max_gifts
+        if limit is not None and self.gifts.held_for(gifter.session_id) >= limit:
+            gifter.engine.limit_hits += 1
+            error = LimitExceeded("max_gifts", limit, "gifts deposited and not withdrawn")
+            gifter.abort(str(error))
+            raise error
         self.gifts.deposit(gifter.session_id, gift_id, gift)
 
     def withdraw(self, receiver: OCapNSession, envelope: Any) -> Promise:

@@ -42,9 +42,10 @@ import anyio
 import anyio.abc
 
 from captp import Channel, E, RemoteRef
-from captp._connection import transport_error_text
+from captp._connection import BufferBudget, transport_error_text
 from captp._vat import Vat, _current_vat
 from captp.errors import ConnectionLost
+from captp.limits import DEFAULT_LIMITS, LimitExceeded, Limits
 from ocapn.certificates import GiftTable
 from ocapn.errors import (
     PeerUnreachable,
@@ -103,6 +104,9 @@ class Node:
     :data:`ocapn.wire.PROFILES`); :meth:`connect` and :meth:`enliven` take a
     profile for one peer.
 
+    ``limits``: what peers may make the node hold and how long it waits
+    for them (:class:`~captp.limits.Limits`; defaults for the open internet).
+
     ``state``: a state directory (or an open :class:`~ocapn.persist.StateStore`)
     where the node keeps its netlayers' identities, its sturdyrefs and its
     persistent objects, so its URIs answer after a restart; ``restorers``
@@ -116,7 +120,13 @@ class Node:
         state: str | os.PathLike[str] | StateStore | None = None,
         restorers: Restorers | None = None,
         identity: NodeIdentity | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
+        if not isinstance(limits, Limits):
+            raise TypeError(f"limits must be a captp.Limits, not {type(limits).__name__}")
+        self.limits = limits
+        self._budget = BufferBudget(limits.max_node_buffer)
+        self.refused = 0  # connections refused at a limit
         if not netlayers:
             raise ValueError("a node needs at least one netlayer")
         # The identity (websocket and np designators) for every netlayer that has one.
@@ -153,6 +163,7 @@ class Node:
         elif restorers is not None:
             raise ValueError("restorers need a state directory: Node(..., state=DIR)")
         self.handoffs = Handoffs(
+            max_gifts=limits.max_gifts,
             connect=self.connect,
             is_self=self.is_self,
             session_of=self.session_of,
@@ -420,7 +431,8 @@ class Node:
         try:
             async with netlayer.connect(location) as channel:
                 session = OCapNSession(
-                    self, channel, netlayer, outbound=True, profile=profile, expected=location
+                    self, channel, netlayer, outbound=True, profile=profile, expected=location,
+                    limits=self.limits, budget=self._budget,
                 )
                 dial.session = session
                 await self._run_session(session, channel)
@@ -436,7 +448,25 @@ class Node:
             dial.done.set()
 
     async def _accepted(self, netlayer: Netlayer, channel: Channel) -> None:
-        session = OCapNSession(self, channel, netlayer, outbound=False, profile=self.profile)
+        session = OCapNSession(
+            self, channel, netlayer, outbound=False, profile=self.profile,
+            limits=self.limits, budget=self._budget,
+        )
+        limits = self.limits
+        refusal: LimitExceeded | None = None
+        if self._open_channels >= limits.max_connections:
+            refusal = LimitExceeded("max_connections", limits.max_connections, "open connections")
+        elif sum(1 for s in self._all if not s.established) >= limits.max_handshakes:
+            refusal = LimitExceeded(
+                "max_handshakes", limits.max_handshakes, "connections still in their handshake"
+            )
+        if refusal is not None:  # refused: an op:abort naming the limit, then FIN
+            self.refused += 1
+            log.warning("refusing a connection on %s: %s", netlayer.transport, refusal)
+            # A netlayer may hand us the channel a turn before its transport is
+            # connected (asyncio: connection_made is the next callback).
+            await anyio.sleep(0)
+            session.abort(str(refusal))
         await self._run_session(session, channel)
 
     async def admit_session(self, session: OCapNSession) -> None:
@@ -450,6 +480,12 @@ class Node:
             session.abort("that is this node's own location")
             return
         key = location.key
+        if len(self._by_id) >= self.limits.max_sessions:
+            session.engine.limit_hits += 1
+            session.abort(str(LimitExceeded(
+                "max_sessions", self.limits.max_sessions, "established sessions"
+            )))
+            return
         if session.outbound:
             existing = self._sessions.get(key)
             if existing is not None and existing.alive:

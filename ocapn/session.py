@@ -27,12 +27,14 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from captp import Channel, Promise, far
-from captp._connection import Connection
+from captp import Channel, E, Promise, far
+from captp._connection import BufferBudget, Connection
 from captp._vat import Vat
 from captp.engine import OCAPN_POLICY, Engine
 from captp.errors import ConnectionLost
+from captp.limits import DEFAULT_LIMITS, LimitExceeded, Limits
 from captp.messages import Abort
+from ocapn import syrup
 from ocapn.certificates import SignedEnvelope
 from ocapn.crypto import KeyPair, PublicKey, my_location_bytes, session_id
 from ocapn.errors import HandshakeError
@@ -59,7 +61,11 @@ CAPTP_VERSION: Final = "1.0"
 # A connection that has not completed its handshake after this long is
 # aborted, so idle sockets cannot pile up.  The conformance suite waits up to
 # 60 s for a reply but always completes its handshakes in milliseconds.
-HANDSHAKE_TIMEOUT_SECONDS: Final = 30.0
+HANDSHAKE_TIMEOUT_SECONDS: Final = DEFAULT_LIMITS.handshake_timeout
+
+# The liveness probe fetches this swiss number, which no node is expected to
+# publish: the fetch breaks at once on any OCapN peer (see spec-notes/0039).
+PROBE_SWISS_NUM: Final = b"ocapn-python:liveness-probe"
 
 
 class HandoffRoles(Protocol):
@@ -136,8 +142,11 @@ class OCapNSession:
         outbound: bool,
         profile: WireProfile,
         expected: PeerLocation | None = None,
+        limits: Limits | None = None,
+        budget: BufferBudget | None = None,
     ) -> None:
         self.node = node
+        self.limits = limits = limits or DEFAULT_LIMITS
         self.outbound = outbound
         self.profile = profile
         # A netlayer that authenticates its peer (np) binds the session to that:
@@ -161,6 +170,8 @@ class OCapNSession:
         self.used_handoff_counts: set[int] = set()
         name = f"{'to' if outbound else 'from'} {netlayer.transport}"
 
+        decoding = syrup.Limits(max_depth=limits.max_depth, max_size=limits.max_message_bytes)
+
         def make_wire(engine: Engine) -> OCapNWire:
             return OCapNWire(
                 engine,
@@ -168,12 +179,13 @@ class OCapNSession:
                 framing="none" if stream else "message",
                 encoding=getattr(channel, "encoding", None),  # negotiated by the netlayer
                 on_give=self._give,
+                limits=decoding,
             )
 
         self.connection = Connection(
             channel, make_wire, node.vat, bootstrap=OCapNBootstrap(node, self),
             policy=OCAPN_POLICY, name=name, gate=self, on_lost=self._lost,
-            handoff=self._handoff,
+            handoff=self._handoff, limits=limits, budget=budget, probe=self._probe,
         )
         self.engine = self.connection.engine
         self.wire: OCapNWire = self.connection.wire  # type: ignore[assignment]
@@ -239,7 +251,9 @@ class OCapNSession:
             self._send_hello()
         # The timer holds the session weakly: a connection that ends sooner
         # (most do) is freed at once, not when the timer fires.
-        self.node.vat.call_later(HANDSHAKE_TIMEOUT_SECONDS, _handshake_expired, weakref.ref(self))
+        self.node.vat.call_later(
+            self.limits.handshake_timeout, _handshake_expired, weakref.ref(self)
+        )
 
     def received(self, connection: Connection, data: bytes) -> None:
         """Bytes before the handshake is done: the first ones tell a stream's framing."""
@@ -262,7 +276,10 @@ class OCapNSession:
     def handshake_expired(self) -> None:
         """The handshake timer fired: abort the session unless it is established."""
         if not self.established and self.alive:
-            self.abort(f"no op:start-session within {HANDSHAKE_TIMEOUT_SECONDS:.0f} s")
+            self.engine.limit_hits += 1
+            self.abort(str(LimitExceeded(
+                "handshake_timeout", self.limits.handshake_timeout, "no op:start-session"
+            )))
 
     async def admit(self, connection: Connection, message: Any) -> None:
         """The first message must be the peer's ``op:start-session`` (or ``op:abort``)."""
@@ -308,6 +325,16 @@ class OCapNSession:
     def _handoff(self, ref: Any) -> Any:
         # A reference from another session is about to be sent here.
         return self.node.handoffs.give(self, ref) if self.established else None
+
+    def _probe(self) -> None:
+        # Liveness: a question every OCapN peer answers at once (a fetch of a
+        # swiss number nobody publishes: it breaks); any reply shows it is there.
+        E(self.engine.bootstrap()).fetch(PROBE_SWISS_NUM)
+
+    def stats(self) -> dict[str, Any]:
+        """What this session holds and has done: tables, traffic, last activity, limit hits."""
+        return {"peer": self.peer_location.to_uri() if self.peer_location else None,
+                **self.connection.stats()}
 
     def _lost(self, error: ConnectionLost) -> None:
         # Called once, whatever ended the session.

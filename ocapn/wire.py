@@ -41,6 +41,7 @@ from captp._promise import Promise
 from captp._refs import RemoteRef
 from captp.engine import Engine
 from captp.errors import EncodeError, ProtocolError, RemoteError
+from captp.limits import LimitExceeded
 from captp.messages import (
     Abort,
     Deliver,
@@ -647,12 +648,36 @@ class OCapNWire:
 
     # == decoding ====================================================================
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete message held until the rest arrives."""
+        if self._stream is not None:
+            return self._stream.buffered
+        if self._frames is not None:
+            return self._frames.buffered
+        return 0
+
     def feed(self, data: bytes) -> Iterator[Any]:
         """The messages completed by ``data`` (a whole message, or a slice of a stream).
 
         Lazy: each message is decoded only when the previous one has been
         handled, because a message may name an answer the previous one made.
         """
+        try:
+            yield from self._feed(data)
+        except syrup.SyrupDecodeError as exc:
+            raise self._named(exc) from exc
+
+    def _named(self, exc: syrup.SyrupDecodeError) -> Exception:
+        # A decoding limit was hit: say which of the node's Limits it was.
+        text = str(exc)
+        if "size limit" in text:
+            return LimitExceeded("max_message_bytes", self._limits.max_size, text)
+        if "nesting deeper" in text:
+            return LimitExceeded("max_depth", self._limits.max_depth, text)
+        return exc
+
+    def _feed(self, data: bytes) -> Iterator[Any]:
         if not data:
             return
         if not self._detected:

@@ -17,6 +17,8 @@ import pytest
 from rawpeer import RawPeer, deliver, desc, sym
 
 from captp import Record, far
+from captp.errors import ConnectionLost
+from captp.limits import LimitExceeded, Limits
 from netlayers import tcp_testing_only
 from ocapn import Node
 from ocapn.certificates import encode_value
@@ -189,3 +191,185 @@ async def test_calls_after_the_end_are_cancelled_before_they_run() -> None:
             await ran.wait()
         await anyio.sleep(0.05)
         assert reached == [] and calls.running == 0
+
+
+# == limits (issue 10 item 2): each aborts the one session, with a reason naming it ==========
+
+
+async def _refused(server: Node, limit: str) -> None:
+    async with RawPeer.connect(server.location) as raw:
+        with anyio.fail_after(20):
+            reason = await raw.expect_abort()
+        assert f"limit {limit}=" in reason, reason
+
+
+async def _works(server: Node) -> None:
+    async with RawPeer.connect(server.location) as raw:
+        await raw.handshake()
+        position = await raw.fetch(b"waiter")
+        await raw.send(deliver(desc("export", position), [sym("echo"), 7], False, raw.export()))
+        with anyio.fail_after(20):
+            reply = await raw.expect_to(1)
+        assert reply.fields[1] == [sym("fulfill"), 7]
+
+
+def _serve(limits: Limits) -> Node:
+    return Node(tcp_testing_only(), limits=limits)
+
+
+async def test_max_connections_refuses_the_next_connection_only() -> None:
+    async with _serve(Limits(max_connections=2)) as server:
+        server.publish(Waiter(), b"waiter")
+        async with RawPeer.connect(server.location) as a, RawPeer.connect(server.location) as b:
+            await a.handshake()
+            await b.handshake()
+            await _refused(server, "max_connections")
+            assert server.refused == 1 and len(server.sessions) == 2
+        await _until(lambda: not server._all, "both ended")
+        await _works(server)
+
+
+async def test_max_handshakes_refuses_while_handshakes_are_in_flight() -> None:
+    async with _serve(Limits(max_handshakes=1)) as server:
+        server.publish(Waiter(), b"waiter")
+        async with RawPeer.connect(server.location) as silent:
+            await silent.send(b"<")  # a handshake that never completes
+            await _until(lambda: bool(server._all), "the node took it")
+            await _refused(server, "max_handshakes")
+        await _until(lambda: not server._all, "it ended")
+        await _works(server)
+
+
+async def test_max_sessions_refuses_the_next_handshake() -> None:
+    async with _serve(Limits(max_sessions=1)) as server:
+        server.publish(Waiter(), b"waiter")
+        async with RawPeer.connect(server.location) as first:
+            await first.handshake()
+            async with RawPeer.connect(server.location) as second:
+                await second.hello()
+                with anyio.fail_after(20):
+                    reason = await second.expect_abort()
+                assert "limit max_sessions=1 exceeded" in reason
+            assert len(server.sessions) == 1
+
+
+@pytest.mark.parametrize(("data", "limit"), [
+    (b"<10:op:deliver" + b"5000:" + b"x" * 100, "max_message_bytes"),
+    (b"[" * 40, "max_depth"),
+])
+async def test_decoding_limits_abort_the_session(data: bytes, limit: str) -> None:
+    async with _serve(Limits(max_message_bytes=4096, max_depth=32)) as server:
+        server.publish(Waiter(), b"waiter")
+        async with RawPeer.connect(server.location) as raw:
+            await raw.handshake()
+            await raw.send(data)
+            with anyio.fail_after(20):
+                reason = await raw.expect_abort()
+            assert f"limit {limit}=" in reason, reason
+        await _works(server)
+
+
+async def test_max_node_buffer_counts_partial_messages_of_every_connection() -> None:
+    limits = Limits(max_message_bytes=100_000, max_node_buffer=150_000)
+    async with _serve(limits) as server:
+        server.publish(Waiter(), b"waiter")
+        async with RawPeer.connect(server.location) as a, RawPeer.connect(server.location) as b:
+            await a.handshake()
+            await b.handshake()
+            await a.send(b"90000:" + b"x" * 80_000)  # held: 80 kB of one message
+            await _until(lambda: server._budget.held >= 80_000, "a's bytes held")
+            await b.send(b"90000:" + b"x" * 80_000)  # together over 150 kB
+            with anyio.fail_after(20):
+                reason = await b.expect_abort()
+            assert "limit max_node_buffer=150000 exceeded" in reason
+            assert len(server.sessions) == 1  # a goes on
+        await _until(lambda: server._budget.held == 0, "every byte returned")
+
+
+async def test_max_answers_aborts_a_session_that_keeps_too_many() -> None:
+    async with _serve(Limits(max_answers=5)) as server:
+        server.publish(Waiter(), b"waiter")
+        async with RawPeer.connect(server.location) as raw:
+            await raw.handshake()
+            fetched = await raw.fetch(b"waiter")  # answer-less: a resolver
+            await raw.send(b"".join(
+                encode_value(deliver(desc("export", fetched), [sym("wait")], raw.answer(),
+                                     raw.export()))
+                for _ in range(6)
+            ))
+            with anyio.fail_after(20):
+                reason = await raw.expect_abort()
+            assert "limit max_answers=5 exceeded" in reason
+        await _works(server)
+
+
+async def test_max_imports_aborts_a_session_that_gives_too_many_references() -> None:
+    async with _serve(Limits(max_imports=5)) as server:
+        server.publish(Waiter(), b"waiter")
+        async with RawPeer.connect(server.location) as raw:
+            await raw.handshake()
+            fetched = await raw.fetch(b"waiter")
+            refs = [raw.export() for _ in range(6)]
+            await raw.send(deliver(desc("export", fetched), [sym("echo"), refs], False,
+                                   raw.export()))
+            with anyio.fail_after(20):
+                reason = await raw.expect_abort()
+            assert "limit max_imports=5 exceeded" in reason
+
+
+async def test_max_questions_and_max_exports_abort_our_own_session() -> None:
+    from captp import E
+
+    async with Node(tcp_testing_only()) as server:
+        server.publish(Waiter(), b"waiter")
+        sturdyref = server.publish(Waiter(), b"waiter")
+        async with _serve(Limits(max_questions=3)) as client:
+            far_waiter = await client.enliven(sturdyref)
+            waiting = [E(far_waiter).wait() for _ in range(3)]
+            fourth = E(far_waiter).wait()
+            with pytest.raises(LimitExceeded, match="limit max_questions=3"):
+                await fourth
+            for call in waiting:
+                with pytest.raises(ConnectionLost, match="limit max_questions=3"):
+                    await call
+        async with _serve(Limits(max_exports=3)) as client:
+            far_waiter = await client.enliven(sturdyref)
+            with pytest.raises(ConnectionLost, match="limit max_exports=3"):
+                await E(far_waiter).echo([Waiter() for _ in range(4)])
+
+
+async def test_max_gifts_aborts_a_gifter_that_leaves_too_many() -> None:
+    async with _serve(Limits(max_gifts=2)) as server:
+        server.publish(Waiter(), b"waiter")
+        async with RawPeer.connect(server.location) as raw:
+            await raw.handshake()
+            fetched = await raw.fetch(b"waiter")
+            for n in range(3):
+                await raw.send(_deliver_only(
+                    desc("export", 0), [sym("deposit-gift"), n, desc("export", fetched)]
+                ))
+            with anyio.fail_after(20):
+                reason = await raw.expect_abort()
+            assert "limit max_gifts=2 exceeded" in reason
+        await _until(lambda: len(server.gifts) == 0, "its gifts dropped")
+
+
+async def test_idle_timeout_aborts_a_silent_session() -> None:
+    async with _serve(Limits(idle_timeout=0.3)) as server:
+        server.publish(Waiter(), b"waiter")
+        async with RawPeer.connect(server.location) as raw:
+            await raw.handshake()
+            with anyio.fail_after(20):
+                reason = await raw.expect_abort()
+            assert "limit idle_timeout=0.3 exceeded" in reason
+            assert server.sessions == []
+
+
+def test_limits_are_checked() -> None:
+    with pytest.raises(ValueError, match="max_sessions"):
+        Limits(max_sessions=0)
+    with pytest.raises(ValueError, match="idle_timeout"):
+        Limits(idle_timeout=-1)
+    with pytest.raises(TypeError, match=r"captp\.Limits"):
+        Node(tcp_testing_only(), limits={"max_sessions": 3})  # type: ignore[arg-type]
+    assert Limits().replace(max_gifts=5).max_gifts == 5

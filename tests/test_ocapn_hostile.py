@@ -17,9 +17,9 @@ import pytest
 from rawpeer import RawPeer, deliver, desc, sym
 
 from captp import E, Record, Symbol, far
+from captp.limits import DEFAULT_LIMITS, Limits
 from netlayers import tcp_testing_only
 from ocapn import Node
-from ocapn import session as session_module
 from ocapn.certificates import HandoffGive, HandoffReceive, SignedEnvelope
 from ocapn.crypto import KeyPair, encode_signature, my_location_bytes
 from ocapn.syrup import frame
@@ -37,9 +37,12 @@ class Echo:
 
 
 @asynccontextmanager
-async def served() -> AsyncIterator[tuple[Node, Any]]:
+async def served(limits: Limits = DEFAULT_LIMITS) -> AsyncIterator[tuple[Node, Any]]:
     """A node serving Echo at b"echo", and a good client's live reference to it."""
-    async with Node(tcp_testing_only()) as server, Node(tcp_testing_only()) as client:
+    async with (
+        Node(tcp_testing_only(), limits=limits) as server,
+        Node(tcp_testing_only()) as client,
+    ):
         server.publish(Echo(), b"echo")
         server.publish(Echo(), b"other")
         good = await client.enliven(f"{server.location.to_uri().replace('?', '/s/ZWNobw?')}")
@@ -199,15 +202,12 @@ async def test_abort_before_the_handshake_closes_cleanly() -> None:
         await still_good(server, good)
 
 
-async def test_idle_connection_times_out_without_disturbing_others(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(session_module, "HANDSHAKE_TIMEOUT_SECONDS", 0.2)
-    async with served() as (server, good):
+async def test_idle_connection_times_out_without_disturbing_others() -> None:
+    async with served(Limits(handshake_timeout=0.2)) as (server, good):
         async with RawPeer.connect(server.location) as raw:
             with anyio.fail_after(10):
                 got = await raw.expect_abort()
-            assert "no op:start-session within" in got
+            assert "limit handshake_timeout=0.2 exceeded: no op:start-session" in got
         await still_good(server, good)
 
 
