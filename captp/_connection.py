@@ -173,6 +173,11 @@ class Connection:
         self.last_received = self.last_sent = self.started = time.monotonic()
         self._probe_sent: float | None = None
         self._held = 0  # bytes of a partial message counted in the budget
+        # Bytes the peer has not read yet, if the channel can tell.
+        self._unsent: Callable[[], int] | None = None
+        self._max_unsent = limits.max_connection_buffer if limits is not None else 0
+        if limits is not None and hasattr(type(channel), "unsent"):
+            self._unsent = lambda: channel.unsent  # type: ignore[attr-defined]
         self.wire = make_wire(self.engine)
         self._encode = self.wire.encode
         self._send_bytes = channel.send_nowait
@@ -213,6 +218,8 @@ class Connection:
             else:
                 for frame in frames:
                     self._send_bytes(frame)
+            if self._unsent is not None and self._unsent() > self._max_unsent:
+                self._over_unsent()
         except CapTPError as exc:
             # The netlayer cannot carry this message (np without chunking): say
             # so to the peer and end the session, rather than drop it silently.
@@ -363,6 +370,16 @@ class Connection:
         self.bytes_in += len(data)
         self.last_received = time.monotonic()
         self._probe_sent = None
+
+    def _over_unsent(self) -> None:
+        # The peer does not read what we send: end the session in its own turn.
+        if self.engine.dead is None and not self._transport_failed:
+            self._transport_failed = True
+            self.engine.limit_hits += 1
+            error = LimitExceeded(
+                "max_connection_buffer", self._max_unsent, "the peer does not read what we send"
+            )
+            self._vat.call_soon(self.engine.connection_lost, str(error))
 
     def _account(self) -> None:
         # The partial message this connection holds counts against the node's budget.

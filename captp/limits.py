@@ -32,7 +32,8 @@ class LimitExceeded(ProtocolError):
         self.limit = limit
         self.value = value
         more = f": {detail}" if detail else ""
-        super().__init__(f"limit {limit}={value:g} exceeded{more}")
+        shown = str(value) if type(value) is int else f"{value:g}"
+        super().__init__(f"limit {limit}={shown} exceeded{more}")
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class Limits:
     """A connection without a completed handshake after this long is aborted."""
     idle_timeout: float | None = None
     """A session that carried no message either way for this long is aborted."""
-    liveness_timeout: float | None = 60.0
+    liveness_timeout: float | None = 30.0
     """A session whose peer sent nothing for this long while we wait for it is
     probed, and aborted (its questions break with ConnectionLost) if it stays
     silent for as long again: a silent peer is found within twice this."""

@@ -173,6 +173,13 @@ class ProtocolChannel(asyncio.BufferedProtocol):
         """The size of the receive buffer now (it grows with bulk reads, shrinks when idle)."""
         return len(self._buffer)
 
+    @property
+    def unsent(self) -> int:
+        """Bytes queued for the peer that it has not taken yet."""
+        transport = self._transport
+        queued = transport.get_write_buffer_size() if transport is not None else 0
+        return queued + sum(map(len, self._batch or ()))
+
     def send_nowait(self, data: bytes) -> None:
         """Write ``data`` (now, or with the rest of this loop iteration's writes)."""
         if self._batch is not None:
@@ -230,6 +237,11 @@ class ProtocolChannel(asyncio.BufferedProtocol):
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             await waiter
         return self._take()
+
+    def abort(self) -> None:
+        """Give up on a graceful close: drop the connection now (a reset)."""
+        if self._transport is not None:
+            self._transport.abort()
 
     async def aclose(self) -> None:
         """Flush, send FIN, wait briefly for the peer's FIN (discarding its data), close."""

@@ -31,6 +31,7 @@ class StreamChannel:
     def __init__(self, stream: anyio.abc.ByteStream) -> None:
         self.stream = stream
         self._queue: list[bytes] = []
+        self._queued = 0  # bytes in _queue and in the write under way
         self._wakeup = anyio.Event()
         self._flushed = anyio.Event()
         self._flushed.set()
@@ -40,6 +41,8 @@ class StreamChannel:
         self._closed = anyio.Event()
         self._failed: BaseException | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._grace: anyio.CancelScope | None = None  # the graceful close under way
+        self._aborted = False
 
     async def __aenter__(self) -> StreamChannel:
         self._task_group = anyio.create_task_group()
@@ -53,6 +56,11 @@ class StreamChannel:
         self._task_group.cancel_scope.cancel()
         await self._task_group.__aexit__(None, None, None)
 
+    @property
+    def unsent(self) -> int:
+        """Bytes queued for the peer that it has not taken yet."""
+        return self._queued
+
     def send_nowait(self, data: bytes) -> None:
         """Queue ``data``; the writer task sends it soon."""
         if self._failed is not None:
@@ -60,6 +68,7 @@ class StreamChannel:
         if self._closing:
             raise anyio.ClosedResourceError
         self._queue.append(data)
+        self._queued += len(data)
         if self._flushed.is_set():
             self._flushed = anyio.Event()
         self._wakeup.set()
@@ -73,6 +82,7 @@ class StreamChannel:
                     data = b"".join(self._queue) if len(self._queue) > 1 else self._queue[0]
                     self._queue.clear()
                     await self.stream.send(data)
+                    self._queued -= len(data)
                 self._flushed.set()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             self._failed = exc
@@ -93,6 +103,12 @@ class StreamChannel:
             self._reading = None
             done.set()
 
+    def abort(self) -> None:
+        """Give up on a graceful close: what is under way (or comes) ends at once."""
+        self._aborted = True
+        if self._grace is not None:
+            self._grace.cancel()
+
     async def aclose(self) -> None:
         """Flush, send FIN, wait briefly for the peer's FIN (reading what is left), close."""
         if self._closing:
@@ -101,7 +117,9 @@ class StreamChannel:
             return
         self._closing = True
         with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(CLOSE_GRACE_SECONDS):
+            with anyio.move_on_after(CLOSE_GRACE_SECONDS) as self._grace:
+                if self._aborted:
+                    self._grace.cancel()
                 await self._flushed.wait()
                 if self._failed is None:
                     with contextlib.suppress(Exception):

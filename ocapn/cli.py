@@ -46,6 +46,7 @@ import anyio
 
 from captp import E, far, is_remotable
 from captp.errors import CapTPError
+from captp.limits import DEFAULT_LIMITS, Limits
 from netlayers.choose import NETLAYERS, make_netlayer
 from netlayers.tcp_testing import tcp_testing_only
 from netlayers.websocket import self_signed_client_context
@@ -53,6 +54,7 @@ from ocapn._version import __version__
 from ocapn.identity import NodeIdentity
 from ocapn.locators import Sturdyref, parse_uri
 from ocapn.netlayer import Netlayer
+from ocapn.limit_flags import add_limit_flags, limits_from_args
 from ocapn.node import Node
 from ocapn.notation import NotationError, format_value, parse_value
 from ocapn.persist import Persistent
@@ -257,11 +259,12 @@ def _identity(key_file: str | None) -> NodeIdentity | None:
 async def _serve(
     obj: Any, netlayers: list[Netlayer], profile: str, swiss_num: bytes | None,
     identity: NodeIdentity | None, state: str | None = None, name: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> None:
     restorers = [type(obj)] if state is not None and isinstance(obj, Persistent) else None
     async with Node(
         *netlayers, profile=PROFILES[profile], identity=identity, state=state,
-        restorers=restorers,
+        restorers=restorers, limits=limits,
     ) as node:
         first = persist_commands.publish_served(node, obj, swiss_num, name)
         print(first, flush=True)
@@ -285,10 +288,11 @@ async def _call(
     if transport not in NETLAYERS:
         transport = "tcp-testing-only"  # the node says what it cannot dial
     netlayer = make_netlayer(transport, client_ssl_context=client_context)
-    async with Node(netlayer, profile=PROFILES[profile], identity=identity) as node:
-        connected = False
-        try:
-            with anyio.fail_after(timeout):
+    connected = False
+    try:
+        # The deadline covers closing the node too: --timeout 2 returns in 2 s.
+        with anyio.fail_after(timeout):
+            async with Node(netlayer, profile=PROFILES[profile], identity=identity) as node:
                 if isinstance(parsed, Sturdyref):
                     await node.connect(parsed.peer)
                 connected = True
@@ -296,17 +300,17 @@ async def _call(
                 for method, args in chain:  # each sent to the answer before: pipelined
                     answer = E(answer)(*args) if method is None else E(answer)[method](*args)
                 return await answer
-        except TimeoutError:
-            if connected:
-                raise TimeoutError(
-                    f"no answer within {timeout:g} s (the session is up: the peer is slow, "
-                    "or the call waits for something that does not come)"
-                ) from None
-            hint = " (a peer that frames with len:, such as Endo, needs --profile endo)"
+    except TimeoutError:
+        if connected:
             raise TimeoutError(
-                f"no session within {timeout:g} s: the peer did not finish the handshake"
-                + (hint if profile != "endo" else "")
+                f"no answer within {timeout:g} s (the session is up: the peer is slow, "
+                "or the call waits for something that does not come)"
             ) from None
+        hint = " (a peer that frames with len:, such as Endo, needs --profile endo)"
+        raise TimeoutError(
+            f"no session within {timeout:g} s: the peer did not finish the handshake"
+            + (hint if profile != "endo" else "")
+        ) from None
 
 
 # == main ==================================================================================
@@ -357,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--state", metavar="DIR", help="keep identity and sturdyrefs in DIR")
     serve.add_argument("--name", help="with --state: the name its sturdyref is kept under "
                        "(default: MODULE:OBJECT)")
+    add_limit_flags(serve)
     persist_commands.add_commands(commands)
     for command in (call, serve):
         command.add_argument(
@@ -405,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             identity = _identity(args.key_file)
             anyio.run(
                 _serve, obj, _serve_netlayers(args), args.profile, swiss, identity, args.state,
-                name,
+                name, limits_from_args(args),
                 backend=args.backend,
             )
             return 0

@@ -149,6 +149,7 @@ class Node:
         self._by_engine: dict[Any, OCapNSession] = {}
         self._all: set[OCapNSession] = set()
         self._open_channels = 0
+        self._channels: set[Channel] = set()
         self._all_closed = anyio.Event()
         self._task_group: anyio.abc.TaskGroup | None = None
         self._vat: Vat | None = None
@@ -211,9 +212,17 @@ class Node:
             session.abort("node shutting down")
         tg = self._task_group
         assert tg is not None
-        with anyio.move_on_after(SHUTDOWN_GRACE_SECONDS, shield=True):
-            while self._open_channels:
-                await self._all_closed.wait()
+        try:
+            # Not shielded: a caller's deadline or cancellation cuts the grace short.
+            with anyio.move_on_after(SHUTDOWN_GRACE_SECONDS):
+                while self._open_channels:
+                    await self._all_closed.wait()
+        except anyio.get_cancelled_exc_class():
+            pass  # the caller's own cancellation goes on as it is (exc, or at its next await)
+        for channel in list(self._channels):  # what did not close in time closes now
+            abort = getattr(channel, "abort", None)
+            if abort is not None:
+                abort()
         tg.cancel_scope.cancel()
         try:
             # The node's own tasks end quietly; an error from the body of the
@@ -410,6 +419,7 @@ class Node:
 
     async def _run_session(self, session: OCapNSession, channel: Channel) -> None:
         self._all.add(session)
+        self._channels.add(channel)
         self._open_channels += 1
         try:
             await session.run()
@@ -419,6 +429,7 @@ class Node:
                 with anyio.CancelScope(shield=True):
                     await channel.aclose()  # flush, FIN, drain: the peer sees an orderly end
             finally:
+                self._channels.discard(channel)
                 self._open_channels -= 1
                 if not self._open_channels:
                     self._all_closed.set()
