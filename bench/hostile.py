@@ -20,6 +20,7 @@ second, well-behaved session.  The last line of output is one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import secrets
@@ -212,6 +213,90 @@ async def _calls(host: str, port: int, probe: Any, n: int, rounds: int) -> dict[
     }
 
 
+async def _flood(host: str, port: int, probe: Any, n: int) -> dict[str, Any]:
+    """One raw session sends n calls in a burst; another session's round trips meanwhile."""
+    me, key = _me(), KeyPair()
+    data = bytearray(_hello(me, key))
+    data += encode_value(Record(_sym("op:deliver"), (
+        _export(0), [_sym("fetch"), b"probe"], 0, False)))
+    call = encode_value(Record(_sym("op:deliver-only"), (
+        Record(_sym("desc:answer"), (0,)), [_sym("echo"), 1])))
+    data += call * n
+    quiet = []
+    for _ in range(20):
+        t = time.perf_counter()
+        await E(probe).echo(1)
+        quiet.append(time.perf_counter() - t)
+    during: list[float] = []
+    async with await anyio.connect_tcp(host, port) as stream:
+        async def flood() -> None:
+            await stream.send(bytes(data))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(flood)
+            end = time.monotonic() + 3
+            while time.monotonic() < end:
+                t = time.perf_counter()
+                await E(probe).echo(1)
+                during.append(time.perf_counter() - t)
+    return {
+        "flood_messages": n,
+        "quiet_rtt_ms_median": round(sorted(quiet)[len(quiet) // 2] * 1000, 2),
+        "flood_rtt_ms_max": round(max(during) * 1000, 2),
+        "flood_rtt_ms_median": round(sorted(during)[len(during) // 2] * 1000, 2),
+        "round_trips_during_flood": len(during),
+    }
+
+
+async def _silent(host: str, port: int, probe: Any, n: int) -> dict[str, Any]:
+    """A peer process stops (SIGSTOP) with n calls pending: how long until they break."""
+    import signal
+
+    from captp.errors import ConnectionLost
+    from captp.limits import Limits
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.hostile", "--serve"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        uri = proc.stdout.readline().strip()
+        async with Node(tcp_testing_only(), limits=Limits()) as client:
+            ref = await client.enliven(uri.replace("?", "/s/cHJvYmU?"))
+            await E(ref).echo(1)
+            proc.send_signal(signal.SIGSTOP)
+            t = time.monotonic()
+            calls = [E(ref).echo(i) for i in range(n)]
+            broken = 0
+            with anyio.fail_after(120):
+                for c in calls:
+                    try:
+                        await c
+                    except ConnectionLost:
+                        broken += 1
+            took = time.monotonic() - t
+            t2 = time.monotonic()
+            with contextlib.suppress(ConnectionLost):
+                await E(ref).echo(2)
+            new_call = time.monotonic() - t2
+        # A deadline around a node whose peer is stopped: how far closing overruns it.
+        deadline_start = time.monotonic()
+        with anyio.move_on_after(1.0):
+            async with Node(tcp_testing_only()) as other:
+                await other.enliven(uri.replace("?", "/s/cHJvYmU?"))
+        overrun = time.monotonic() - deadline_start - 1.0
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+        proc.wait(10)
+    return {
+        "pending_calls": n, "broken_with_connection_lost": broken,
+        "seconds_until_broken": round(took, 2), "new_call_seconds": round(new_call, 3),
+        "default_liveness_timeout": Limits().liveness_timeout,
+        "close_overrun_ms": round(overrun * 1000, 1),
+    }
+
+
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.hostile", "--serve"], stdout=subprocess.PIPE, text=True
@@ -234,6 +319,12 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                 if args.scenario in ("all", "gifts"):
                     out["gifts"] = await _gifts(host, port, probe, 200 if quick else 2000)
                     print(out["gifts"], flush=True)
+                if args.scenario in ("all", "flood"):
+                    out["flood"] = await _flood(host, port, probe, 10_000 if quick else 100_000)
+                    print(out["flood"], flush=True)
+                if args.scenario in ("all", "silent"):
+                    out["silent"] = await _silent(host, port, probe, 1000 if quick else 10_000)
+                    print(out["silent"], flush=True)
                 if args.scenario in ("all", "calls"):
                     out["calls"] = await _calls(
                         host, port, probe, 5000 if quick else 50_000, 2 if quick else 3)
@@ -248,7 +339,7 @@ def main() -> None:
     """Run the scenarios; print one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="all",
-                        choices=["all", "connections", "gifts", "calls"])
+                        choices=["all", "connections", "gifts", "calls", "flood", "silent"])
     parser.add_argument("--quick", action="store_true", help="smaller counts")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -28,9 +28,10 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import anyio
+import anyio.lowlevel
 
 from captp._promise import Promise, fulfilled
 from captp._vat import Scheduler, _current_vat
@@ -42,6 +43,10 @@ from captp.messages import Message
 __all__ = ["BufferBudget", "Channel", "Connection", "Gate", "SessionCalls", "Wire"]
 
 log = logging.getLogger("captp")
+
+# How many messages one session handles before the other sessions get a turn
+# (about a millisecond of work): one session's flood cannot stall the rest.
+BATCH_MESSAGES: Final = 128
 
 # What a transport raises when the other end is gone.
 TRANSPORT_ERRORS = (
@@ -173,6 +178,12 @@ class Connection:
         self.last_received = self.last_sent = self.started = time.monotonic()
         self._probe_sent: float | None = None
         self._held = 0  # bytes of a partial message counted in the budget
+        # Fairness: a read's messages beyond one batch wait for a later turn.
+        self._rest: Iterator[Any] | None = None
+        self._backlog: list[bytes] = []
+        self._end: BaseException | None = None
+        self._pause: Callable[[], None] | None = getattr(channel, "pause_reading", None)
+        self._resume: Callable[[], None] | None = getattr(channel, "resume_reading", None)
         # Bytes the peer has not read yet, if the channel can tell.
         self._unsent: Callable[[], int] | None = None
         self._max_unsent = limits.max_connection_buffer if limits is not None else 0
@@ -250,15 +261,21 @@ class Connection:
         session = self.engine
         receive = session.receive
         check = self._gate.check if self._gate is not None else None
+        budget = BATCH_MESSAGES
         self._handling = True
         # What the peer's messages set going (sends to local objects, pipelined
         # on answers) belongs to this session: it ends with it.
         token = _current_vat.set(self.calls)
         try:
+            messages = iter(messages)
             for message in messages:
                 self.messages_in += 1
                 receive(message if check is None else check(message))
                 if session.dead is not None:
+                    break
+                budget -= 1
+                if not budget:  # enough for one turn: the rest after the other sessions
+                    self._rest = messages
                     break
         except Exception as exc:
             self._abort_for(exc)
@@ -335,6 +352,11 @@ class Connection:
                         self._handle(feed(data))
                     if self._budget is not None:
                         self._account()
+                    while self._rest is not None and session.dead is None:
+                        await anyio.lowlevel.checkpoint()  # the other sessions' turn
+                        rest, self._rest = self._rest, None
+                        self._handle(rest)
+                    self._rest = None
         finally:
             if session.dead is None:
                 session.connection_lost("connection closed")
@@ -345,12 +367,49 @@ class Connection:
     def _on_data(self, data: bytes) -> None:
         if self.engine.dead is None:
             self._arrived(data)
+            if self._rest is not None or self._backlog:
+                self._backlog.append(data)  # behind what waits for its turn
+                return
             self._handle(self.wire.feed(data))
             if self._budget is not None:
                 self._account()
+            if self._rest is not None:
+                self._later()
 
     def _on_end(self, exc: BaseException) -> None:
+        if self._rest is not None or self._backlog:
+            self._end = exc  # after what was received before it
+            return
         self.engine.connection_lost(lost_reason(exc))
+
+    def _later(self) -> None:
+        # Push mode: the rest of a read waits for a later turn; the transport
+        # stops reading meanwhile (TCP pushes back on the peer).
+        if self._pause is not None:
+            self._pause()
+        self._vat.call_soon(self._go_on)
+
+    def _go_on(self) -> None:
+        while self.engine.dead is None:
+            rest, self._rest = self._rest, None
+            if rest is not None:
+                self._handle(rest)
+            elif self._backlog:
+                self._handle(self.wire.feed(self._backlog.pop(0)))
+            else:
+                break
+            if self._budget is not None:
+                self._account()
+            if self._rest is not None:
+                self._vat.call_soon(self._go_on)
+                return
+        self._rest = None
+        self._backlog.clear()
+        if self._resume is not None:
+            self._resume()
+        end, self._end = self._end, None
+        if end is not None:
+            self.engine.connection_lost(lost_reason(end))
 
     def _lost(self, error: ConnectionLost) -> None:
         # Called by the engine, once, whatever ended the session.
@@ -404,7 +463,7 @@ class Connection:
             return
         periods = [t for t in (limits.liveness_timeout, limits.idle_timeout) if t is not None]
         if periods:
-            period = min(periods) / 2
+            period = min(periods) / 4
             self._vat.call_later(period, _tick, weakref.ref(self), period)
 
     def tick(self) -> bool:
@@ -424,15 +483,16 @@ class Connection:
         if window is None or self._probe is None or not engine.questions_waiting:
             self._probe_sent = None
             return True
+        silent = now - self.last_received
         if self._probe_sent is not None:
-            if now - self._probe_sent > window:  # asked, and still nothing at all
+            if silent > window:  # asked half a window ago, and still nothing at all
                 engine.limit_hits += 1
                 engine.connection_lost(str(LimitExceeded(
                     "liveness_timeout", window,
                     "the peer sent nothing while calls waited, not even after a probe",
                 )))
                 return False
-        elif now - self.last_received > window:
+        elif silent > window / 2:
             self._probe_sent = now
             self._probe()
         return True

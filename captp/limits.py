@@ -65,9 +65,9 @@ class Limits:
     idle_timeout: float | None = None
     """A session that carried no message either way for this long is aborted."""
     liveness_timeout: float | None = 30.0
-    """A session whose peer sent nothing for this long while we wait for it is
-    probed, and aborted (its questions break with ConnectionLost) if it stays
-    silent for as long again: a silent peer is found within twice this."""
+    """While our calls wait, a peer that sent nothing for half this long is
+    probed; silent for this long, its session ends and the calls break with
+    ConnectionLost (found within 1.25 times this: the check runs every quarter)."""
     # -- per session
     max_exports: int = 100_000
     """Objects and promises one session exports (peers hold references to them)."""

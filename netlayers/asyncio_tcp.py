@@ -238,6 +238,18 @@ class ProtocolChannel(asyncio.BufferedProtocol):
             await waiter
         return self._take()
 
+    def pause_reading(self) -> None:
+        """Stop reading until :meth:`resume_reading` (the consumer is behind)."""
+        if not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read again after :meth:`pause_reading`."""
+        if self._paused and self._transport is not None and not self._transport.is_closing():
+            self._paused = False
+            self._transport.resume_reading()
+
     def abort(self) -> None:
         """Give up on a graceful close: drop the connection now (a reset)."""
         if self._transport is not None:
