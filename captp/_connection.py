@@ -40,7 +40,7 @@ from captp.errors import CapTPError, ConnectionLost, ProtocolError
 from captp.limits import LimitExceeded, Limits
 from captp.messages import Message
 
-__all__ = ["BufferBudget", "Channel", "Connection", "Gate", "SessionCalls", "Wire"]
+__all__ = ["BufferBudget", "Channel", "Connection", "Gate", "SessionCalls", "Trace", "Wire"]
 
 log = logging.getLogger("captp")
 
@@ -156,6 +156,7 @@ class Connection:
         limits: Limits | None = None,
         budget: BufferBudget | None = None,
         probe: Callable[[], object] | None = None,
+        trace: Trace | None = None,
     ) -> None:
         self._channel = channel
         self._vat = vat
@@ -190,7 +191,11 @@ class Connection:
         if limits is not None and hasattr(type(channel), "unsent"):
             self._unsent = lambda: channel.unsent  # type: ignore[attr-defined]
         self.wire = make_wire(self.engine)
-        self._encode = self.wire.encode
+        self._encode: Callable[[Any], Any] = self.wire.encode
+        self._receive: Callable[[Any], Any] = self.engine.receive
+        if trace is not None:  # opt-in: without it, nothing on the message path changes
+            self._encode = _traced(trace, "out", self, self._encode)
+            self._receive = _traced(trace, "in", self, self._receive)
         self._send_bytes = channel.send_nowait
         self._join = not getattr(self.wire, "message_framing", True)
         self._handling = False
@@ -204,7 +209,8 @@ class Connection:
     # == sending =====================================================================
 
     def _encode_message(self, message: Message) -> bytes | list[bytes]:
-        return self._encode(message)
+        encoded: bytes | list[bytes] = self._encode(message)
+        return encoded
 
     def send_control(self, message: Any) -> None:
         """Encode and write a message below the engine (a handshake greeting)."""
@@ -259,7 +265,7 @@ class Connection:
         carried are free to be collected (the peer's GC depends on it).
         """
         session = self.engine
-        receive = session.receive
+        receive = self._receive
         check = self._gate.check if self._gate is not None else None
         budget = BATCH_MESSAGES
         self._handling = True
@@ -536,6 +542,8 @@ class SessionCalls:
 
     __slots__ = ("_cancelled", "_scopes", "_vat", "call_later", "call_soon", "vat")
 
+    peer_calls = True  # the calls run here come from a peer: their errors are logged
+
     def __init__(self, vat: Scheduler) -> None:
         self.vat = self._vat = vat
         self.call_soon = vat.call_soon
@@ -580,6 +588,23 @@ class SessionCalls:
         scopes, self._scopes = self._scopes, set()
         for scope in scopes:
             scope.cancel()
+
+
+Trace = Callable[[str, "Connection", Any], None]
+"""A message trace hook: ``trace(direction, connection, message)``, direction "in" or "out"."""
+
+
+def _traced(
+    trace: Trace, direction: str, connection: Connection, fn: Callable[[Any], Any]
+) -> Callable[[Any], Any]:
+    def traced(message: Any) -> Any:
+        try:
+            trace(direction, connection, message)
+        except Exception:  # a broken hook must not break the session
+            log.exception("the message trace hook failed")
+        return fn(message)
+
+    return traced
 
 
 class BufferBudget:

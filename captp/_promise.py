@@ -27,7 +27,7 @@ from captp._passable import Tagged, is_remotable
 from captp._refs import RemoteRef
 from captp._typing import T_co
 from captp._vat import Scheduler, current_vat, running_loop
-from captp.errors import BrokenPromise, ConnectionLost
+from captp.errors import BrokenPromise, CapTPError, ConnectionLost
 
 __all__ = ["Promise", "Resolver", "eventual_get", "eventual_send", "make_promise"]
 
@@ -437,25 +437,50 @@ def deliver_local(
     vat: Scheduler, target: Any, method: str | None, args: tuple[Any, ...],
     resolver: Resolver | None,
 ) -> None:
-    """Run ``target.method(*args)`` now (in a turn of ``vat``) and settle ``resolver``."""
+    """Run ``target.method(*args)`` now (in a turn of ``vat``) and settle ``resolver``.
+
+    When ``vat`` runs a peer's calls (``vat.peer_calls``), an exception the
+    method raises is logged here with its traceback on ``captp.calls``: the
+    peer gets only its name and message.
+    """
     try:
         result = invoke(target, method, args)
     except Exception as exc:
+        if getattr(vat, "peer_calls", False):
+            _report(target, method, exc)
         if resolver is not None:
             resolver.break_(exc)
         else:
             log.debug("error in a send-only call to %r: %r", target, exc)
         return
     if inspect.isawaitable(result) and not isinstance(result, Promise):
-        vat.spawn(_await_into, result, resolver)
+        label = (target, method) if getattr(vat, "peer_calls", False) else None
+        vat.spawn(_await_into, result, resolver, label)
     elif resolver is not None:
         resolver.resolve(result)
 
 
-async def _await_into(awaitable: Awaitable[Any], resolver: Resolver | None) -> None:
+calls_log = logging.getLogger("captp.calls")
+
+
+def _report(target: Any, method: str | None, exc: Exception) -> None:
+    if isinstance(exc, CapTPError):  # the protocol's own answers (unknown swiss, ...)
+        return
+    calls_log.warning(
+        "a peer's call %s.%s raised %s (the peer gets only its name and message)",
+        type(target).__name__, method or "__call__", type(exc).__name__, exc_info=exc,
+    )
+
+
+async def _await_into(
+    awaitable: Awaitable[Any], resolver: Resolver | None,
+    label: tuple[Any, str | None] | None = None,
+) -> None:
     try:
         result = await awaitable
     except Exception as exc:
+        if label is not None:
+            _report(label[0], label[1], exc)
         if resolver is not None:
             resolver.break_(exc)
         else:

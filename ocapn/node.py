@@ -42,7 +42,7 @@ import anyio
 import anyio.abc
 
 from captp import Channel, E, RemoteRef
-from captp._connection import BufferBudget, transport_error_text
+from captp._connection import BufferBudget, Trace, transport_error_text
 from captp._vat import Vat, _current_vat
 from captp.errors import ConnectionLost
 from captp.limits import DEFAULT_LIMITS, LimitExceeded, Limits
@@ -104,6 +104,10 @@ class Node:
     :data:`ocapn.wire.PROFILES`); :meth:`connect` and :meth:`enliven` take a
     profile for one peer.
 
+    ``trace``: a hook called as ``trace(direction, connection, message)`` for
+    every message in ("in") and out ("out") of every session, handshakes
+    included (off by default, and then it costs nothing).
+
     ``limits``: what peers may make the node hold and how long it waits
     for them (:class:`~captp.limits.Limits`; defaults for the open internet).
 
@@ -121,12 +125,15 @@ class Node:
         restorers: Restorers | None = None,
         identity: NodeIdentity | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        trace: Trace | None = None,
     ) -> None:
+        self._trace = trace
         if not isinstance(limits, Limits):
             raise TypeError(f"limits must be a captp.Limits, not {type(limits).__name__}")
         self.limits = limits
         self._budget = BufferBudget(limits.max_node_buffer)
         self.refused = 0  # connections refused at a limit
+        self._past_limit_hits = 0  # of sessions that ended
         if not netlayers:
             raise ValueError("a node needs at least one netlayer")
         # The identity (websocket and np designators) for every netlayer that has one.
@@ -357,6 +364,22 @@ class Node:
 
     # == sessions =========================================================================
 
+    def stats(self) -> dict[str, Any]:
+        """What the node holds and has refused, and each established session's :meth:`stats`."""
+        sessions = self.sessions
+        return {
+            "connections": self._open_channels,
+            "handshakes": sum(1 for s in self._all if not s.established),
+            "sessions": len(sessions),
+            "gifts": len(self.handoffs.gifts),
+            "buffered_bytes": self._budget.held,
+            "refused_connections": self.refused,
+            "limit_hits": self.refused + self._past_limit_hits + sum(
+                s.engine.limit_hits for s in self._all
+            ),
+            "per_session": [s.stats() for s in sessions],
+        }
+
     @property
     def sessions(self) -> list[OCapNSession]:
         """The established sessions, one per peer."""
@@ -443,7 +466,7 @@ class Node:
             async with netlayer.connect(location) as channel:
                 session = OCapNSession(
                     self, channel, netlayer, outbound=True, profile=profile, expected=location,
-                    limits=self.limits, budget=self._budget,
+                    limits=self.limits, budget=self._budget, trace=self._trace,
                 )
                 dial.session = session
                 await self._run_session(session, channel)
@@ -461,7 +484,7 @@ class Node:
     async def _accepted(self, netlayer: Netlayer, channel: Channel) -> None:
         session = OCapNSession(
             self, channel, netlayer, outbound=False, profile=self.profile,
-            limits=self.limits, budget=self._budget,
+            limits=self.limits, budget=self._budget, trace=self._trace,
         )
         limits = self.limits
         refusal: LimitExceeded | None = None
@@ -550,4 +573,5 @@ class Node:
             del self._by_id[session.session_id]
             self.handoffs.session_ended(session, str(error))
         self._by_engine.pop(session.engine, None)
+        self._past_limit_hits += session.engine.limit_hits
         log.info("session %r ended: %s", session, error.reason)

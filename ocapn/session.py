@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from captp import Channel, E, Promise, far
-from captp._connection import BufferBudget, Connection
+from captp._connection import BufferBudget, Connection, Trace
 from captp._vat import Vat
 from captp.engine import OCAPN_POLICY, Engine
 from captp.errors import ConnectionLost
@@ -144,6 +144,7 @@ class OCapNSession:
         expected: PeerLocation | None = None,
         limits: Limits | None = None,
         budget: BufferBudget | None = None,
+        trace: Trace | None = None,
     ) -> None:
         self.node = node
         self.limits = limits = limits or DEFAULT_LIMITS
@@ -186,6 +187,7 @@ class OCapNSession:
             channel, make_wire, node.vat, bootstrap=OCapNBootstrap(node, self),
             policy=OCAPN_POLICY, name=name, gate=self, on_lost=self._lost,
             handoff=self._handoff, limits=limits, budget=budget, probe=self._probe,
+            trace=trace,
         )
         self.engine = self.connection.engine
         self.wire: OCapNWire = self.connection.wire  # type: ignore[assignment]

@@ -23,6 +23,7 @@ directions.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -433,6 +434,12 @@ NULL: Final = RecordType("null", [], "the null value")
 _METHOD_SYMBOLS: dict[str, Symbol] = {}
 
 
+_ERROR_NAME: Final = re.compile(
+    r"([A-Z][A-Za-z0-9_]*(?:Error|Exception|Exit|Interrupt|Warning)): (.*)\Z",
+    re.DOTALL,
+)
+
+
 def _method_symbol(name: str) -> Symbol:
     symbol = _METHOD_SYMBOLS.get(name)
     if symbol is None:
@@ -798,7 +805,13 @@ class OCapNWire:
         return decode_tagged(*TAG.read(self, fields))
 
     def _in_error(self, fields: list[Any]) -> Any:
-        return RemoteError(ERROR.read(self, fields)[0])
+        message = ERROR.read(self, fields)[0]
+        # desc:error carries a message only; peers that name the error (this
+        # library, Endo) write "Name: message" (spec-notes/0039).
+        named = _ERROR_NAME.match(message)
+        if named is not None:
+            return RemoteError(named.group(2), named.group(1))
+        return RemoteError(message)
 
     def _in_peer(self, fields: list[Any]) -> PeerLocation:
         try:

@@ -554,3 +554,87 @@ async def test_a_flood_on_one_session_does_not_hold_up_another() -> None:
             # batches and lets the good session in between.
             assert seen - start < 5000, (start, seen)
             await _until(lambda: counter.count == flood, "the flood handled in full, in order")
+
+
+# == the operator's view (issue 10 item 5) ===============================================
+
+
+@far
+class Faulty:
+    def divide(self, x: int) -> float:
+        return 1 / x
+
+    async def later(self) -> None:
+        await anyio.sleep(0)
+        raise ValueError("bad later")
+
+
+async def test_a_far_methods_error_is_logged_here_and_named_there(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from captp import E
+    from captp.errors import RemoteError
+
+    async with Node(tcp_testing_only()) as server, Node(tcp_testing_only()) as client:
+        faulty = await client.enliven(server.publish(Faulty()))
+        with caplog.at_level("WARNING", logger="captp.calls"):
+            with pytest.raises(RemoteError) as info:
+                await E(faulty).divide(0)
+            assert (info.value.remote_name, info.value.remote_message) == (
+                "ZeroDivisionError", "division by zero"
+            )
+            with pytest.raises(RemoteError) as info:
+                await E(faulty).later()
+            assert info.value.remote_name == "ValueError"
+        records = [r for r in caplog.records if r.name == "captp.calls"]
+        assert [r.exc_info[0] for r in records if r.exc_info] == [ZeroDivisionError, ValueError]
+        assert "Faulty.divide raised ZeroDivisionError" in records[0].getMessage()
+        assert "Traceback" not in str(info.value)  # the peer got name and message only
+
+
+async def test_stats_per_node_and_per_session() -> None:
+    from captp import E
+
+    async with _serve(Limits(max_sessions=1)) as server, Node(tcp_testing_only()) as client:
+        waiter = Waiter()
+        far_waiter = await client.enliven(server.publish(waiter))
+        assert await E(far_waiter).echo("x") == "x"
+        pending = E(far_waiter).wait()
+        await _until(lambda: waiter.started == 1, "the call runs")
+        await _serve_refused_once(server)
+        await _until(lambda: server.stats()["connections"] == 1, "the refused one closed")
+        stats = server.stats()
+        assert stats["sessions"] == 1 and stats["connections"] == 1
+        assert stats["limit_hits"] == 1 and stats["gifts"] == 0
+        (session,) = stats["per_session"]
+        assert session["calls_running"] == 1 and session["answers"] >= 1
+        assert session["messages_in"] >= 3 and session["bytes_in"] > 0
+        assert session["messages_out"] >= 2 and session["bytes_out"] > 0
+        assert session["seconds_since_received"] >= 0 and session["limit_hits"] == 0
+        mine = client.stats()["per_session"][0]
+        assert mine["questions"] == 1  # the wait() still pending
+        del pending
+
+
+async def _serve_refused_once(server: Node) -> None:
+    async with RawPeer.connect(server.location) as raw:
+        await raw.hello()
+        with anyio.fail_after(20):
+            assert "max_sessions" in await raw.expect_abort()
+
+
+async def test_the_message_trace_hook_sees_every_message_both_ways() -> None:
+    from captp import E
+
+    seen: list[tuple[str, str]] = []
+
+    def trace(direction: str, connection: Any, message: Any) -> None:
+        seen.append((direction, type(message).__name__))
+
+    async with Node(tcp_testing_only(), trace=trace) as server, Node(
+        tcp_testing_only()
+    ) as client:
+        waiter = await client.enliven(server.publish(Waiter()))
+        assert await E(waiter).echo(1) == 1
+    assert ("in", "Deliver") in seen and ("out", "Deliver") in seen
+    assert ("out", "StartSession") in seen
