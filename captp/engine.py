@@ -653,6 +653,13 @@ class Engine:
         promise.when_settled(lambda p: self._question_settled(pos))
         return promise
 
+    def exported_pending(self) -> list[Promise]:
+        """Our promises the peer holds that have not settled (what we still owe it)."""
+        return [
+            entry.value for entry in self._exports.values()
+            if type(entry.value) is Promise and not entry.value.done()
+        ]
+
     @property
     def questions_waiting(self) -> int:
         """How many of our questions wait for the peer's answer."""

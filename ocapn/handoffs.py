@@ -20,6 +20,8 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+import anyio
+
 from captp import E, Promise, make_promise
 from captp._promise import Resolver, broken
 from captp.limits import LimitExceeded
@@ -32,6 +34,11 @@ __all__ = ["GIFT_ID_BYTES", "Handoffs"]
 
 # Gift IDs made by the gifter (spec section 5: random, 32 bytes recommended).
 GIFT_ID_BYTES: Final = 32
+
+# How long the gifts of a gifter session that ended stay withdrawable: an
+# introducer may hand off and leave at once (its deposit and its give are on
+# their way); the receiver then has this long to withdraw (spec-notes/0039).
+GIFT_GRACE_SECONDS: Final = 30.0
 
 
 class Handoffs:
@@ -56,6 +63,8 @@ class Handoffs:
     ) -> None:
         self.gifts = GiftTable()
         self._max_gifts = max_gifts
+        # Gifter sessions that ended with gifts still here: id -> (session, why it ended).
+        self._departed: dict[bytes, tuple[OCapNSession, str]] = {}
         self._connect = connect
         self._is_self = is_self
         self._session_of = session_of
@@ -149,8 +158,9 @@ class Handoffs:
         """The gifter leaves ``gift`` (our own object) for the receiver of ``gift_id``."""
         if not gifter.established:
             raise HandoffError("deposit-gift before the handshake")
-        if not gifter.alive:  # its gifts were dropped when it ended: keep none now
-            raise HandoffError("deposit-gift from a session that has ended")
+        if not gifter.alive:  # it left in the read that brought this: the grace applies
+            dead = gifter.engine.dead
+            self._depart(gifter, dead.reason if dead is not None else "ended")
         limit = self._max_gifts
         if limit is not None and self.gifts.held_for(gifter.session_id) >= limit:
             gifter.engine.limit_hits += 1
@@ -166,8 +176,16 @@ class Handoffs:
         receive = HandoffReceive.from_record(envelope.signed)
         give = HandoffGive.from_record(receive.signed_give.signed)
         gifter = self._session_by_id(give.session)
-        if gifter is None or not gifter.alive or gifter.peer_key is None:
-            raise HandoffError("the give names no session this node has open")
+        if gifter is None or not gifter.alive:
+            departed = self._departed.get(give.session)
+            if departed is None:
+                raise HandoffError(
+                    "the introducer left: the give names no session this node has open "
+                    "(the gifter's session ended, and its gifts with it, or never was)"
+                )
+            gifter = departed[0]
+        if gifter.peer_key is None:
+            raise HandoffError("the give names a session whose handshake is not done")
         if give.gifter_side != gifter.peer_public_id:
             raise HandoffError("the give's gifter-side is not the gifter's public ID")
         if not receive.signed_give.verify(gifter.peer_key):
@@ -187,10 +205,32 @@ class Handoffs:
         return self.gifts.withdraw(give.session, give.gift_id)
 
     def session_ended(self, session: OCapNSession, reason: str) -> None:
-        """Forget the gifts a gifter session left; break the withdrawals waiting for them."""
-        self.gifts.drop_session(
-            session.session_id, lambda: HandoffError(f"the gifter's session ended: {reason}")
-        )
+        """A gifter session ended: its gifts stay withdrawable for a grace, then go.
+
+        Withdrawals waiting for a deposit of it break now (no deposit will come).
+        """
+        session_id = session.session_id
+
+        def left() -> HandoffError:
+            return HandoffError(f"the introducer left before the gift was deposited: {reason}")
+
+        self.gifts.break_waiting(session_id, left)
+        if self.gifts.held_for(session_id):
+            self._depart(session, reason)
+
+    def _depart(self, session: OCapNSession, reason: str) -> None:
+        if session.session_id not in self._departed:
+            self._departed[session.session_id] = (session, reason)
+            self._spawn(self._forget_later, session.session_id, reason)
+
+    async def _forget_later(self, session_id: bytes, reason: str) -> None:
+        try:
+            await anyio.sleep(GIFT_GRACE_SECONDS)
+        finally:
+            self._departed.pop(session_id, None)
+            self.gifts.drop_session(session_id, lambda: HandoffError(
+                f"the introducer left: its session ended ({reason})"
+            ))
 
 
 def _nothing() -> None:

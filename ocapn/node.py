@@ -31,6 +31,7 @@ sessions reach the node only through the public methods of
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -77,6 +78,10 @@ DUPLICATE_GRACE_SECONDS: Final = 2.0
 # How long closing a node waits for its sessions to close gracefully (their
 # op:abort flushed, FIN sent, the peer's FIN seen) before cancelling them.
 SHUTDOWN_GRACE_SECONDS: Final = 3.0
+
+# How long closing a node waits for promises it passed to peers to settle,
+# so that the handoffs they make reach the peers (spec-notes/0039).
+HANDOFF_GRACE_SECONDS: Final = 2.0
 
 # Swiss numbers made by publish(): 32 random bytes, as Goblins makes them.
 SWISS_NUM_BYTES: Final = 32
@@ -215,10 +220,14 @@ class Node:
         tb: TracebackType | None,
     ) -> bool | None:
         self._closed = True
-        for session in list(self._all):
-            session.abort("node shutting down")
         tg = self._task_group
         assert tg is not None
+        try:
+            await self._settle_handoffs()
+        except anyio.get_cancelled_exc_class():
+            pass  # the caller's deadline: close at once
+        for session in list(self._all):
+            session.abort("node shutting down")
         try:
             # Not shielded: a caller's deadline or cancellation cuts the grace short.
             with anyio.move_on_after(SHUTDOWN_GRACE_SECONDS):
@@ -244,6 +253,20 @@ class Node:
             if self._vat_token is not None:
                 _current_vat.reset(self._vat_token)
                 self._vat_token = None
+
+    async def _settle_handoffs(self) -> None:
+        # Promises we passed to peers and still owe: once they settle, their
+        # resolutions (and the handoffs they make) go out before we leave.
+        # Bounded, and cut short by the caller's deadline.
+        owed = [p for s in list(self._all) if s.alive for p in s.engine.exported_pending()]
+        if not owed:
+            return
+        with anyio.move_on_after(HANDOFF_GRACE_SECONDS):
+            for promise in owed:
+                with contextlib.suppress(Exception):
+                    await promise
+            for _ in range(3):  # the turns that send the resolutions
+                await anyio.sleep(0)
 
     @property
     def vat(self) -> Vat:
