@@ -260,11 +260,9 @@ class GiftTable:
         self._waiting.setdefault(key, []).append(resolver)
         return promise
 
-    def break_waiting(self, session_id: bytes, reason: Callable[[], BaseException]) -> None:
-        """Break the withdrawals waiting for deposits of ``session_id`` (none will come)."""
-        for key in [k for k in self._waiting if k[0] == session_id]:
-            for resolver in self._waiting.pop(key):
-                resolver.break_(reason())
+    def waiting_for(self, session_id: bytes) -> bool:
+        """True if a withdrawal waits for a deposit of the gifter session ``session_id``."""
+        return any(k[0] == session_id for k in self._waiting)
 
     def drop_session(self, session_id: bytes, reason: Callable[[], BaseException]) -> None:
         """Forget the gifts of a gifter session that ended; break withdrawals still waiting."""

@@ -52,9 +52,9 @@ from netlayers.tcp_testing import tcp_testing_only
 from netlayers.websocket import self_signed_client_context
 from ocapn._version import __version__
 from ocapn.identity import NodeIdentity
+from ocapn.limit_flags import add_limit_flags, limits_from_args
 from ocapn.locators import Sturdyref, parse_uri
 from ocapn.netlayer import Netlayer
-from ocapn.limit_flags import add_limit_flags, limits_from_args
 from ocapn.node import Node
 from ocapn.notation import NotationError, format_value, parse_value
 from ocapn.persist import Persistent

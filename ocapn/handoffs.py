@@ -207,15 +207,11 @@ class Handoffs:
     def session_ended(self, session: OCapNSession, reason: str) -> None:
         """A gifter session ended: its gifts stay withdrawable for a grace, then go.
 
-        Withdrawals waiting for a deposit of it break now (no deposit will come).
+        Withdrawals waiting for a deposit of it wait through the grace too: the
+        deposit may be in the read that ended the session, handled right after.
         """
         session_id = session.session_id
-
-        def left() -> HandoffError:
-            return HandoffError(f"the introducer left before the gift was deposited: {reason}")
-
-        self.gifts.break_waiting(session_id, left)
-        if self.gifts.held_for(session_id):
+        if self.gifts.held_for(session_id) or self.gifts.waiting_for(session_id):
             self._depart(session, reason)
 
     def _depart(self, session: OCapNSession, reason: str) -> None:
@@ -229,7 +225,8 @@ class Handoffs:
         finally:
             self._departed.pop(session_id, None)
             self.gifts.drop_session(session_id, lambda: HandoffError(
-                f"the introducer left: its session ended ({reason})"
+                f"the introducer left: its session ended ({reason}) and the gift was "
+                f"not deposited within {GIFT_GRACE_SECONDS:g} s"
             ))
 
 
