@@ -83,6 +83,7 @@ class ProtocolChannel(asyncio.BufferedProtocol):
         # out together at the start of the next: a burst of replies becomes
         # one system call, a lone reply is not delayed.
         self._batch: list[bytes] | None = None
+        self._batched = 0  # bytes in _batch
         self._on_data: Callable[[bytes], None] | None = None
         self._on_end: Callable[[BaseException], None] | None = None
 
@@ -178,12 +179,13 @@ class ProtocolChannel(asyncio.BufferedProtocol):
         """Bytes queued for the peer that it has not taken yet."""
         transport = self._transport
         queued = transport.get_write_buffer_size() if transport is not None else 0
-        return queued + sum(map(len, self._batch or ()))
+        return queued + self._batched
 
     def send_nowait(self, data: bytes) -> None:
         """Write ``data`` (now, or with the rest of this loop iteration's writes)."""
         if self._batch is not None:
             self._batch.append(data)
+            self._batched += len(data)
             return
         transport = self._transport
         if self._error is not None:
@@ -198,6 +200,7 @@ class ProtocolChannel(asyncio.BufferedProtocol):
 
     def _flush(self) -> None:
         batch, self._batch = self._batch, None
+        self._batched = 0
         transport = self._transport
         if transport is None or transport.is_closing():
             return
