@@ -48,6 +48,9 @@ log = logging.getLogger("captp")
 # (about a millisecond of work): one session's flood cannot stall the rest.
 BATCH_MESSAGES: Final = 128
 
+# How often (in bytes written) to ask the channel how much the peer has not read.
+UNSENT_CHECK_BYTES: Final = 64 * 1024
+
 # What a transport raises when the other end is gone.
 TRANSPORT_ERRORS = (
     anyio.EndOfStream,
@@ -188,6 +191,8 @@ class Connection:
         # Bytes the peer has not read yet, if the channel can tell.
         self._unsent: Callable[[], int] | None = None
         self._max_unsent = limits.max_connection_buffer if limits is not None else 0
+        self._check_unsent_at = 0
+        self._seen = (0, 0)  # bytes_in and bytes_out at the last tick
         if limits is not None and hasattr(type(channel), "unsent"):
             self._unsent = lambda: channel.unsent  # type: ignore[attr-defined]
         self.wire = make_wire(self.engine)
@@ -228,15 +233,16 @@ class Connection:
             return
         self.messages_out += len(frames)
         self.bytes_out += sum(map(len, frames))
-        self.last_sent = time.monotonic()
         try:
             if self._join and len(frames) > 1:
                 self._send_bytes(b"".join(frames))
             else:
                 for frame in frames:
                     self._send_bytes(frame)
-            if self._unsent is not None and self._unsent() > self._max_unsent:
-                self._over_unsent()
+            if self._unsent is not None and self.bytes_out > self._check_unsent_at:
+                self._check_unsent_at = self.bytes_out + UNSENT_CHECK_BYTES
+                if self._unsent() > self._max_unsent:
+                    self._over_unsent()
         except CapTPError as exc:
             # The netlayer cannot carry this message (np without chunking): say
             # so to the peer and end the session, rather than drop it silently.
@@ -432,9 +438,7 @@ class Connection:
     # == limits, liveness, what an operator sees =========================================
 
     def _arrived(self, data: bytes) -> None:
-        self.bytes_in += len(data)
-        self.last_received = time.monotonic()
-        self._probe_sent = None
+        self.bytes_in += len(data)  # the timer turns it into last_received
 
     def _over_unsent(self) -> None:
         # The peer does not read what we send: end the session in its own turn.
@@ -479,6 +483,12 @@ class Connection:
         if engine.dead is not None or limits is None:
             return False
         now = time.monotonic()
+        if self.bytes_in != self._seen[0]:
+            self.last_received = now
+            self._probe_sent = None
+        if self.bytes_out != self._seen[1]:
+            self.last_sent = now
+        self._seen = (self.bytes_in, self.bytes_out)
         idle = limits.idle_timeout
         if idle is not None and now - max(self.last_received, self.last_sent) > idle:
             engine.limit_hits += 1
