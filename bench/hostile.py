@@ -9,7 +9,12 @@ Scenarios (each bounded in time; traffic only to 127.0.0.1):
 * ``connections``: N connections that each send one valid ``op:start-session``
   and close; the node's RSS before and after (MB), and its session count.
 * ``gifts``: hello, fetch, ``deposit-gift`` and FIN in one write, N times;
-  the gifts left in the node's gift table.
+  the gifts in the node's gift table during the handoff grace and after it.
+* ``flood``: one session sends 100k calls in one burst; another session's
+  round trips meanwhile (worst and median, ms).
+* ``silent``: a peer process is stopped (SIGSTOP: its TCP stays open) with
+  10k calls pending; seconds until they break with ConnectionLost, and how
+  far closing a node with a deadline overruns it.
 * ``calls``: rounds of N calls to a method that awaits for ever, then the
   peer disconnects; the calls still running on the node, and its RSS.
 
@@ -36,6 +41,7 @@ from netlayers import tcp_testing_only
 from ocapn import Node
 from ocapn.certificates import encode_value
 from ocapn.crypto import KeyPair, encode_signature, my_location_bytes
+from ocapn.handoffs import GIFT_GRACE_SECONDS
 from ocapn.locators import PeerLocation, parse_uri
 
 
@@ -178,8 +184,11 @@ async def _gifts(host: str, port: int, probe: Any, n: int) -> dict[str, Any]:
             for _ in range(min(50, n - start)):
                 tg.start_soon(one)
     await anyio.sleep(0.5)
+    during = await _report(probe)
+    await anyio.sleep(GIFT_GRACE_SECONDS + 1)  # a departed gifter's gifts last the grace
     after = await _report(probe)
-    return {"deposits": n, "gifts_left": after["gifts"]}
+    return {"deposits": n, "gifts_held_during_grace": during["gifts"],
+            "gifts_left_after_grace": after["gifts"]}
 
 
 async def _calls(host: str, port: int, probe: Any, n: int, rounds: int) -> dict[str, Any]:
