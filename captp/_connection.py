@@ -550,12 +550,13 @@ class SessionCalls:
     spawned after that is cancelled at its first ``await``.
     """
 
-    __slots__ = ("_cancelled", "_scopes", "_vat", "call_later", "call_soon", "vat")
+    __slots__ = ("_cancelled", "_scopes", "_vat", "call_later", "call_soon", "thread", "vat")
 
     peer_calls = True  # the calls run here come from a peer: their errors are logged
 
     def __init__(self, vat: Scheduler) -> None:
         self.vat = self._vat = vat
+        self.thread: int | None = getattr(vat, "thread", None)  # the event loop's thread
         self.call_soon = vat.call_soon
         self.call_later = vat.call_later
         self._scopes: set[anyio.CancelScope] = set()
