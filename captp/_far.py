@@ -13,13 +13,14 @@ and a name that is a Python keyword gets a trailing ``_`` (``break`` is
 
 from __future__ import annotations
 
+import functools
 import keyword
 from collections.abc import Callable
-from typing import Any, Final, TypeVar, overload
+from typing import Any, Final, TypeVar, cast, overload
 
 from captp._passable import Symbol
 
-__all__ = ["FarFunction", "far", "interface_name", "invoke", "python_name", "wire_name"]
+__all__ = ["FarFunction", "bound_method", "far", "interface_name", "python_name", "wire_name"]
 
 T = TypeVar("T", bound=type)
 
@@ -135,8 +136,8 @@ def public_methods(cls: type) -> list[str]:
     )
 
 
-def invoke(target: Any, method: str | None, args: tuple[Any, ...]) -> Any:
-    """Call ``method(*args)`` on a local far object (or apply a far function).
+def bound_method(target: Any, method: str | None) -> Callable[..., Any]:
+    """What a call of ``method`` on a local far object runs (``None``: apply a far function).
 
     Raises :class:`TypeError` when the target has no such public method or is
     not callable.  A far function called with a method name gets the name as
@@ -144,11 +145,11 @@ def invoke(target: Any, method: str | None, args: tuple[Any, ...]) -> Any:
     """
     if type(target) is FarFunction:
         if method is None:
-            return target.fn(*args)
-        return target.fn(Symbol(method), *args)
+            return target.fn
+        return functools.partial(target.fn, Symbol(method))
     if method is None:
         if callable(target) and not isinstance(target, type):
-            return target(*args)
+            return cast(Callable[..., Any], target)
         raise TypeError(f"{interface_name(target)} is not a function; call one of its methods")
     attr = _find_method(type(target), method)
     if attr is None:
@@ -156,4 +157,4 @@ def invoke(target: Any, method: str | None, args: tuple[Any, ...]) -> Any:
             f"{interface_name(target)} has no method {method!r}; "
             f"it has {public_methods(type(target))}"
         )
-    return getattr(target, attr)(*args)
+    return cast(Callable[..., Any], getattr(target, attr))

@@ -22,7 +22,7 @@ from typing import Any, Final, Generic
 
 import anyio
 
-from captp._far import invoke
+from captp._far import bound_method
 from captp._passable import Tagged, is_remotable
 from captp._refs import RemoteRef
 from captp._typing import T_co
@@ -444,7 +444,14 @@ def deliver_local(
     peer gets only its name and message.
     """
     try:
-        result = invoke(target, method, args)
+        # A method the target does not have is the caller's mistake: not logged.
+        call = bound_method(target, method)
+    except TypeError as exc:
+        if resolver is not None:
+            resolver.break_(exc)
+        return
+    try:
+        result = call(*args)
     except Exception as exc:
         if getattr(vat, "peer_calls", False):
             _report(target, method, exc)

@@ -595,6 +595,10 @@ async def test_a_far_methods_error_is_logged_here_and_named_there(
             with pytest.raises(RemoteError) as info:
                 await E(faulty).later()
             assert info.value.remote_name == "ValueError"
+            # A method the object does not have is the caller's mistake: not logged here.
+            with pytest.raises(RemoteError, match="has no method 'nope'") as missing:
+                await E(faulty).nope()
+            assert missing.value.remote_name == "TypeError"
         records = [r for r in caplog.records if r.name == "captp.calls"]
         assert [r.exc_info[0] for r in records if r.exc_info] == [ZeroDivisionError, ValueError]
         assert "Faulty.divide raised ZeroDivisionError" in records[0].getMessage()
