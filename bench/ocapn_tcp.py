@@ -40,8 +40,9 @@ Python heap, by ``tracemalloc``) is divided by N.
 "pinned" runs both processes on one CPU (``--cpu``, as ``taskset -c 1``
 would), which measures the CPU spent per call; "unpinned" lets the kernel
 place them, which adds cross-CPU wake-ups (roughly what a real link adds).
-The target is OCapN at 40% or more of the plain ``Protocol`` ping-pong's
-round trips per second, pinned.  The last line of output is one JSON object
+The targets (issue 9) are OCapN at 60% or more of the plain ``Protocol``
+ping-pong's round trips per second, and 40% or more of the
+``BufferedProtocol`` one, pinned.  The last line of output is one JSON object
 with every figure.
 """
 
@@ -60,7 +61,8 @@ import sys
 import time
 from typing import Any, Final
 
-TARGET_RATIO: Final = 0.40
+TARGET_RATIO: Final = 0.60  # of the Protocol ping-pong
+TARGET_BUFFERED_RATIO: Final = 0.40  # of the BufferedProtocol ping-pong
 ROUNDS: Final = 7  # interleaved series per placement
 CONCURRENT: Final = 10_000
 PAYLOAD: Final = b"x" * 50
@@ -794,9 +796,15 @@ def run() -> None:
                   f" base / BufferedProtocol {result['base_ratio_to_buffered']:.0%};"
                   f" this / base {result['speedup_over_base']:.2f}x")
     if "pinned" in figures:
+        pinned = figures["pinned"]
         figures["target_ratio"] = TARGET_RATIO
-        figures["target_met"] = figures["pinned"]["ratio_to_protocol"] >= TARGET_RATIO
-        print(f"target: OCapN >= {TARGET_RATIO:.0%} of the Protocol ping-pong, pinned: "
+        figures["target_buffered_ratio"] = TARGET_BUFFERED_RATIO
+        figures["target_met"] = (
+            pinned["ratio_to_protocol"] >= TARGET_RATIO
+            and pinned["ratio_to_buffered"] >= TARGET_BUFFERED_RATIO
+        )
+        print(f"target: OCapN >= {TARGET_RATIO:.0%} of the Protocol ping-pong and "
+              f">= {TARGET_BUFFERED_RATIO:.0%} of the BufferedProtocol one, pinned: "
               f"{'met' if figures['target_met'] else 'NOT met'}")
     print(json.dumps(figures))
 
