@@ -26,10 +26,9 @@ messages travel in pieces; otherwise sending one fails the session with a
 
 from __future__ import annotations
 
-import collections
 import logging
 import warnings
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Final, Literal
@@ -40,6 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from noise.connection import Keypair, NoiseConnection  # type: ignore[import-untyped]
 
 from captp import Channel
+from netlayers._framed import FramedChannel
 from netlayers._keyed import KeyedNetlayer
 from netlayers.tcp import connect_channel, serve_channels
 from ocapn.crypto import PublicKey
@@ -340,7 +340,7 @@ class NoiseTransport:
         return plaintext
 
 
-class NpChannel:
+class NpChannel(FramedChannel):
     """A Noise transport over a byte channel: one OCapN message per (chunked) Noise message.
 
     ``session_binding`` tells the OCapN session above which keys the Noise
@@ -352,7 +352,7 @@ class NpChannel:
         self, raw: Channel, frames: _Frames, noise: Any, *, chunked: bool,
         binding: SessionBinding, max_message: int = MAX_MESSAGE_BYTES,
     ) -> None:
-        self._raw = raw
+        super().__init__(raw)
         self._frames = frames
         transport = NoiseTransport(noise)
         self._encrypt = transport.encrypt
@@ -360,18 +360,12 @@ class NpChannel:
         self.chunked = chunked
         self.session_binding = binding
         self._max = max_message
-        self._messages: collections.deque[bytes] = collections.deque()
         self._pieces: list[bytes] = []
         self._size = 0
-        self._failed: BaseException | None = None  # raised once the messages before it are read
-        self._on_data: Callable[[bytes], None] | None = None
-        self._on_end: Callable[[BaseException], None] | None = None
-        self.push: Callable[[Callable[[bytes], None], Callable[[BaseException], None]], None] | None
-        self.push = self._push if getattr(raw, "push", None) is not None else None
 
     def send_nowait(self, data: bytes) -> None:
         """Encrypt and send one OCapN message (in pieces when chunking was agreed)."""
-        if self._failed is not None:
+        if self._ended is not None:
             raise anyio.ClosedResourceError
         encrypt = self._encrypt
         if not self.chunked:
@@ -394,63 +388,21 @@ class NpChannel:
 
     async def receive(self) -> bytes:
         """The next OCapN message; :class:`NoiseError` if a ciphertext does not decrypt."""
-        messages = self._messages
-        while not messages:
-            if self._failed is not None:
-                raise self._failed
-            try:
-                data = await self._raw.receive()
-            except anyio.EndOfStream as exc:
-                self._end(exc)
-                continue
-            self._feed(data)
-        return messages.popleft()
+        return await super().receive()
 
     async def aclose(self) -> None:
         """Close the byte channel gracefully."""
         await self._raw.aclose()
 
-    def _push(
-        self, on_data: Callable[[bytes], None], on_end: Callable[[BaseException], None]
-    ) -> None:
-        """From now on hand each message to ``on_data`` (from the transport's callback)."""
-        self._on_data = on_data
-        self._on_end = on_end
-        self._deliver()
-        if self._failed is None:
-            raw_push: Any = getattr(self._raw, "push")  # noqa: B009
-            raw_push(self._pushed, self._pushed_end)
-
-    def _pushed(self, data: bytes) -> None:
-        self._feed(data)
-        self._deliver()
-
-    def _pushed_end(self, exc: BaseException) -> None:
-        if isinstance(exc, anyio.EndOfStream):
-            self._end(exc)
-        elif self._failed is None:
-            self._failed = exc
-        self._deliver()
-
-    def _deliver(self) -> None:
-        on_data = self._on_data
-        messages = self._messages
-        while messages and on_data is not None:
-            on_data(messages.popleft())
-        if self._failed is not None and self._on_end is not None:
-            on_end, self._on_end = self._on_end, None
-            on_end(self._failed)
-
-    def _end(self, exc: anyio.EndOfStream) -> None:
-        if self._failed is None:
-            if self._frames.buffer or self._pieces:
-                self._failed = NoiseError("the connection ended inside a message")
-            else:
-                self._failed = exc
+    def _end(self, exc: BaseException) -> None:
+        inside = bool(self._frames.buffer or self._pieces)
+        if self._ended is None and isinstance(exc, anyio.EndOfStream) and inside:
+            exc = NoiseError("the connection ended inside a message")
+        super()._end(exc)
 
     def _feed(self, data: bytes) -> None:
         """Decrypt the whole frames ``data`` completes; queue the whole messages."""
-        if self._failed is not None:
+        if self._ended is not None:
             return
         leftover = self._frames.buffer
         if leftover:
@@ -464,28 +416,28 @@ class NpChannel:
             colon = data.find(b":", at, at + _MAX_FRAME_DIGITS + 1)
             if colon < 0:
                 if size - at > _MAX_FRAME_DIGITS:
-                    self._failed = FrameError("a netstring length longer than 5 digits")
+                    self._ended = FrameError("a netstring length longer than 5 digits")
                     return
                 break
             digits = data[at:colon]
             if not digits.isdigit():
-                self._failed = FrameError(f"a malformed netstring length: {digits[:8]!r}")
+                self._ended = FrameError(f"a malformed netstring length: {digits[:8]!r}")
                 return
             length = int(digits)
             if length > MAX_NOISE_MESSAGE:
-                self._failed = FrameError(f"an np frame of {length} bytes (at most 65535)")
+                self._ended = FrameError(f"an np frame of {length} bytes (at most 65535)")
                 return
             end = colon + 1 + length
             if end >= size:
                 break
             if data[end] != 0x2C:
-                self._failed = FrameError("a netstring without its trailing comma")
+                self._ended = FrameError("a netstring without its trailing comma")
                 return
             at = end + 1
             try:
                 plain = decrypt(data[colon + 1 : end])
             except NoiseError as exc:
-                self._failed = exc
+                self._ended = exc
                 return
             if not self.chunked:
                 self._messages.append(plain)
@@ -496,11 +448,11 @@ class NpChannel:
 
     def _take_piece(self, plain: bytes) -> bool:
         if not plain or plain[0] not in (_MORE, _LAST):
-            self._failed = FrameError("a chunked np message without its flag byte")
+            self._ended = FrameError("a chunked np message without its flag byte")
             return False
         self._size += len(plain) - 1
         if self._size > self._max:
-            self._failed = FrameError(f"an OCapN message over {self._max} bytes")
+            self._ended = FrameError(f"an OCapN message over {self._max} bytes")
             return False
         if plain[0] == _LAST and not self._pieces:
             self._messages.append(plain[1:])

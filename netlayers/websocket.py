@@ -30,13 +30,12 @@ channels of :mod:`netlayers.tcp` (``ws://``) or anyio TLS streams
 from __future__ import annotations
 
 import base64
-import collections
 import ipaddress
 import logging
 import os
 import ssl
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from typing import Any, Final, Literal
@@ -51,6 +50,7 @@ from wsproto.events import AcceptConnection, RejectConnection, Request
 from wsproto.utilities import RemoteProtocolError
 
 from captp import Channel, Record, Symbol
+from netlayers._framed import FramedChannel
 from netlayers._keyed import KeyedNetlayer
 from netlayers.stream import StreamChannel
 from netlayers.tcp import connect_channel, serve_channels
@@ -229,7 +229,7 @@ def _xor(data: bytes | bytearray, key: bytes | bytearray) -> bytes:
     )
 
 
-class WebSocketChannel:
+class WebSocketChannel(FramedChannel):
     """One WebSocket connection as a message channel: one OCapN message per binary message.
 
     It sits on a byte channel (``raw``: TCP or TLS).  wsproto does the HTTP
@@ -243,25 +243,19 @@ class WebSocketChannel:
     """
 
     def __init__(self, raw: Channel, *, client: bool, max_message: int = MAX_MESSAGE_BYTES):
-        self._raw = raw
+        super().__init__(raw)
         self._client = client
         self._ws = WSConnection(ConnectionType.CLIENT if client else ConnectionType.SERVER)
         self._max = max_message
         self._head = bytearray()  # bytes before the upgrade is done
         self._buffer = bytearray()  # frame bytes after it
         self._open = False
-        self._messages: collections.deque[bytes] = collections.deque()
         self._partial: list[bytes] = []
         self._partial_size = 0
         self._in_message = False
         self._request: Request | None = None
-        self._ended: BaseException | None = None  # raised once the messages before it are read
         self._close_sent = False
         self._closing = False
-        self._on_data: Callable[[bytes], None] | None = None
-        self._on_end: Callable[[BaseException], None] | None = None
-        self.push: Callable[[Callable[[bytes], None], Callable[[BaseException], None]], None] | None
-        self.push = self._push if getattr(raw, "push", None) is not None else None
 
     # -- opening ------------------------------------------------------------------------
 
@@ -288,13 +282,6 @@ class WebSocketChannel:
             raise anyio.ClosedResourceError
         self._raw.send_nowait(encode_frame(_BINARY, data, mask=self._client))
 
-    async def receive(self) -> bytes:
-        """The next whole binary message."""
-        messages = self._messages
-        while not messages:
-            await self._pump()
-        return messages.popleft()
-
     async def aclose(self) -> None:
         """Send a close frame (if none was sent), then close the byte channel gracefully."""
         if self._closing:
@@ -302,35 +289,6 @@ class WebSocketChannel:
         self._closing = True
         self._close_frame(_NORMAL, "")
         await self._raw.aclose()
-
-    def _push(
-        self, on_data: Callable[[bytes], None], on_end: Callable[[BaseException], None]
-    ) -> None:
-        """From now on hand each message to ``on_data`` (from the transport's callback)."""
-        self._on_data = on_data
-        self._on_end = on_end
-        self._deliver()
-        if self._ended is None:
-            raw_push: Any = getattr(self._raw, "push")  # noqa: B009
-            raw_push(self._pushed, self._pushed_end)
-
-    def _pushed(self, data: bytes) -> None:
-        self._feed(data)
-        self._deliver()
-
-    def _pushed_end(self, exc: BaseException) -> None:
-        if self._ended is None:
-            self._ended = exc
-        self._deliver()
-
-    def _deliver(self) -> None:
-        on_data = self._on_data
-        messages = self._messages
-        while messages and on_data is not None:
-            on_data(messages.popleft())
-        if self._ended is not None and self._on_end is not None:
-            on_end, self._on_end = self._on_end, None
-            on_end(self._ended)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -346,19 +304,6 @@ class WebSocketChannel:
         if self._ended is None:
             self._close_frame(code, str(error))
             self._ended = error
-
-    async def _pump(self) -> None:
-        """Read from the byte channel once and act on what it brings."""
-        if self._ended is not None:
-            raise self._ended
-        try:
-            data = await self._raw.receive()
-        except anyio.EndOfStream:
-            self._ended = anyio.EndOfStream()
-            raise
-        self._feed(data)
-        if self._ended is not None and not self._messages:
-            raise self._ended
 
     def _feed(self, data: bytes) -> None:
         """Take bytes from the peer: the upgrade first, then frames."""
