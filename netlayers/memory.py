@@ -185,13 +185,13 @@ class MemoryNetwork:
 
     def __init__(self, latency: float = 0.0) -> None:
         self.latency = latency
-        self._listeners: dict[str, MemoryObjectSendStream[MemoryChannel]] = {}
+        self._listeners: dict[str, MemoryObjectSendStream[Channel]] = {}
 
     def netlayer(self, designator: str | None = None) -> MemoryNetlayer:
         """A new netlayer on this network (``designator``: random if not given)."""
         return MemoryNetlayer(self, designator)
 
-    def _listen(self, designator: str, inbox: MemoryObjectSendStream[MemoryChannel]) -> None:
+    def _listen(self, designator: str, inbox: MemoryObjectSendStream[Channel]) -> None:
         if designator in self._listeners:
             raise ValueError(f"designator {designator!r} is taken on this memory network")
         self._listeners[designator] = inbox
@@ -199,16 +199,20 @@ class MemoryNetwork:
     def _unlisten(self, designator: str) -> None:
         self._listeners.pop(designator, None)
 
-    def _dial(self, designator: str) -> MemoryChannel:
+    def _dial(self, designator: str) -> Channel:
         inbox = self._listeners.get(designator)
         if inbox is None:
             raise ConnectionRefusedError(f"nobody listens at {designator!r} on this memory network")
-        ours, theirs = memory_pipe(self.latency)
+        ours, theirs = self._pipe()
         try:
             inbox.send_nowait(theirs)
         except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
             raise ConnectionRefusedError(f"{designator!r} is not accepting connections") from None
         return ours
+
+    def _pipe(self) -> tuple[Channel, Channel]:
+        """The two ends of a new connection (the dialer's first)."""
+        return memory_pipe(self.latency)
 
 
 class MemoryNetlayer:
@@ -233,13 +237,13 @@ class MemoryNetlayer:
         self, handler: ConnectionHandler, *, task_status: TaskStatus[PeerLocation]
     ) -> None:
         """Accept connections from the network until cancelled, each in a task of its own."""
-        send, receive = anyio.create_memory_object_stream[MemoryChannel](1024)
+        send, receive = anyio.create_memory_object_stream[Channel](1024)
         self.network._listen(self.designator, send)
         self._location = PeerLocation(MEMORY_TRANSPORT, self.designator)
         try:
             async with anyio.create_task_group() as tg, receive:
 
-                async def run(channel: MemoryChannel) -> None:
+                async def run(channel: Channel) -> None:
                     try:
                         await handler(channel)
                     finally:

@@ -27,20 +27,18 @@ from __future__ import annotations
 
 import math
 import random
-import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Final, Literal
+from typing import Final
 
 import anyio
 import anyio.abc
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from netlayers.memory import connect_pair
-from ocapn.locators import PeerLocation
-from ocapn.netlayer import ConnectionHandler
+from captp import Channel
+from netlayers.memory import MemoryNetlayer, MemoryNetwork, connect_pair
 from ocapn.node import Node
 from ocapn.wire import SPEC_PROFILE, WireProfile
 
@@ -123,7 +121,7 @@ class SimChannel:
             self._link.network._links.discard(self._link)
 
 
-class SimNetwork:
+class SimNetwork(MemoryNetwork):
     """An in-memory network for tests: nodes find each other by designator.
 
     ``latency``: seconds each message spends in flight; ``loss``: the
@@ -136,15 +134,14 @@ class SimNetwork:
             raise ValueError(f"loss is a probability between 0 and 1, not {loss!r}")
         if latency < 0 or not math.isfinite(latency):
             raise ValueError(f"latency is a non-negative number of seconds, not {latency!r}")
-        self.latency = latency
+        super().__init__(latency)
         self.loss = loss
         self._random = random.Random(seed)
-        self._listeners: dict[str, MemoryObjectSendStream[SimChannel]] = {}
         self._links: set[_Link] = set()
 
     def netlayer(self, designator: str | None = None) -> SimNetlayer:
         """A new netlayer on this network (``designator``: random if not given)."""
-        return SimNetlayer(self, designator or secrets.token_hex(8))
+        return SimNetlayer(self, designator)
 
     @property
     def links(self) -> int:
@@ -158,76 +155,26 @@ class SimNetwork:
             link.fail()
         return len(links)
 
-    def _dial(self, designator: str) -> SimChannel:
-        inbox = self._listeners.get(designator)
-        if inbox is None:
-            raise ConnectionRefusedError(f"nobody listens at {designator!r} on this network")
+    def _dial(self, designator: str) -> Channel:
+        ours = super()._dial(designator)
+        if isinstance(ours, SimChannel):  # always: _pipe made it
+            self._links.add(ours._link)
+        return ours
+
+    def _pipe(self) -> tuple[Channel, Channel]:
         link = _Link(self)
         a_send, b_receive = anyio.create_memory_object_stream[tuple[float, bytes]](math.inf)
         b_send, a_receive = anyio.create_memory_object_stream[tuple[float, bytes]](math.inf)
         link.streams = [a_send, b_send]
-        ours, theirs = SimChannel(link, a_send, a_receive), SimChannel(link, b_send, b_receive)
-        try:
-            inbox.send_nowait(theirs)
-        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            raise ConnectionRefusedError(f"{designator!r} is not accepting connections") from None
-        self._links.add(link)
-        return ours
+        return SimChannel(link, a_send, a_receive), SimChannel(link, b_send, b_receive)
 
 
-class SimNetlayer:
+class SimNetlayer(MemoryNetlayer):
     """A netlayer on a :class:`SimNetwork` (transport ``memory-testing-only``)."""
 
-    transport = SIM_TRANSPORT
-    framing: Literal["message"] = "message"
-
-    def __init__(self, network: SimNetwork, designator: str) -> None:
-        self.network = network
-        self.designator = designator
-        self._location: PeerLocation | None = None
-
-    @property
-    def location(self) -> PeerLocation:
-        """Our locator (valid once :meth:`serve` has started)."""
-        if self._location is None:
-            raise RuntimeError("the netlayer is not serving yet")
-        return self._location
-
-    async def serve(
-        self, handler: ConnectionHandler, *, task_status: TaskStatus[PeerLocation]
-    ) -> None:
-        """Accept connections until cancelled, each in a task of its own."""
-        if self.designator in self.network._listeners:
-            raise ValueError(f"designator {self.designator!r} is taken on this network")
-        send, receive = anyio.create_memory_object_stream[SimChannel](1024)
-        self.network._listeners[self.designator] = send
-        self._location = PeerLocation(SIM_TRANSPORT, self.designator)
-        try:
-            async with anyio.create_task_group() as tg, receive:
-
-                async def run(channel: SimChannel) -> None:
-                    try:
-                        await handler(channel)
-                    finally:
-                        await channel.aclose()
-
-                task_status.started(self._location)
-                async for channel in receive:
-                    tg.start_soon(run, channel)
-        finally:
-            self.network._listeners.pop(self.designator, None)
-            send.close()
-
-    @asynccontextmanager
-    async def connect(self, location: PeerLocation) -> AsyncIterator[SimChannel]:
-        """A channel to the peer with that designator on this network."""
-        if location.transport != SIM_TRANSPORT:
-            raise ValueError(f"not a {SIM_TRANSPORT} locator: {location}")
-        channel = self.network._dial(location.designator)
-        try:
-            yield channel
-        finally:
-            await channel.aclose()
+    def __init__(self, network: SimNetwork, designator: str | None = None) -> None:
+        super().__init__(network, designator)
+        self.network: SimNetwork = network
 
 
 class NodeSet:
