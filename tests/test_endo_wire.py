@@ -100,6 +100,15 @@ def test_netstring_decoder_handles_any_split() -> None:
     assert NetstringDecoder().feed(data) == got
 
 
+def test_netstring_decoder_reads_large_frames_whole_or_split() -> None:
+    frames = [("\u00e9" * 5000).encode(), b"x" * 4096, b"y" * 4097, b"{}"]
+    data = b"".join(netstring(f) for f in frames)
+    assert NetstringDecoder().feed(data) == [f.decode() for f in frames]
+    decoder = NetstringDecoder()
+    got = [t for i in range(0, len(data), 1000) for t in decoder.feed(data[i : i + 1000])]
+    assert got == [f.decode() for f in frames] and decoder.buffered == 0
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [(b"x:{}", "decimal digits"), (b"2:{}x", "terminated"), (b"12345678901", "length expected"),
@@ -198,9 +207,11 @@ def test_unknown_types_are_ignored_and_malformed_messages_rejected(
     peer = Peer(PeerBootstrap())
     with caplog.at_level(logging.WARNING, logger="captp.endo"):
         peer.feed({"type": "CTP_BOGUS", "epoch": 0})
+        peer.feed({"type": ["CTP_CALL"], "epoch": 0})  # not even a string: still unknown
         peer.feed({"type": "CTP_TRAP_ITERATE", "epoch": 0, "questionID": "q-1",
                    "serialized": {"body": "[]", "slots": []}})
     assert "CTP_BOGUS" in caplog.text and "CTP_TRAP_ITERATE" in caplog.text
+    assert "['CTP_CALL']" in caplog.text
     assert peer.engine.dead is None
     for bad in [
         b"7:[1,2,3],",

@@ -21,6 +21,8 @@ __all__ = ["DEFAULT_MAX_FRAME_SIZE", "NetstringDecoder", "netstring"]
 DEFAULT_MAX_FRAME_SIZE: Final = 64 * 1024 * 1024
 
 _MAX_DIGITS: Final = 10
+# Frames up to this size are decoded from a slice, larger ones from a view (no copy).
+_SMALL_FRAME: Final = 4096
 
 
 def netstring(payload: bytes) -> bytes:
@@ -45,38 +47,38 @@ class NetstringDecoder:
     def feed(self, data: bytes) -> list[str]:
         """The payloads completed by ``data``; DecodeError on a malformed stream."""
         buf = self._pending + data if self._pending else bytes(data)
-        view = memoryview(buf)
         frames: list[str] = []
         pos = 0
-        end_of_data = len(buf)
-        try:
-            while pos < end_of_data:
-                colon = buf.find(b":", pos, pos + _MAX_DIGITS + 1)
-                if colon < 0:
-                    head = buf[pos:]
-                    if len(head) > _MAX_DIGITS or not head.isdigit():
-                        raise DecodeError(f"netstring length expected, got {head[:16]!r}")
-                    break
-                digits = buf[pos:colon]
-                if not digits.isdigit():
-                    raise DecodeError(f"netstring length must be decimal digits, not {digits!r}")
-                length = int(digits)
-                if length > self._max:
-                    raise DecodeError(
-                        f"netstring of {length} bytes exceeds the limit of {self._max}"
-                    )
-                end = colon + 1 + length
-                if end >= end_of_data:
-                    break
-                if buf[end] != 0x2C:  # ','
-                    found = buf[end : end + 1]
-                    raise DecodeError(f"netstring not terminated by ',' (found {found!r})")
-                try:
-                    frames.append(str(view[colon + 1 : end], "utf-8"))
-                except UnicodeDecodeError as exc:
-                    raise DecodeError(f"frame is not valid UTF-8: {exc}") from None
-                pos = end + 1
-        finally:
-            view.release()
-        self._pending = buf[pos:] if pos < end_of_data else b""
+        size = len(buf)
+        while pos < size:
+            colon = buf.find(b":", pos, pos + _MAX_DIGITS + 1)
+            if colon < 0:
+                head = buf[pos:]
+                if len(head) > _MAX_DIGITS or not head.isdigit():
+                    raise DecodeError(f"netstring length expected, got {head[:16]!r}")
+                break
+            digits = buf[pos:colon]
+            if not digits.isdigit():
+                raise DecodeError(f"netstring length must be decimal digits, not {digits!r}")
+            length = int(digits)
+            if length > self._max:
+                raise DecodeError(
+                    f"netstring of {length} bytes exceeds the limit of {self._max}"
+                )
+            end = colon + 1 + length
+            if end >= size:
+                break
+            if buf[end] != 0x2C:  # ','
+                found = buf[end : end + 1]
+                raise DecodeError(f"netstring not terminated by ',' (found {found!r})")
+            try:
+                if length <= _SMALL_FRAME:  # slicing copies, but costs less than a view
+                    frames.append(buf[colon + 1 : end].decode("utf-8"))
+                else:
+                    with memoryview(buf) as view:
+                        frames.append(str(view[colon + 1 : end], "utf-8"))
+            except UnicodeDecodeError as exc:
+                raise DecodeError(f"frame is not valid UTF-8: {exc}") from None
+            pos = end + 1
+        self._pending = buf[pos:] if pos < size else b""
         return frames

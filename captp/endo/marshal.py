@@ -186,16 +186,20 @@ class Marshal:
         return f"error:{self.marshal_name}#{self._error_id}"
 
     def _encode_capdata(self, root: Any) -> tuple[str, list[str]]:
-        # Most bodies are undefined, or lists of strings and numbers (a method
-        # name and its arguments): those need no references, no closures.
+        # Most bodies are undefined, a string, or lists of strings and numbers
+        # (a method name and its arguments): those need no references, no closures.
+        t = type(root)
+        if t is str:
+            return _json.dumps(root), []
         if root is None:
             return _UNDEFINED_BODY, []
-        try:
-            plain = _plain_out(root) if type(root) is list or type(root) is tuple else None
-        except RecursionError:
-            raise EncodeError("value nested too deeply to encode") from None
-        if plain is not None:
-            return _json.dumps(plain), []
+        if t is list or t is tuple:
+            try:
+                plain = _plain_out(root)
+            except RecursionError:
+                raise EncodeError("value nested too deeply to encode") from None
+            if plain is not None:
+                return _json.dumps(plain), []
         slots: list[str] = []
         index_of: dict[int, int] = {}  # id(reference) -> slot index, for this message
         slow = False
@@ -379,10 +383,13 @@ class Marshal:
         return slot
 
     def _decode_capdata(self, tree: Any, slots: list[str]) -> Any:
-        if type(tree) is list:  # the common case: lists of strings and numbers
+        t = type(tree)
+        if t is list:  # the common case: lists of strings and numbers
             plain = _plain_in(tree)
             if plain is not None:
                 return plain
+        elif t is str or t is float or t is bool:
+            return tree
         slot = self._slot_decoder(slots)
 
         def dec(v: Any) -> Any:

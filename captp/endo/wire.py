@@ -39,11 +39,11 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final, Literal
 
 from captp._far import interface_name
-from captp._passable import null
+from captp._passable import Symbol, null
 from captp._promise import broken
 from captp._refs import RemoteRef
 from captp.endo import _json
-from captp.endo.framing import DEFAULT_MAX_FRAME_SIZE, NetstringDecoder, netstring
+from captp.endo.framing import DEFAULT_MAX_FRAME_SIZE, NetstringDecoder
 from captp.endo.marshal import BodyFormat, Marshal, UnknownReference
 from captp.engine import Engine, Positions
 from captp.errors import CapTPError, DecodeError, EncodeError, ProtocolError
@@ -69,6 +69,7 @@ EndoFraming = Literal["netstring", "message"]
 Trace = Callable[[str, str], None]
 
 _quote: Final = _json.quote
+_NO_SLOTS: Final[list[str]] = []  # never changed
 
 
 def reverse_slot(slot: str) -> str:
@@ -144,6 +145,9 @@ class EndoWire:
         )
         self.trace = trace
         self._epoch = str(epoch)
+        # The constant heads of the messages sent most.
+        self._call_head = '{"type":"CTP_CALL","epoch":' + self._epoch + ',"questionID":'
+        self._return_head = '{"type":"CTP_RETURN","epoch":' + self._epoch + ',"answerID":'
         self._netstring = framing == "netstring"
         self._max_frame_size = max_frame_size
         self._frames = NetstringDecoder(max_frame_size) if self._netstring else None
@@ -209,13 +213,13 @@ class EndoWire:
             data = text.encode("utf-8")
         except UnicodeEncodeError:  # a peer-chosen id with a lone surrogate
             data = _json.escape_surrogates(text).encode("utf-8")
-        return netstring(data) if self._netstring else data
+        return b"%d:%b," % (len(data), data) if self._netstring else data
 
     def _capdata(self, value: Any) -> str:
         body, slots = self.marshal.encode(value)
         if not slots:
-            return '{"body":' + _quote(body) + ',"slots":[]}'
-        return '{"body":' + _quote(body) + ',"slots":[' + ",".join(map(_quote, slots)) + "]}"
+            return f'{{"body":{_quote(body)},"slots":[]}}'
+        return f'{{"body":{_quote(body)},"slots":[{",".join(map(_quote, slots))}]}}'
 
     def _target(self, target: Any) -> str:
         desc = self.engine.describe_target(target)
@@ -232,12 +236,8 @@ class EndoWire:
     def _enc_deliver(self, m: Deliver) -> str:
         target = self._target(m.target)
         method = self._capdata((null if m.method is None else m.method, m.args))
-        return (
-            '{"type":"CTP_CALL","epoch":' + self._epoch
-            + ',"questionID":' + _quote(m.answer)  # type: ignore[arg-type]
-            + ',"target":' + _quote(target)
-            + ',"method":' + method + "}"
-        )
+        answer = _quote(m.answer)  # type: ignore[arg-type]
+        return f'{self._call_head}{answer},"target":{_quote(target)},"method":{method}}}'
 
     def _enc_get(self, m: Get) -> str:
         if m.kind == "untag":
@@ -259,11 +259,9 @@ class EndoWire:
         )
 
     def _enc_return(self, m: Return) -> str:
-        return (
-            '{"type":"CTP_RETURN","epoch":' + self._epoch
-            + ',"answerID":' + _quote(m.answer)  # type: ignore[arg-type]
-            + (',"result":' if m.ok else ',"exception":') + self._capdata(m.value) + "}"
-        )
+        answer = _quote(m.answer)  # type: ignore[arg-type]
+        outcome = ',"result":' if m.ok else ',"exception":'
+        return f"{self._return_head}{answer}{outcome}{self._capdata(m.value)}}}"
 
     def _enc_resolve(self, m: Resolve) -> str:
         # promiseID is the importer's name for the promise: our p+2 is its p-2.
@@ -337,10 +335,12 @@ class EndoWire:
             ) from None
 
     def _target_in(self, target: str) -> Any:
-        if len(target) > 2 and target[1] in "+-" and target[0] in "opt":
-            if target[1] == "-":
+        if len(target) > 2 and target[0] in "opt":
+            sign = target[1]
+            if sign == "-":
                 return self._lookup_export(f"{target[0]}+{target[2:]}")
-            raise UnknownReference(f"target {target!r} is the sender's own export")
+            if sign == "+":
+                raise UnknownReference(f"target {target!r} is the sender's own export")
         try:
             return self.engine.lookup_answer(target)
         except ProtocolError:
@@ -362,8 +362,9 @@ class EndoWire:
                 texts = [str(data, "utf-8")]
             except UnicodeDecodeError as exc:
                 raise DecodeError(f"message is not valid UTF-8: {exc}") from None
+        decode = self.decode_json
         for text in texts:
-            message = self.decode_json(text)
+            message = decode(text)
             if message is not None:
                 yield message
             else:
@@ -380,19 +381,22 @@ class EndoWire:
             raise DecodeError(f"message is not JSON: {exc}") from None
         if type(obj) is not dict:
             raise DecodeError(f"message must be a JSON object, not {type(obj).__name__}")
-        decoder = self._decoders.get(obj.get("type"))  # type: ignore[arg-type]
+        kind = obj.get("type")
+        if kind == "CTP_CALL":  # most messages are calls
+            return self._dec_call(obj)
+        decoder = self._decoders.get(kind) if type(kind) is str else None
         if decoder is None:
             # @endo/captp ignores unknown types too (onReject, no reply); a
             # newer peer may send types we do not know yet.
-            log.warning("%s: ignoring unknown message type %r", self.engine.name, obj.get("type"))
+            log.warning("%s: ignoring unknown message type %r", self.engine.name, kind)
             return None
         return decoder(obj)
 
     def _capdata_in(self, data: Any, what: str) -> Any:
         if type(data) is not dict:
             raise DecodeError(f"{what} must be a CapData object, not {data!r}")
-        slots = data.get("slots", [])
-        if type(slots) is not list or any(type(s) is not str for s in slots):
+        slots = data.get("slots", _NO_SLOTS)
+        if type(slots) is not list or (slots and any(type(s) is not str for s in slots)):
             raise DecodeError(f"{what}.slots must be a list of strings")
         body = data.get("body")
         if type(body) is not str:
@@ -400,8 +404,12 @@ class EndoWire:
         return self.marshal.decode(body, slots)
 
     def _dec_call(self, obj: dict[str, Any]) -> Message:
-        question = _string(obj, "questionID", "CTP_CALL")
-        target = _string(obj, "target", "CTP_CALL")
+        question = obj.get("questionID")
+        if type(question) is not str:
+            raise ProtocolError(f"CTP_CALL.questionID must be a string, not {question!r}")
+        target = obj.get("target")
+        if type(target) is not str:
+            raise ProtocolError(f"CTP_CALL.target must be a string, not {target!r}")
         if obj.get("trap"):
             refusal = CapTPError("Trap() needs a guest and host sharing memory; not over a network")
             return _refused(question, refusal)
@@ -411,23 +419,23 @@ class EndoWire:
         except UnknownReference as exc:
             # JS drops such a call silently and the caller hangs; we answer.
             return _refused(question, exc)
-        if type(method) is not list or not 1 <= len(method) <= 2:
-            raise ProtocolError(f"CTP_CALL.method must be [prop] or [prop, args], not {method!r}")
-        prop = method[0]
-        if len(method) == 1:
+        if type(method) is list and len(method) == 2:  # [prop, args]: a method call
+            prop, args = method
+            if type(args) is not list:
+                raise ProtocolError(f"CTP_CALL arguments must be an array, not {args!r}")
+            if type(prop) is str:
+                return Deliver(receiver, prop, tuple(args), question)
+            if prop is null:
+                return Deliver(receiver, None, tuple(args), question)
+            if type(prop) is Symbol:  # [Symbol.asyncIterator]() calls "@@asyncIterator"
+                return Deliver(receiver, prop.name, tuple(args), question)
+            raise ProtocolError(f"CTP_CALL method name must be a string or null, not {prop!r}")
+        if type(method) is list and len(method) == 1:  # [prop]: a property get
+            prop = method[0]
             if type(prop) is not str:
                 raise ProtocolError(f"CTP_CALL property get needs a string key, not {prop!r}")
             return Get(receiver, "get", prop, question)
-        args = method[1]
-        if type(args) is not list:
-            raise ProtocolError(f"CTP_CALL arguments must be an array, not {args!r}")
-        if prop is null:
-            return Deliver(receiver, None, tuple(args), question)
-        if type(prop) is str:
-            return Deliver(receiver, prop, tuple(args), question)
-        if hasattr(prop, "name") and type(prop.name) is str:  # a Symbol method name
-            return Deliver(receiver, prop.name, tuple(args), question)
-        raise ProtocolError(f"CTP_CALL method name must be a string or null, not {prop!r}")
+        raise ProtocolError(f"CTP_CALL.method must be [prop] or [prop, args], not {method!r}")
 
     def _dec_return(self, obj: dict[str, Any]) -> Message:
         answer = _string(obj, "answerID", "CTP_RETURN")
