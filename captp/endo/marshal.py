@@ -178,6 +178,10 @@ class Marshal:
         """
         if self.body_format == "smallcaps":
             return self._encode_smallcaps(value)
+        if type(value) is str:  # the commonest result; non-ASCII text may need escapes
+            body = _json.quote(value)
+            if body.isascii():
+                return body, []
         return self._encode_capdata(value)
 
     def next_error_id(self) -> str:
@@ -359,6 +363,13 @@ class Marshal:
         try:
             if smallcaps:
                 return self._decode_smallcaps(tree, slots)
+            t = type(tree)
+            if t is list:  # the common case: a method name and plain arguments
+                plain = _plain_in(tree)
+                if plain is not None:
+                    return plain
+            elif t is str or t is float or t is bool:
+                return tree
             return self._decode_capdata(tree, slots)
         except RecursionError:
             raise DecodeError("CapData body nested too deeply") from None
@@ -383,13 +394,6 @@ class Marshal:
         return slot
 
     def _decode_capdata(self, tree: Any, slots: list[str]) -> Any:
-        t = type(tree)
-        if t is list:  # the common case: lists of strings and numbers
-            plain = _plain_in(tree)
-            if plain is not None:
-                return plain
-        elif t is str or t is float or t is bool:
-            return tree
         slot = self._slot_decoder(slots)
 
         def dec(v: Any) -> Any:
