@@ -141,6 +141,8 @@ def _frame(text: str) -> bytes:
     return b"%d:%b," % (len(data), data)
 
 
+ANSWER_TIMEOUT: Final = 120.0  # seconds the raw client waits for its answers
+
 _CALL: Final = (
     '{"type":"CTP_CALL","epoch":0,"questionID":"q-%d","target":"o-1",'
     '"method":{"body":"[\\"%s\\",[%s]]","slots":[]}}'
@@ -180,7 +182,7 @@ async def raw_client(port: int, seconds: float, calls: int, pid: int | None) -> 
     async def ask(data: bytes, answers: int) -> None:
         state["want"], state["got"], state["done"] = answers, 0, loop.create_future()
         transport.write(data)
-        await state["done"]
+        await asyncio.wait_for(state["done"], ANSWER_TIMEOUT)  # a server that never answers
 
     def cpu() -> float:
         ns = server_cpu_ns(pid) if pid is not None else None
