@@ -218,6 +218,10 @@ def median(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
+def _finite(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
 def paired(a: list[dict[str, float]], b: list[dict[str, float]], key: str) -> float:
     """The median over trials of ``a[key] / b[key]`` (both measured in the same trial)."""
     return statistics.median(x[key] / y[key] for x, y in zip(a, b, strict=True))
@@ -273,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
 
     version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
     figures: dict[str, Any] = {
-        name: {key: round(median(r, key), 1) for key in r[0] if key != "rss"}
+        name: {key: _finite(round(median(r, key), 1)) for key in r[0] if key != "rss"}
         for name, r in runs.items()
     }
     ratios = {
@@ -288,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     # With the Node client, a round trip costs the client C and the server S:
     # a server that cost nothing would be (C + S_node) / C times Node's.
     client_cost = figures["node_to_node"]["seqCpuUs"]
-    ceiling = (client_cost + figures["raw_to_node"]["seqServerCpuUs"]) / client_cost
+    node_server_cost = figures["raw_to_node"]["seqServerCpuUs"]
+    ceiling = None if node_server_cost is None else (client_cost + node_server_cost) / client_cost
 
     print(f"Endo CapTP over TCP: Node {version} under full lockdown (@endo/init), "
           f"Python {platform.python_version()} ({args.backend} client, asyncio servers), "
@@ -298,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':24}{'':>10}{'':>14}{'us/rt seq':>12}{'seq':>10}{'conc':>10}")
     for name, fig in figures.items():
         server_cpu = "".join(
-            f"{fig[k]:10.1f}" if k in fig else f"{'-':>10}"
+            f"{fig[k]:10.1f}" if fig.get(k) is not None else f"{'-':>10}"
             for k in ("seqServerCpuUs", "concServerCpuUs")
         )
         print(f"{name.replace('_to_', ' -> '):24}{fig['seq']:10.0f}{fig['conc']:14.0f}"
@@ -308,19 +313,22 @@ def main(argv: list[str] | None = None) -> int:
           f"seq {ratios['python_client_seq']:.2f}x, conc {ratios['python_client_conc']:.2f}x")
     print(f"Python server / Node server, Node client: seq {ratios['python_server_seq']:.2f}x, "
           f"conc {ratios['python_server_conc']:.2f}x (a server costing no CPU would reach "
-          f"about {ceiling:.2f}x: this client costs {client_cost:.0f} us of CPU per round trip)")
+          f"about {'?' if ceiling is None else f'{ceiling:.2f}'}x: this client costs "
+          f"{client_cost:.0f} us of CPU per round trip)")
     print(f"Python server / Node server, raw client: "
           f"seq {ratios['python_server_raw_seq']:.2f}x, "
           f"conc {ratios['python_server_raw_conc']:.2f}x")
     print(f"Python server / Node server, server CPU per call: "
           f"seq {ratios['python_server_cpu_seq']:.2f}x, "
           f"conc {ratios['python_server_cpu_conc']:.2f}x")
-    met = {
-        key: ratios[f"python_server_cpu_{key}"] >= TARGET for key in ("seq", "conc")
+    met: dict[str, bool | None] = {  # None: no /proc here to read the servers' CPU from
+        key: None if math.isnan(cpu_ratio) else cpu_ratio >= TARGET
+        for key in ("seq", "conc")
+        for cpu_ratio in [ratios[f"python_server_cpu_{key}"]]
     }
+    verdict = {True: "met", False: "NOT met", None: "unknown (no server CPU figures)"}
     print(f"Target (issue 9): the Python server >= {TARGET}x the Node server, per call of "
-          f"server CPU: seq {'met' if met['seq'] else 'NOT met'}, "
-          f"conc {'met' if met['conc'] else 'NOT met'}")
+          f"server CPU: seq {verdict[met['seq']]}, conc {verdict[met['conc']]}")
     if base is not None:
         for key in ("seq", "conc"):
             ratios[f"python_server_over_base_{key}"] = paired(
@@ -335,8 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({
         "bench": "endo",
         **figures,
-        "ratio": {k: round(v, 3) for k, v in ratios.items()},
-        "node_client_ceiling": round(ceiling, 3),
+        "ratio": {k: None if math.isnan(v) else round(v, 3) for k, v in ratios.items()},
+        "node_client_ceiling": None if ceiling is None else round(ceiling, 3),
         "target": TARGET, "target_met": met,
         "trials": args.trials, "seconds": args.seconds, "calls": args.calls,
         "node": version, "python": platform.python_version(), "backend": args.backend,
