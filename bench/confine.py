@@ -12,13 +12,22 @@ It measures, in one run, on asyncio:
   is).  From the zygote twice: spaced out, when its spare child is ready,
   and right after another start, when it forks on demand;
 * a guest -> host call, ``await E(chat).complete(msgs)`` timed inside the
-  guest, beside the same call between two connections in one process
-  (over a socketpair with the same channel and codec, and over the
-  in-memory pipe), and from an unconfined worker (the process boundary
-  without the kernel layers); rounds of the three are interleaved and each figure is
-  the median of the rounds.  Beside wall time, the CPU time per call of
-  both sides (worker plus host, or the one process): on a busy machine the
-  wall time also holds the wait for a core at each of the two wake-ups.
+  guest, beside the same call between two connections in one process over
+  a socketpair, with the same channel, codec and framing (``_channel``,
+  OCapN Syrup, ``len:`` frames) and the same timing loop (a function in
+  both: the guest's loop is not module-level code).  Also: the worker on
+  asyncio's own loop instead of its default (uvloop when installed), an
+  unconfined worker (the process boundary without the kernel layers), and
+  the in-memory pipe (no system calls, no framing: not like with like).
+  Rounds are interleaved; each figure is the median of the rounds.  Beside
+  wall time, the CPU time per call of both sides (worker plus host, or the
+  one process): on a busy machine the wall time also holds the wait for a
+  core at each of the two wake-ups.
+
+``--boundary`` adds where the process boundary's cost comes from, without
+confinement: the same call with its serving side in a child process, once
+forked from this one (same code addresses) and once started afresh (its own
+address-space layout, as every worker has).
 
 Targets: zygote start <= 10 ms, cold start <= 150 ms, call overhead (guest
 over the in-process socketpair baseline) <= 1.3x.  The last line of output
@@ -30,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import socket
 import statistics
 import subprocess
@@ -48,7 +58,6 @@ from netlayers import connect_pair
 TARGET_ZYGOTE_MS = 10.0
 TARGET_COLD_MS = 150.0
 TARGET_CALL_RATIO = 1.3
-MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 @far
@@ -60,15 +69,20 @@ class Chat:
         return "ok"
 
 
+# The guest's timing loop: the same function as timed_calls below.
 GUEST_LOOP = """
 import time
-msgs = [{'role': 'user', 'content': 'hi'}]
-for _ in range(50):
-    await E(chat).complete(msgs)
-start, cpu = time.perf_counter(), time.process_time()
-for _ in range(n):
-    await E(chat).complete(msgs)
-result = [(time.perf_counter() - start) / n * 1e6, (time.process_time() - cpu) / n * 1e6]
+
+async def timed_calls(chat, n):
+    msgs = [{'role': 'user', 'content': 'hi'}]
+    for _ in range(50):
+        await E(chat).complete(msgs)
+    started, cpu = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        await E(chat).complete(msgs)
+    return [(time.perf_counter() - started) / n * 1e6, (time.process_time() - cpu) / n * 1e6]
+
+result = await timed_calls(chat, n)
 """
 
 
@@ -89,11 +103,12 @@ def python_startup_ms() -> float:
 
 async def timed_calls(chat: Any, n: int) -> tuple[float, float]:
     """Wall and CPU microseconds per call (CPU: this whole process, both sides here)."""
+    msgs = [{"role": "user", "content": "hi"}]
     for _ in range(50):
-        await E(chat).complete(MESSAGES)
+        await E(chat).complete(msgs)
     started, cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
-        await E(chat).complete(MESSAGES)
+        await E(chat).complete(msgs)
     return (
         (time.perf_counter() - started) / n * 1e6,
         (time.process_time() - cpu) / n * 1e6,
@@ -123,6 +138,89 @@ async def pipe_us(n: int) -> tuple[float, float]:
         return await timed_calls(await a.bootstrap(), n)
 
 
+async def serve_chat(sock: socket.socket) -> None:
+    """Serve a Chat as the bootstrap of one session over ``sock`` until the peer closes it."""
+    async with open_vat() as vat, anyio.create_task_group() as tg:
+        channel = await _channel.open_channel(sock, tg)
+        b = _channel.session_over(channel, vat, bootstrap=Chat(), max_message=1 << 24, name="b")
+        await b.run()
+        tg.cancel_scope.cancel()
+
+
+def serve_fd(fd: int) -> None:
+    """The child started afresh by :func:`across_child`."""
+    anyio.run(serve_chat, socket.socket(fileno=fd))
+
+
+async def call_over(sock: socket.socket, n: int) -> tuple[float, float]:
+    """Microseconds per call to the Chat served at the other end of ``sock``."""
+    async with open_vat() as vat, anyio.create_task_group() as tg:
+        channel = await _channel.open_channel(sock, tg)
+        a = _channel.session_over(channel, vat, max_message=1 << 24, name="a")
+        tg.start_soon(a.run)
+        result = await timed_calls(await a.bootstrap(), n)
+        await a.aclose()
+        tg.cancel_scope.cancel()
+    return result
+
+
+def across_child(how: str, n: int) -> float:
+    """Wall microseconds per call, served by a child forked from this process or started afresh.
+
+    A forked child runs the interpreter's code at the same addresses as this
+    process; one started afresh has its own address-space layout, as a
+    worker has.  Neither is confined.  Run outside an event loop.
+    """
+    ours, theirs = socket.socketpair()
+    if how == "fork":
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            try:
+                serve_fd(theirs.detach())
+            finally:
+                os._exit(0)
+        theirs.close()
+        wall, _ = anyio.run(call_over, ours, n)
+        os.waitpid(pid, 0)
+        return wall
+    fd = theirs.fileno()
+    child = subprocess.Popen(
+        [sys.executable, "-c", f"import bench.confine as b; b.serve_fd({fd})"], pass_fds=(fd,)
+    )
+    theirs.close()
+    wall, _ = anyio.run(call_over, ours, n)
+    child.wait()
+    return wall
+
+
+def boundary(rounds: int, calls: int) -> dict[str, Any]:
+    """The same call in one process, across a fork, across a fresh process: interleaved rounds."""
+    one: list[float] = []
+    forked: list[float] = []
+    fresh: list[float] = []
+    for _ in range(rounds):
+        one.append(anyio.run(socketpair_us, calls)[0])
+        forked.append(across_child("fork", calls))
+        fresh.append(across_child("fresh", calls))
+    in_process = statistics.median(one)
+    figures = {
+        "in_process_us": round(in_process, 1),
+        "forked_child_us": round(statistics.median(forked), 1),
+        "fresh_child_us": round(statistics.median(fresh), 1),
+        "aslr": _aslr(),
+    }
+    figures["forked_ratio"] = round(figures["forked_child_us"] / in_process, 2)
+    figures["fresh_ratio"] = round(figures["fresh_child_us"] / in_process, 2)
+    return figures
+
+
+def _aslr() -> bool:
+    """Whether this process's address space is randomized (``setarch -R`` turns it off)."""
+    with open("/proc/self/personality") as f:
+        return not int(f.read(), 16) & 0x0040000  # ADDR_NO_RANDOMIZE
+
+
 async def main(rounds: int, calls: int) -> dict[str, Any]:
     async with AsyncExitStack() as stack:
         return await measure(stack, rounds, calls)
@@ -147,6 +245,7 @@ async def measure(stack: AsyncExitStack, rounds: int, calls: int) -> dict[str, A
             bare_ms.append(python_startup_ms())
     guest: list[float] = []
     guest_cpu: list[float] = []
+    guest_asyncio: list[float] = []
     pair: list[float] = []
     pair_cpu: list[float] = []
     pipe: list[float] = []
@@ -160,18 +259,22 @@ async def measure(stack: AsyncExitStack, rounds: int, calls: int) -> dict[str, A
             Compartment({"chat": Chat()}, zygote.with_(mode="unconfined"))
         )
         quiet.setLevel(level)
-    async with Compartment({"chat": Chat()}, zygote) as c:
-        for _ in range(max(rounds // 2, 5)):
-            bare.append((await unconfined.evaluate(GUEST_LOOP, n=calls))[0])
-            host_cpu = time.process_time()
-            wall_us, worker_cpu_us = await c.evaluate(GUEST_LOOP, n=calls)
-            host_cpu_us = (time.process_time() - host_cpu) / (calls + 50) * 1e6
-            guest.append(wall_us)
-            guest_cpu.append(worker_cpu_us + host_cpu_us)
-            wall_us, cpu_us = await socketpair_us(calls)
-            pair.append(wall_us)
-            pair_cpu.append(cpu_us)
-            pipe.append((await pipe_us(calls))[0])
+    on_asyncio = await stack.enter_async_context(
+        Compartment({"chat": Chat()}, zygote.with_(loop="asyncio"))
+    )
+    c = await stack.enter_async_context(Compartment({"chat": Chat()}, zygote))
+    for _ in range(max(rounds // 2, 5)):
+        bare.append((await unconfined.evaluate(GUEST_LOOP, n=calls))[0])
+        guest_asyncio.append((await on_asyncio.evaluate(GUEST_LOOP, n=calls))[0])
+        host_cpu = time.process_time()
+        wall_us, worker_cpu_us = await c.evaluate(GUEST_LOOP, n=calls)
+        host_cpu_us = (time.process_time() - host_cpu) / (calls + 50) * 1e6
+        guest.append(wall_us)
+        guest_cpu.append(worker_cpu_us + host_cpu_us)
+        wall_us, cpu_us = await socketpair_us(calls)
+        pair.append(wall_us)
+        pair_cpu.append(cpu_us)
+        pipe.append((await pipe_us(calls))[0])
     figures: dict[str, Any] = {
         "mode": mode,
         "missing_layers": missing,
@@ -179,7 +282,9 @@ async def measure(stack: AsyncExitStack, rounds: int, calls: int) -> dict[str, A
         "zygote_burst_start_ms": round(statistics.median(burst_ms), 2),
         "cold_start_ms": round(statistics.median(cold_ms), 1),
         "bare_python_start_ms": round(statistics.median(bare_ms), 1),
+        "worker_loop": c.report().loop,
         "guest_call_us": round(statistics.median(guest), 1),
+        "guest_call_asyncio_worker_us": round(statistics.median(guest_asyncio), 1),
         "socketpair_call_us": round(statistics.median(pair), 1),
         "pipe_call_us": round(statistics.median(pipe), 1),
         "unconfined_worker_call_us": round(statistics.median(bare), 1),
@@ -191,6 +296,9 @@ async def measure(stack: AsyncExitStack, rounds: int, calls: int) -> dict[str, A
     )
     figures["call_ratio_vs_socketpair"] = round(
         figures["guest_call_us"] / figures["socketpair_call_us"], 2
+    )
+    figures["asyncio_worker_ratio_vs_socketpair"] = round(
+        figures["guest_call_asyncio_worker_us"] / figures["socketpair_call_us"], 2
     )
     figures["call_ratio_vs_unconfined_worker"] = round(
         figures["guest_call_us"] / figures["unconfined_worker_call_us"], 2
@@ -213,6 +321,8 @@ def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--boundary", action="store_true",
+                        help="also: the same call across a forked and a fresh child, unconfined")
     args = parser.parse_args()
     figures = anyio.run(main, args.rounds, args.calls)
     print(f"worker start from the zygote  {figures['zygote_start_ms']:8.2f} ms"
@@ -221,18 +331,30 @@ def run() -> None:
     print(f"worker start, cold            {figures['cold_start_ms']:8.1f} ms"
           f"   (target <= {TARGET_COLD_MS} ms)")
     print(f"  (a bare `python -I -c pass`   {figures['bare_python_start_ms']:8.1f} ms in this run)")
-    print(f"guest -> host call            {figures['guest_call_us']:8.1f} us")
+    print(f"guest -> host call            {figures['guest_call_us']:8.1f} us"
+          f"   (worker on {figures['worker_loop']})")
     print(f"same call, socketpair in-proc {figures['socketpair_call_us']:8.1f} us"
           f"   ratio {figures['call_ratio_vs_socketpair']} (target <= {TARGET_CALL_RATIO})")
     print(f"  CPU per call, both sides: guest {figures['guest_call_cpu_us']:.1f} us,"
           f" in-process {figures['socketpair_call_cpu_us']:.1f} us,"
           f" ratio {figures['cpu_ratio_vs_socketpair']}")
+    print(f"same call, worker on asyncio  {figures['guest_call_asyncio_worker_us']:8.1f} us"
+          f"   ratio {figures['asyncio_worker_ratio_vs_socketpair']}")
     print(f"same call, unconfined worker  {figures['unconfined_worker_call_us']:8.1f} us"
           f"   ratio {figures['call_ratio_vs_unconfined_worker']} (what confinement adds)")
     print(f"same call, memory pipe        {figures['pipe_call_us']:8.1f} us"
-          f"   ratio {figures['call_ratio_vs_pipe']}")
+          f"   ratio {figures['call_ratio_vs_pipe']} (no system calls: not like with like)")
     if figures["missing_layers"]:
         print(f"(best effort: this kernel lacks {figures['missing_layers']})")
+    if args.boundary:
+        b = boundary(max(args.rounds // 2, 5), args.calls)
+        figures["boundary"] = b
+        print(f"boundary, unconfined (address layout randomized: {b['aslr']}):")
+        print(f"  in one process              {b['in_process_us']:8.1f} us")
+        print(f"  child forked from this one  {b['forked_child_us']:8.1f} us"
+              f"   ratio {b['forked_ratio']} (same code addresses)")
+        print(f"  child started afresh        {b['fresh_child_us']:8.1f} us"
+              f"   ratio {b['fresh_ratio']} (its own layout, as a worker's)")
     print(json.dumps(figures))
 
 

@@ -4,7 +4,9 @@ interface guards, policy files, and compartments driven from each backend."""
 from __future__ import annotations
 
 import gc
+import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +16,14 @@ from captp import E, PassStyleError, RemoteError, Symbol, check_passable, far, o
 from captp.confine import (
     LAYERS,
     Compartment,
+    ConfinementError,
     FrozenDict,
     GuardError,
     GuestError,
     Invocation,
     LimitExceeded,
     Limits,
+    Loop,
     M,
     Policy,
     PolicyError,
@@ -33,6 +37,7 @@ from captp.confine import (
     membrane,
     probe,
 )
+from captp.confine._policy import Start
 from netlayers import connect_pair
 
 pytestmark = pytest.mark.anyio
@@ -312,6 +317,7 @@ def test_policy_load_toml_and_json(tmp_path: Path) -> None:
 endowments = { chat = "chat-mini" }
 modules = ["json"]
 mode = "best_effort"
+loop = "asyncio"
 
 [compartments.summarizer.limits]
 wall_s = 5.0
@@ -328,6 +334,7 @@ endowments = ["search"]
     assert s.limits == Limits(wall_s=5.0, log_bytes=4096)
     assert policies["searcher"].endowments == {"search": "search"}
     assert policies["searcher"].mode == "strict" and policies["searcher"].fs_read == ()
+    assert s.loop == "asyncio" and policies["searcher"].loop == "auto"
     as_json = tmp_path / "policy.json"
     as_json.write_text(json.dumps({"compartments": {"x": {"limits": {"cpu_s": 2}}}}))
     assert Policy.load(as_json)["x"].limits.cpu_s == 2
@@ -342,6 +349,7 @@ endowments = ["search"]
     [
         ('{"compartments": {"x": {"network": true}}}', r"x: unknown fields \['network'\]"),
         ('{"compartments": {"x": {"mode": "lax"}}}', "mode must be one of"),
+        ('{"compartments": {"x": {"loop": "trio"}}}', "loop must be one of"),
         ('{"compartments": {"x": {"limits": {"wall_s": -1}}}}', "limits.wall_s must be a positive"),
         ('{"compartments": {"x": {"limits": {"disk": 1}}}}', r"unknown limits \['disk'\]"),
         ('{"compartments": {"x": {"fs_read": ["etc"]}}}', "must be absolute"),
@@ -387,6 +395,50 @@ result = Box()
 """)
         assert await E(made).get() == "from the guest"
     assert counter.n == 2
+
+
+HAS_UVLOOP = importlib.util.find_spec("uvloop") is not None
+
+
+@needs_kernel
+@pytest.mark.parametrize("loop", ["auto", "asyncio", "uvloop"])
+@pytest.mark.parametrize("start", ["zygote", "cold"])
+async def test_the_worker_runs_the_loop_its_policy_names(loop: Loop, start: Start) -> None:
+    if loop == "uvloop" and not HAS_UVLOOP:
+        pytest.skip("uvloop is not installed")
+    expected = "asyncio" if loop == "asyncio" or not HAS_UVLOOP else "uvloop"
+    counter = Counter()
+    async with Compartment({"counter": counter}, Policy(loop=loop, start=start)) as c:
+        assert c.report().loop == expected and c.report().confined
+        running = await c.evaluate(
+            "import asyncio\n"
+            "result = [type(asyncio.get_running_loop()).__module__, await E(counter).incr()]"
+        )
+        assert running[0].split(".")[0] == expected and running[1] == 1
+        assert f"loop {expected}" in str(c.report())
+
+
+async def test_a_policy_asking_for_a_missing_uvloop_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvloop" else real(name, *a)
+    )
+    with pytest.raises(ConfinementError, match="asks for uvloop, which is not installed"):
+        async with Compartment({}, Policy(loop="uvloop", mode="best_effort")):
+            pass
+
+
+def test_the_worker_side_of_the_loop_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from captp.confine._worker import uses_uvloop
+
+    monkeypatch.delitem(sys.modules, "uvloop", raising=False)
+    assert not uses_uvloop("auto") and not uses_uvloop("asyncio")
+    with pytest.raises(ModuleNotFoundError, match="asks for uvloop"):
+        uses_uvloop("uvloop")
+    monkeypatch.setitem(sys.modules, "uvloop", object())
+    assert uses_uvloop("auto") and uses_uvloop("uvloop") and not uses_uvloop("asyncio")
 
 
 @needs_kernel

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from captp.confine._guards import Interface, M, MethodGuard, Pattern, guard, guarded
     from captp.confine._harden import FrozenDict, harden, is_hardened
     from captp.confine._kernel import LAYERS, Layer, landlock_abi, probe
-    from captp.confine._policy import Limits, Mode, Policy
+    from captp.confine._policy import Limits, Loop, Mode, Policy
     from captp.confine._wrappers import Invocation, attenuate, caretaker, membrane
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "LayerUnavailable",
     "LimitExceeded",
     "Limits",
+    "Loop",
     "M",
     "MethodGuard",
     "Mode",
@@ -90,6 +91,7 @@ _WHERE: dict[str, str] = {
     "LayerUnavailable": "captp.confine._errors",
     "LimitExceeded": "captp.confine._errors",
     "Limits": "captp.confine._policy",
+    "Loop": "captp.confine._policy",
     "M": "captp.confine._guards",
     "MethodGuard": "captp.confine._guards",
     "Mode": "captp.confine._policy",

@@ -42,16 +42,10 @@ OnData = Callable[[bytes], None]
 OnEnd = Callable[[BaseException], None]
 
 
-class _Protocol(asyncio.BufferedProtocol):
-    """asyncio fast path: writes go straight to the transport; reads queue here or are pushed.
-
-    A buffered protocol: the transport reads into one reused buffer.  A plain
-    ``Protocol`` gets a fresh 256 KiB ``bytes`` per read, which costs three
-    system calls (mmap, mremap, munmap) per message.
-    """
+class _Protocol(asyncio.Protocol):
+    """asyncio fast path: writes go straight to the transport; reads queue here or are pushed."""
 
     def __init__(self) -> None:
-        self.buffer = bytearray(READ_SIZE)
         self.transport: asyncio.Transport | None = None
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
@@ -64,13 +58,6 @@ class _Protocol(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return memoryview(self.buffer)
-
-    def buffer_updated(self, nbytes: int) -> None:
-        with memoryview(self.buffer) as view:
-            self.data_received(bytes(view[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         if self.on_data is not None:
@@ -105,6 +92,27 @@ class _Protocol(asyncio.BufferedProtocol):
             waiter.set_result(None)
 
 
+class _BufferedProtocol(_Protocol, asyncio.BufferedProtocol):
+    """For asyncio's own loop: its transport reads into one reused buffer.
+
+    Given a plain ``Protocol``, that transport allocates a fresh 256 KiB
+    ``bytes`` per read, which costs three system calls (mmap, mremap,
+    munmap) per message.  uvloop reads into its own buffer and hands over
+    bytes of the size read: there the plain protocol saves a copy.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffer = bytearray(READ_SIZE)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return memoryview(self.buffer)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        with memoryview(self.buffer) as view:
+            self.data_received(bytes(view[:nbytes]))
+
+
 class SocketChannel:
     """A :class:`captp.Channel` over a connected stream socket, on any anyio backend.
 
@@ -129,7 +137,8 @@ class SocketChannel:
         sock.setblocking(False)
         loop = running_loop()
         if loop is not None:
-            _, protocol = await loop.connect_accepted_socket(_Protocol, sock)
+            factory = _BufferedProtocol if isinstance(loop, asyncio.BaseEventLoop) else _Protocol
+            _, protocol = await loop.connect_accepted_socket(factory, sock)
             self._protocol = protocol
             self.push = self._push
         else:

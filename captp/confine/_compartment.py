@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import signal
@@ -50,11 +51,15 @@ _WORKER_MAIN: Final = "from captp.confine._worker import main; main()"
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """Which kernel layers a worker applied.  ``confined``: all of them did."""
+    """Which kernel layers a worker applied.  ``confined``: all of them did.
+
+    ``loop``: the worker's event loop (``"uvloop"`` or ``"asyncio"``).
+    """
 
     mode: str
     pid: int
     layers: Mapping[str, Layer]
+    loop: str = "asyncio"
 
     @property
     def applied(self) -> list[str]:
@@ -72,7 +77,7 @@ class Report:
         return not self.missing
 
     def __str__(self) -> str:
-        lines = [f"mode {self.mode}, worker pid {self.pid}"]
+        lines = [f"mode {self.mode}, worker pid {self.pid}, loop {self.loop}"]
         for name in _kernel.LAYERS:
             layer = self.layers.get(name)
             if layer is None:
@@ -145,6 +150,9 @@ class Compartment:
             )
         if policy.mode == "strict":
             _check_strict()
+        if policy.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            raise ConfinementError(f"compartment {policy.name!r}: its policy asks for uvloop, "
+                                   "which is not installed")
         elif policy.mode == "unconfined":
             message = (
                 f"compartment {policy.name!r} is UNCONFINED: guest code has every power of "
@@ -214,6 +222,7 @@ class Compartment:
         self._report = Report(
             raw["mode"], raw["pid"],
             {n: Layer(n, bool(v["ok"]), str(v["detail"])) for n, v in raw["layers"].items()},
+            str(raw["loop"]),
         )
         if self.policy.mode == "best_effort" and not self._report.confined:
             log.warning("compartment %r runs without %s", self.policy.name, self._report.missing)

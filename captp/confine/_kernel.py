@@ -24,7 +24,6 @@ Linux only.  Elsewhere :func:`probe` reports every layer missing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import signal
@@ -162,12 +161,16 @@ def load_libseccomp() -> Any:
     global _seccomp_lib, _seccomp_error
     if _seccomp_lib is not None or _seccomp_error is not None:
         return _seccomp_lib
-    name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
-    try:
-        lib = ctypes.CDLL(name, use_errno=True)
-    except OSError as exc:
-        _seccomp_error = f"libseccomp not found ({exc}); install Debian's libseccomp2"
-        return None
+    try:  # the soname of libseccomp's stable ABI; searching (ctypes.util) costs a cold start ms
+        lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+    except OSError:
+        from ctypes.util import find_library
+
+        try:
+            lib = ctypes.CDLL(find_library("seccomp") or "libseccomp.so", use_errno=True)
+        except OSError as exc:
+            _seccomp_error = f"libseccomp not found ({exc}); install Debian's libseccomp2"
+            return None
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_syscall_resolve_name.restype = ctypes.c_int
