@@ -26,8 +26,12 @@ It measures, in one run, on asyncio:
 
 ``--boundary`` adds where the process boundary's cost comes from, without
 confinement: the same call with its serving side in a child process, once
-forked from this one (same code addresses) and once started afresh (its own
-address-space layout, as every worker has).
+forked from this one (the interpreter's code at the same addresses) and
+once started afresh (laid out afresh, as every worker is: with address-space
+randomization its code sits elsewhere, so the two processes do not share
+the CPU's branch-prediction state).  ``setarch -R`` in front of the command
+turns randomization off for the run and shows the difference vanish; it is
+a diagnosis, not a setting to deploy (spec-notes/0034).
 
 Targets: zygote start <= 10 ms, cold start <= 150 ms, call overhead (guest
 over the in-process socketpair baseline) <= 1.3x.  The last line of output
@@ -354,7 +358,7 @@ def run() -> None:
         print(f"  child forked from this one  {b['forked_child_us']:8.1f} us"
               f"   ratio {b['forked_ratio']} (same code addresses)")
         print(f"  child started afresh        {b['fresh_child_us']:8.1f} us"
-              f"   ratio {b['fresh_ratio']} (its own layout, as a worker's)")
+              f"   ratio {b['fresh_ratio']} (laid out afresh, as a worker is)")
     print(json.dumps(figures))
 
 
