@@ -2,9 +2,11 @@
 
 Each test runs guest code in a ``strict`` compartment endowed with one chat
 capability (its key held by the host), wrapped as ``caretaker(membrane(chat))``,
-and asserts the exact outcome.  Where this kernel lacks a layer the tests
-skip, saying which; ``strict`` then refuses to start (test 30: the worker's
-refusal is here, the host's, which runs on any kernel, in test_confine.py).
+and asserts the exact outcome; those on the ``box`` fixture run on both of
+the worker's loops (uvloop where installed, and asyncio's own).  Where this
+kernel lacks a layer the tests skip, saying which; ``strict`` then refuses
+to start (test 30: the worker's refusal is here, the host's, which runs on
+any kernel, in test_confine.py).
 """
 
 from __future__ import annotations
@@ -77,9 +79,10 @@ def setup() -> Setup:
     return Setup()
 
 
-@pytest.fixture
-async def box(setup: Setup) -> AsyncIterator[Compartment]:
-    async with Compartment({"chat": setup.proxy}, POLICY) as c:
+# The worker's loop: uvloop where installed ("auto"), and asyncio's own.
+@pytest.fixture(params=["auto", "asyncio"])
+async def box(setup: Setup, request: pytest.FixtureRequest) -> AsyncIterator[Compartment]:
+    async with Compartment({"chat": setup.proxy}, POLICY.with_(loop=request.param)) as c:
         yield c
 
 
