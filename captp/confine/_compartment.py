@@ -148,11 +148,12 @@ class Compartment:
             raise ConfinementError(
                 "compartments need Linux (pidfds, namespaces, Landlock, seccomp)"
             )
+        if policy.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            raise ConfinementError(
+                f"compartment {policy.name!r}: its policy asks for uvloop, which is not installed"
+            )
         if policy.mode == "strict":
             _check_strict()
-        if policy.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
-            raise ConfinementError(f"compartment {policy.name!r}: its policy asks for uvloop, "
-                                   "which is not installed")
         elif policy.mode == "unconfined":
             message = (
                 f"compartment {policy.name!r} is UNCONFINED: guest code has every power of "

@@ -27,7 +27,7 @@ from typing import Any, Final, Literal
 
 from captp.confine._errors import PolicyError
 
-__all__ = ["Limits", "Mode", "Policy"]
+__all__ = ["Limits", "Loop", "Mode", "Policy"]
 
 Mode = Literal["strict", "best_effort", "unconfined"]
 MODES: Final = ("strict", "best_effort", "unconfined")
