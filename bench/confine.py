@@ -340,8 +340,12 @@ def run() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--boundary", action="store_true",
                         help="also: the same call across a forked and a fresh child, unconfined")
+    parser.add_argument("--host-uvloop", action="store_true",
+                        help="run this process (the host, and the in-process baseline) on uvloop")
     args = parser.parse_args()
-    figures = anyio.run(main, args.rounds, args.calls)
+    options = {"use_uvloop": True} if args.host_uvloop else {}
+    figures = anyio.run(main, args.rounds, args.calls, backend="asyncio", backend_options=options)
+    figures["host_loop"] = "uvloop" if args.host_uvloop else "asyncio"
     print(f"worker start from the zygote  {figures['zygote_start_ms']:8.2f} ms"
           f"   (target <= {TARGET_ZYGOTE_MS} ms)")
     print(f"  right after another start     {figures['zygote_burst_start_ms']:8.2f} ms")
@@ -349,7 +353,7 @@ def run() -> None:
           f"   (target <= {TARGET_COLD_MS} ms)")
     print(f"  (a bare `python -I -c pass`   {figures['bare_python_start_ms']:8.1f} ms in this run)")
     print(f"guest -> host call            {figures['guest_call_us']:8.1f} us"
-          f"   (worker on {figures['worker_loop']})")
+          f"   (worker on {figures['worker_loop']}, host on {figures['host_loop']})")
     print(f"same call, socketpair in-proc {figures['socketpair_call_us']:8.1f} us"
           f"   ratio {figures['call_ratio_vs_socketpair']} (target <= {TARGET_CALL_RATIO})")
     print(f"  CPU per call, both sides: guest {figures['guest_call_cpu_us']:.1f} us,"
