@@ -170,7 +170,7 @@ class Connection:
         self._budget = budget
         self._probe = probe
         self.engine = Engine(
-            self._encode_message, self.calls, bootstrap=bootstrap, policy=policy,
+            _no_wire_yet, self.calls, bootstrap=bootstrap, policy=policy,
             positions=positions, name=name, on_output=self._flush, on_lost=self._lost,
             handoff=handoff, driven=True, limits=limits,
         )
@@ -201,6 +201,8 @@ class Connection:
         if trace is not None:  # opt-in: without it, nothing on the message path changes
             self._encode = _traced(trace, "out", self, self._encode)
             self._receive = _traced(trace, "in", self, self._receive)
+        self.engine.use_encoder(self._encode)
+        self._feed: Callable[[bytes], Iterable[Any]] = self.wire.feed
         self._send_bytes = channel.send_nowait
         self._join = not getattr(self.wire, "message_framing", True)
         self._handling = False
@@ -212,10 +214,6 @@ class Connection:
         return f"<Connection {self.engine.name}>"
 
     # == sending =====================================================================
-
-    def _encode_message(self, message: Message) -> bytes | list[bytes]:
-        encoded: bytes | list[bytes] = self._encode(message)
-        return encoded
 
     def send_control(self, message: Any) -> None:
         """Encode and write a message below the engine (a handshake greeting)."""
@@ -231,14 +229,20 @@ class Connection:
         frames = self.engine.data_to_send()
         if not frames:
             return
-        self.messages_out += len(frames)
-        self.bytes_out += sum(map(len, frames))
         try:
-            if self._join and len(frames) > 1:
-                self._send_bytes(b"".join(frames))
+            if len(frames) == 1:  # the usual case: one reply, one call
+                frame = frames[0]
+                self.messages_out += 1
+                self.bytes_out += len(frame)
+                self._send_bytes(frame)
             else:
-                for frame in frames:
-                    self._send_bytes(frame)
+                self.messages_out += len(frames)
+                self.bytes_out += sum(map(len, frames))
+                if self._join:
+                    self._send_bytes(b"".join(frames))
+                else:
+                    for frame in frames:
+                        self._send_bytes(frame)
             if self._unsent is not None and self.bytes_out > self._check_unsent_at:
                 self._check_unsent_at = self.bytes_out + UNSENT_CHECK_BYTES
                 if self._unsent() > self._max_unsent:
@@ -263,12 +267,13 @@ class Connection:
 
     # == reading =====================================================================
 
-    def _handle(self, messages: Iterable[Any]) -> None:
-        """Handle decoded messages in order until the session ends; a bad one aborts it.
+    def _handle(self, batch: bytes | Iterator[Any]) -> None:
+        """Handle the messages in ``batch`` (bytes read, or messages left from a read)
+        in order until the session ends; a bad one aborts it.
 
-        The wire may decode lazily, so a decoding error surfaces here too.
-        When this returns, no message is held any more: the references it
-        carried are free to be collected (the peer's GC depends on it).
+        The wire decodes here (perhaps lazily), so a decoding error surfaces
+        here too.  When this returns, no message is held any more: the
+        references it carried are free to be collected (the peer's GC depends on it).
         """
         session = self.engine
         receive = self._receive
@@ -279,7 +284,7 @@ class Connection:
         # on answers) belongs to this session: it ends with it.
         token = _current_vat.set(self.calls)
         try:
-            messages = iter(messages)
+            messages = iter(self._feed(batch)) if isinstance(batch, bytes) else batch
             for message in messages:
                 self.messages_in += 1
                 receive(message if check is None else check(message))
@@ -335,7 +340,6 @@ class Connection:
         """Read and act on messages until the session ends; then close the channel."""
         session = self.engine
         receive = self._channel.receive
-        feed = self.wire.feed
         gate = self._gate
         push = getattr(self._channel, "push", None)
         try:
@@ -361,7 +365,7 @@ class Connection:
                         await self._handle_gated(gate, data)
                     else:
                         self._arrived(data)
-                        self._handle(feed(data))
+                        self._handle(data)
                     if self._budget is not None:
                         self._account()
                     while self._rest is not None and session.dead is None:
@@ -378,11 +382,11 @@ class Connection:
 
     def _on_data(self, data: bytes) -> None:
         if self.engine.dead is None:
-            self._arrived(data)
+            self.bytes_in += len(data)  # (the timer turns it into last_received)
             if self._rest is not None or self._backlog:
                 self._backlog.append(data)  # behind what waits for its turn
                 return
-            self._handle(self.wire.feed(data))
+            self._handle(data)
             if self._budget is not None:
                 self._account()
             if self._rest is not None:
@@ -407,7 +411,7 @@ class Connection:
             if rest is not None:
                 self._handle(rest)
             elif self._backlog:
-                self._handle(self.wire.feed(self._backlog.pop(0)))
+                self._handle(self._backlog.pop(0))
             else:
                 break
             if self._budget is not None:
@@ -633,6 +637,10 @@ def _tick(ref: weakref.ref[Connection], period: float) -> None:
     connection = ref()
     if connection is not None and connection.tick():
         connection._vat.call_later(period, _tick, ref, period)
+
+
+def _no_wire_yet(message: Message) -> bytes:
+    raise RuntimeError("the connection's wire is not made yet")
 
 
 def _chain(first: Any, rest: Iterable[Any]) -> Iterator[Any]:

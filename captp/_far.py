@@ -136,6 +136,9 @@ def public_methods(cls: type) -> list[str]:
     )
 
 
+_Function = Callable[..., Any]
+
+
 def bound_method(target: Any, method: str | None) -> Callable[..., Any]:
     """What a call of ``method`` on a local far object runs (``None``: apply a far function).
 
@@ -149,7 +152,7 @@ def bound_method(target: Any, method: str | None) -> Callable[..., Any]:
         return functools.partial(target.fn, Symbol(method))
     if method is None:
         if callable(target) and not isinstance(target, type):
-            return cast(Callable[..., Any], target)
+            return cast(_Function, target)
         raise TypeError(f"{interface_name(target)} is not a function; call one of its methods")
     attr = _find_method(type(target), method)
     if attr is None:
@@ -157,4 +160,5 @@ def bound_method(target: Any, method: str | None) -> Callable[..., Any]:
             f"{interface_name(target)} has no method {method!r}; "
             f"it has {public_methods(type(target))}"
         )
-    return cast(Callable[..., Any], getattr(target, attr))
+    # (cast to a name made once: cast(Callable[..., Any], x) builds the type on every call)
+    return cast(_Function, getattr(target, attr))

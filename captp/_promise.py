@@ -460,11 +460,21 @@ def deliver_local(
         else:
             log.debug("error in a send-only call to %r: %r", target, exc)
         return
-    if inspect.isawaitable(result) and not isinstance(result, Promise):
+    if type(result) not in _NOT_AWAITABLE and _is_awaitable(result):
         label = (target, method) if getattr(vat, "peer_calls", False) else None
         vat.spawn(_await_into, result, resolver, label)
     elif resolver is not None:
         resolver.resolve(result)
+
+
+# What most methods return: no need to ask whether it is awaitable.
+_NOT_AWAITABLE: Final = frozenset(
+    {type(None), bool, int, float, str, bytes, list, tuple, dict, Promise}
+)
+
+
+def _is_awaitable(value: Any) -> bool:
+    return inspect.isawaitable(value) and not isinstance(value, Promise)
 
 
 calls_log = logging.getLogger("captp.calls")

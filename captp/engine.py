@@ -195,6 +195,18 @@ class _RemoteHandler(PromiseHandler):
         return self.engine.send_get(promise, kind, key)
 
 
+def _run_calls(
+    vat: Scheduler, calls: list[tuple[Any, str | None, tuple[Any, ...], Resolver | None]]
+) -> None:
+    # The calls one read brought, in one turn of the vat: deliver_local keeps
+    # each call's error to that call, so they behave as turns of their own.
+    for target, method, args, resolver in calls:
+        try:
+            deliver_local(vat, target, method, args, resolver)
+        except Exception:  # pragma: no cover - a bug in deliver_local
+            log.exception("uncaught error in a vat turn")
+
+
 def _handler_of(value: Promise, session: Engine) -> _RemoteHandler | None:
     handler = value.pending_handler
     if type(handler) is _RemoteHandler and handler.engine is session:
@@ -300,6 +312,10 @@ class Engine:
     def __repr__(self) -> str:
         state = f" dead: {self._dead.reason}" if self._dead else ""
         return f"<Engine {self.name}{state}>"
+
+    def use_encoder(self, encode: Callable[[Message], Any]) -> None:
+        """Encode with ``encode`` from now on (for a wire made after its engine)."""
+        self._encode = encode
 
     # == state ====================================================================
 
@@ -796,11 +812,9 @@ class Engine:
         the first call arrived runs them.  User code never runs inside the
         engine's bookkeeping, nor in the turn of its caller.
         """
-        run_now = self._vat.run_now
         while self._local_calls:
             calls, self._local_calls = self._local_calls, []
-            for target, method, args, resolver in calls:
-                run_now(deliver_local, self._vat, target, method, args, resolver)
+            self._vat.run_now(_run_calls, self._vat, calls)
 
     def _keep_answer(self, answer: Position | None, result: Promise, resolver: Any) -> None:
         if answer is not None:

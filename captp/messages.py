@@ -1,4 +1,10 @@
-"""The engine's messages: small immutable records, the same for every wire dialect.
+"""The engine's messages: small records, the same for every wire dialect.
+
+They are immutable by convention, not frozen: a frozen dataclass costs four
+times as much to build (each field goes through ``object.__setattr__``), and
+a round trip builds four messages and two or three descriptors
+(``spec-notes/0041-message-path-speed.md``).  Nobody changes a message once
+it is made.
 
 Values inside messages are live Python values: far objects, imported
 references and promises appear as themselves.  A wire dialect turns them into
@@ -35,7 +41,7 @@ __all__ = [
 Position = Hashable
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Deliver:
     """Send ``method(*args)`` (``method`` ``None``: apply ``target`` as a function).
 
@@ -52,7 +58,7 @@ class Deliver:
     resolver: Any = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Listen:
     """Notify ``resolver`` when the promise ``target`` settles."""
 
@@ -61,7 +67,7 @@ class Listen:
     wants_partial: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Get:
     """Keep at ``answer`` the ``kind`` part of ``target``'s eventual value.
 
@@ -76,7 +82,7 @@ class Get:
     answer: Position
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GcExports:
     """The sender dropped its imports: subtract ``deltas[i]`` from export ``positions[i]``."""
 
@@ -84,28 +90,28 @@ class GcExports:
     deltas: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GcAnswers:
     """The sender no longer needs these answer positions."""
 
     positions: tuple[Position, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Abort:
     """The sender ends the session."""
 
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BootstrapQuestion:
     """Endo only: keep the receiver's bootstrap object at ``answer`` and return it."""
 
     answer: Position
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Return:
     """Endo only: the question at ``answer`` settled (``ok``: fulfilled) with ``value``."""
 
@@ -114,7 +120,7 @@ class Return:
     value: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Resolve:
     """Endo only: the receiver's import ``position`` (a promise) settled with ``value``."""
 
@@ -130,7 +136,7 @@ Message = (
 DescKind = Literal["import-object", "import-promise", "export", "answer"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Desc:
     """How a reference is written on the wire, from the receiver's point of view.
 

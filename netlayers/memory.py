@@ -13,7 +13,7 @@ import asyncio
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal
 
@@ -39,19 +39,35 @@ __all__ = [
 
 MEMORY_TRANSPORT: Final = "memory-testing-only"
 
+_Push = Callable[[Callable[[bytes], None], Callable[[BaseException], None]], None]
+
 
 class _Mailbox:
-    """One direction of the pipe: queued messages and at most one waiting reader."""
+    """One direction of the pipe: queued messages and at most one waiting reader.
 
-    __slots__ = ("closed", "due", "items", "waiter")
+    A reader that took the messages with :meth:`MemoryChannel.push` gets them
+    from an event-loop callback instead (``on_data``): one callback hands over
+    every message queued since the last, with no task wake-up.
+    """
+
+    __slots__ = ("closed", "due", "items", "loop", "on_data", "on_end", "scheduled", "waiter")
 
     def __init__(self) -> None:
         self.items: deque[bytes] = deque()
         self.due: deque[float] = deque()  # arrival time of each item, with latency
         self.waiter: Any = None  # an asyncio future or an anyio event
         self.closed = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.on_data: Callable[[bytes], None] | None = None
+        self.on_end: Callable[[BaseException], None] | None = None
+        self.scheduled = False
 
     def wake(self) -> None:
+        if self.on_data is not None:
+            if not self.scheduled and self.loop is not None:
+                self.scheduled = True
+                self.loop.call_soon(self.hand_over)
+            return
         waiter, self.waiter = self.waiter, None
         if waiter is None:
             return
@@ -60,6 +76,16 @@ class _Mailbox:
                 waiter.set_result(None)
         else:
             waiter.set()
+
+    def hand_over(self) -> None:
+        # Push mode: every message queued so far, then the end if it came.
+        self.scheduled = False
+        items = self.items
+        while items and self.on_data is not None:
+            self.on_data(items.popleft())
+        if self.closed and self.on_end is not None:
+            on_end, self.on_end, self.on_data = self.on_end, None, None
+            on_end(anyio.EndOfStream())
 
     async def wait(self) -> None:
         loop = running_loop()
@@ -101,9 +127,31 @@ class MemoryChannel:
             raise anyio.BrokenResourceError
         if self._latency:
             self._outbox.due.append(time.monotonic() + self._latency)
-        self._outbox.items.append(data)
-        if self._outbox.waiter is not None:
-            self._outbox.wake()
+        outbox = self._outbox
+        outbox.items.append(data)
+        if outbox.waiter is not None or (outbox.on_data is not None and not outbox.scheduled):
+            outbox.wake()
+
+    @property
+    def push(self) -> _Push | None:
+        """Hand each message to a callback instead of :meth:`receive` (asyncio, no latency only).
+
+        ``None`` where it is not offered: under trio, and on a pipe with latency.
+        """
+        if self._latency or running_loop() is None:
+            return None
+        return self._push
+
+    def _push(
+        self, on_data: Callable[[bytes], None], on_end: Callable[[BaseException], None]
+    ) -> None:
+        # From now on each message goes to on_data from an event-loop callback
+        # (what was queued already, at once), the end of stream to on_end.
+        inbox = self._inbox
+        inbox.loop = running_loop()
+        inbox.on_data = on_data
+        inbox.on_end = on_end
+        inbox.hand_over()
 
     async def receive(self) -> bytes:
         """The next message; :class:`anyio.EndOfStream` once the other end closed."""
@@ -128,6 +176,7 @@ class MemoryChannel:
         self._outbox.closed = True
         self._outbox.wake()
         self._inbox.closed = True
+        self._inbox.on_data = self._inbox.on_end = None  # our own reader stops, as receive would
         self._inbox.items.clear()
         self._inbox.due.clear()
         self._inbox.wake()

@@ -23,8 +23,9 @@ directions.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -213,6 +214,49 @@ class RecordType:
             raise ProtocolError(f"<{self.name}> takes {want} fields, got {len(fields)}")
         return [read(wire, value, what) for (read, what), value in zip(self._readers, fields)]  # noqa: B905
 
+    def decoder(self, build: Callable[..., Any]) -> Callable[[OCapNWire, Sequence[Any]], Any]:
+        """``decode(wire, fields)``: ``build(*checked fields)``, for the operation's message.
+
+        Unrolled for the usual arities (one call per field, and the build).
+        """
+        readers = self._readers
+        n = len(readers)
+        read = self.read
+
+        def slow(wire: OCapNWire, f: Sequence[Any]) -> Any:
+            return build(*read(wire, f))
+
+        if n == 2:
+            (r0, w0), (r1, w1) = readers
+
+            def decode2(wire: OCapNWire, f: Sequence[Any]) -> Any:
+                if len(f) != 2:
+                    return slow(wire, f)
+                return build(r0(wire, f[0], w0), r1(wire, f[1], w1))
+
+            return decode2
+        if n == 3:
+            (r0, w0), (r1, w1), (r2, w2) = readers
+
+            def decode3(wire: OCapNWire, f: Sequence[Any]) -> Any:
+                if len(f) != 3:
+                    return slow(wire, f)
+                return build(r0(wire, f[0], w0), r1(wire, f[1], w1), r2(wire, f[2], w2))
+
+            return decode3
+        if n == 4:
+            (r0, w0), (r1, w1), (r2, w2), (r3, w3) = readers
+
+            def decode4(wire: OCapNWire, f: Sequence[Any]) -> Any:
+                if len(f) != 4:
+                    return slow(wire, f)
+                return build(
+                    r0(wire, f[0], w0), r1(wire, f[1], w1), r2(wire, f[2], w2), r3(wire, f[3], w3)
+                )
+
+            return decode4
+        return slow
+
 
 def _unrolled(
     readers: tuple[tuple[Reader, str], ...],
@@ -248,32 +292,43 @@ def _position(wire: OCapNWire | None, value: Any, what: str) -> int:
 
 
 def _answer_or_false(wire: OCapNWire, value: Any, what: str) -> int | None:
-    return None if value is False else _position(wire, value, what)
+    if value is False:
+        return None
+    if type(value) is int and value >= 0:
+        return value
+    return _position(wire, value, what)
 
 
 def _is_reference(value: Any) -> bool:
-    return isinstance(value, Promise) or is_remotable(value)
+    return is_remotable(value) or isinstance(value, Promise)
 
 
 def _reference(wire: OCapNWire, value: Any, what: str) -> Any:
-    if not _is_reference(value):
+    if not (is_remotable(value) or isinstance(value, Promise)):
         raise ProtocolError(f"{what} must be a reference, not {value!r}")
     return value
 
 
 def _reference_or_false(wire: OCapNWire, value: Any, what: str) -> Any:
-    return None if value is False else _reference(wire, value, what)
+    if value is False:
+        return None
+    if not (is_remotable(value) or isinstance(value, Promise)):
+        raise ProtocolError(f"{what} must be a reference, not {value!r}")
+    return value
 
 
 def _target(wire: OCapNWire, value: Any, what: str) -> Any:
     # The record hook already turned <desc:export N> / <desc:answer N> into our
     # object or answer promise; anything else (data, or the peer's own object
     # written as <desc:import-object>) cannot be a target.
-    if not _is_reference(value) or (type(value) is RemoteRef and value.engine is wire.engine):
-        raise ProtocolError(
-            f"{what}: message target must be <desc:export> or <desc:answer>: {value!r}"
-        )
-    return value
+    if is_remotable(value):
+        if type(value) is not RemoteRef or value.engine is not wire.engine:
+            return value
+    elif isinstance(value, Promise):
+        return value
+    raise ProtocolError(
+        f"{what}: message target must be <desc:export> or <desc:answer>: {value!r}"
+    )
 
 
 def _method_and_args(wire: OCapNWire, value: Any, what: str) -> tuple[str | None, tuple[Any, ...]]:
@@ -501,26 +556,28 @@ class OCapNWire:
         self._limits = limits
         self._key_order = profile.struct_key_order
         self._negative_zero = profile.negative_zero
+        self._encode_value = self._encoder()
         self._stream: syrup.StreamDecoder | None = None
         self._frames: syrup.FrameDecoder | None = None
         self._cut = False  # the stream ended inside a message whose imports are staged
         self._detected = framing == "message"
-        self._records: dict[Symbol, Callable[[list[Any]], Any]] = {
-            IMPORT_OBJECT.label: self._in_import_object,
-            IMPORT_PROMISE.label: self._in_import_promise,
-            EXPORT.label: self._in_export,
-            ANSWER.label: self._in_answer,
-            VOID.label: self._in_void,
-            NULL.label: self._in_null,
-            TAGGED.label: self._in_tagged,
-            TAG.label: self._in_tag,
-            ERROR.label: self._in_error,
-            OCAPN_PEER: self._in_peer,
-            OCAPN_STURDYREF: self._in_sturdyref,
-            DESC_SIG_ENVELOPE: self._in_sig_envelope,
+        # By the label's name: a str is hashed and compared in C, a Symbol in Python.
+        self._records: dict[str, Callable[[list[Any]], Any]] = {
+            IMPORT_OBJECT.name: self._in_import_object,
+            IMPORT_PROMISE.name: self._in_import_promise,
+            EXPORT.name: self._in_export,
+            ANSWER.name: self._in_answer,
+            VOID.name: self._in_void,
+            NULL.name: self._in_null,
+            TAGGED.name: self._in_tagged,
+            TAG.name: self._in_tag,
+            ERROR.name: self._in_error,
+            OCAPN_PEER.name: self._in_peer,
+            OCAPN_STURDYREF.name: self._in_sturdyref,
+            DESC_SIG_ENVELOPE.name: self._in_sig_envelope,
         }
         if extra_records:
-            self._records.update(extra_records)
+            self._records.update((label.name, convert) for label, convert in extra_records.items())
         # A hook for values the application writes itself.
         self.extra_default: Callable[[Any], Any] | None = None
         # Signed handoff gives become promises as they are decoded: on_give
@@ -572,6 +629,7 @@ class OCapNWire:
                 colon = data.find(b":", 0, 12) if self._framing == "len" else -1
                 cbor_first = 0 <= colon < len(data) - 1 and data[colon + 1] == 0xD8
                 self._codec = cbor if cbor_first else syrup
+                self._encode_value = self._encoder()
         return self._framing
 
     # == encoding ====================================================================
@@ -580,15 +638,22 @@ class OCapNWire:
         """The framed bytes of one message."""
         record = self.to_record(message)
         self._written = True
-        data: bytes = self._codec.encode(
-            record,
-            default=self._default,
-            key_order=self._key_order,
-            negative_zero=self._negative_zero,
-        )
+        data = self._encode_value(record)
         if self._out_framing == "len":
             return syrup.frame(data)
         return data
+
+    def _encoder(self) -> Callable[[Any], bytes]:
+        # Syrup's Encoder checks the options once, not on every message.
+        if self._codec is syrup:
+            return syrup.Encoder(
+                default=self._default, key_order=self._key_order,
+                negative_zero=self._negative_zero,
+            ).encode
+        return functools.partial(
+            cbor.encode, default=self._default, key_order=self._key_order,
+            negative_zero=self._negative_zero,
+        )
 
     def to_record(self, message: Message | StartSession) -> Record:
         """The ``op:`` record for an engine message (values still live)."""
@@ -629,7 +694,8 @@ class OCapNWire:
         if msg.answer is None and msg.resolver is None and self.profile.deliver_only:
             return DELIVER_ONLY.make(target, args)
         answer = False if msg.answer is None else msg.answer
-        resolver = False if msg.resolver is None else msg.resolver
+        # (described here, not by the codec's call of _default: one dispatch less)
+        resolver = False if msg.resolver is None else self._default(msg.resolver)
         return DELIVER.make(target, args, answer, resolver)
 
     def _enc_listen(self, msg: Listen) -> Record:
@@ -664,12 +730,23 @@ class OCapNWire:
             return self._frames.buffered
         return 0
 
-    def feed(self, data: bytes) -> Iterator[Any]:
+    def feed(self, data: bytes) -> Iterable[Any]:
         """The messages completed by ``data`` (a whole message, or a slice of a stream).
 
-        Lazy: each message is decoded only when the previous one has been
-        handled, because a message may name an answer the previous one made.
+        On a stream, lazy: each message is decoded only when the previous one
+        has been handled, because a message may name an answer the previous
+        one made.  On a message transport ``data`` is one message, decoded now.
         """
+        if self._framing == "message":
+            if not data:
+                return ()
+            try:
+                return (self.decode_message(data),)
+            except syrup.SyrupDecodeError as exc:
+                raise self._named(exc) from exc
+        return self._feed_stream(data)
+
+    def _feed_stream(self, data: bytes) -> Iterator[Any]:
         try:
             yield from self._feed(data)
         except syrup.SyrupDecodeError as exc:
@@ -726,8 +803,12 @@ class OCapNWire:
 
     def decode_message(self, data: bytes) -> Any:
         """The message in one complete Syrup or CBOR record (told apart by the first byte)."""
-        codec: Any = cbor if data[:1] == b"\xd8" else syrup
-        encoding: Encoding = "cbor" if codec is cbor else "syrup"
+        if data and data[0] == 0xD8:
+            codec: Any = cbor
+            encoding: Encoding = "cbor"
+        else:
+            codec = syrup
+            encoding = "syrup"
         if self.in_encoding != encoding:
             self._set_in_encoding(encoding)
         self._begin()
@@ -753,7 +834,7 @@ class OCapNWire:
         """The engine message for a decoded top-level ``op:`` record."""
         if type(value) is not Record or type(value.label) is not Symbol:
             raise ProtocolError(f"expected an op: record, got {type(value).__name__}")
-        decoder = _DECODERS.get(value.label)
+        decoder = _DECODERS.get(value.label.name)
         if decoder is None:
             raise ProtocolError(f"unknown operation <{value.label.name}>")
         message = decoder(self, value.fields)
@@ -765,7 +846,7 @@ class OCapNWire:
 
     def _hook(self, label: Any, fields: list[Any]) -> Any:
         if type(label) is Symbol:
-            convert = self._records.get(label)
+            convert = self._records.get(label.name)
             if convert is not None:
                 return convert(fields)
         return _record(label, tuple(fields))
@@ -880,15 +961,6 @@ def _gc_exports(positions: tuple[int, ...], deltas: tuple[int, ...]) -> GcExport
     return GcExports(positions, deltas)
 
 
-def _decoder(kind: RecordType, build: Callable[..., Any]) -> Callable[[OCapNWire, Any], Any]:
-    read = kind.read
-
-    def decode(wire: OCapNWire, fields: Sequence[Any]) -> Any:
-        return build(*read(wire, fields))
-
-    return decode
-
-
 _ENCODERS: Final[dict[type, Callable[[OCapNWire, Any], Record]]] = {
     Deliver: OCapNWire._enc_deliver,
     Listen: OCapNWire._enc_listen,
@@ -900,19 +972,19 @@ _ENCODERS: Final[dict[type, Callable[[OCapNWire, Any], Record]]] = {
 }
 
 # Each operation we read, and the engine message it makes of its checked fields.
-_DECODERS: Final[dict[Symbol, Callable[[OCapNWire, Sequence[Any]], Any]]] = {
-    DELIVER.label: _decoder(DELIVER, lambda to, m, answer, resolver: Deliver(
+_DECODERS: Final[dict[str, Callable[[OCapNWire, Sequence[Any]], Any]]] = {
+    DELIVER.name: DELIVER.decoder(lambda to, m, answer, resolver: Deliver(
         to, m[0], m[1], answer, resolver)),
-    DELIVER_ONLY.label: _decoder(DELIVER_ONLY, lambda to, m: Deliver(to, m[0], m[1])),
-    LISTEN.label: _decoder(LISTEN, lambda to, resolver, wants_partial=False: Listen(
+    DELIVER_ONLY.name: DELIVER_ONLY.decoder(lambda to, m: Deliver(to, m[0], m[1])),
+    LISTEN.name: LISTEN.decoder(lambda to, resolver, wants_partial=False: Listen(
         to, resolver, wants_partial)),
-    GET.label: _decoder(GET, lambda to, key, answer: Get(to, "get", key, answer)),
-    INDEX.label: _decoder(INDEX, lambda to, key, answer: Get(to, "index", key, answer)),
-    UNTAG.label: _decoder(UNTAG, lambda to, key, answer: Get(to, "untag", key, answer)),
-    GC_EXPORTS.label: _decoder(GC_EXPORTS, _gc_exports),
-    GC_EXPORT.label: _decoder(GC_EXPORT, _gc_exports),
-    GC_ANSWERS.label: _decoder(GC_ANSWERS, GcAnswers),
-    GC_ANSWER.label: _decoder(GC_ANSWER, GcAnswers),
-    ABORT.label: _decoder(ABORT, Abort),
-    START_SESSION.label: _start_session,
+    GET.name: GET.decoder(lambda to, key, answer: Get(to, "get", key, answer)),
+    INDEX.name: INDEX.decoder(lambda to, key, answer: Get(to, "index", key, answer)),
+    UNTAG.name: UNTAG.decoder(lambda to, key, answer: Get(to, "untag", key, answer)),
+    GC_EXPORTS.name: GC_EXPORTS.decoder(_gc_exports),
+    GC_EXPORT.name: GC_EXPORT.decoder(_gc_exports),
+    GC_ANSWERS.name: GC_ANSWERS.decoder(GcAnswers),
+    GC_ANSWER.name: GC_ANSWER.decoder(GcAnswers),
+    ABORT.name: ABORT.decoder(Abort),
+    START_SESSION.name: _start_session,
 }
