@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import keyword
 from collections.abc import Callable
-from typing import Any, Final, TypeVar, cast, overload
+from typing import Any, Final, TypeVar, overload
 
 from captp._passable import Symbol
 
@@ -136,9 +136,6 @@ def public_methods(cls: type) -> list[str]:
     )
 
 
-_Function = Callable[..., Any]
-
-
 def bound_method(target: Any, method: str | None) -> Callable[..., Any]:
     """What a call of ``method`` on a local far object runs (``None``: apply a far function).
 
@@ -152,7 +149,8 @@ def bound_method(target: Any, method: str | None) -> Callable[..., Any]:
         return functools.partial(target.fn, Symbol(method))
     if method is None:
         if callable(target) and not isinstance(target, type):
-            return cast(_Function, target)
+            function: Callable[..., Any] = target
+            return function
         raise TypeError(f"{interface_name(target)} is not a function; call one of its methods")
     attr = _find_method(type(target), method)
     if attr is None:
@@ -160,5 +158,6 @@ def bound_method(target: Any, method: str | None) -> Callable[..., Any]:
             f"{interface_name(target)} has no method {method!r}; "
             f"it has {public_methods(type(target))}"
         )
-    # (cast to a name made once: cast(Callable[..., Any], x) builds the type on every call)
-    return cast(_Function, getattr(target, attr))
+    # (not cast(): a call, and cast(Callable[..., Any], x) builds the type on every call)
+    bound: Callable[..., Any] = getattr(target, attr)
+    return bound

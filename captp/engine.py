@@ -274,7 +274,8 @@ class Engine:
         self._gc_scheduled = False
         self._to_listen: list[Promise] = []
         self._expired: set[Position] = set()
-        self._dead: ConnectionLost | None = None
+        # Why the session ended, or None while it is alive (read it; never set it).
+        self.dead: ConnectionLost | None = None
         # The message being encoded: exports it makes (id -> _Staged), more
         # sends of existing exports, and what to run once it has encoded.
         self._encoding = False
@@ -310,7 +311,7 @@ class Engine:
         }
 
     def __repr__(self) -> str:
-        state = f" dead: {self._dead.reason}" if self._dead else ""
+        state = f" dead: {self.dead.reason}" if self.dead else ""
         return f"<Engine {self.name}{state}>"
 
     def use_encoder(self, encode: Callable[[Message], Any]) -> None:
@@ -318,11 +319,6 @@ class Engine:
         self._encode = encode
 
     # == state ====================================================================
-
-    @property
-    def dead(self) -> ConnectionLost | None:
-        """Why the session ended, or ``None`` while it is alive."""
-        return self._dead
 
     @property
     def bootstrap_object(self) -> Any:
@@ -472,21 +468,15 @@ class Engine:
 
     def import_object(self, position: Position, iface: str | None = None) -> RemoteRef:
         """The proxy for the peer's export ``position`` (one more arrival of it)."""
-        def make() -> RemoteRef:
-            return RemoteRef(self, position, iface)
-
-        ref: RemoteRef = self._arrival(position, RemoteRef, make)
+        ref: RemoteRef = self._arrival(position, RemoteRef, iface)
         return ref
 
     def import_promise(self, position: Position) -> Promise:
         """The promise for the peer's exported promise ``position`` (one more arrival)."""
-        def make() -> Promise:
-            return Promise(_RemoteHandler(self, "export", position))
-
-        promise: Promise = self._arrival(position, Promise, make)
+        promise: Promise = self._arrival(position, Promise, None)
         return promise
 
-    def _arrival(self, position: Position, kind: type, make: Callable[[], Any]) -> Any:
+    def _arrival(self, position: Position, kind: type, iface: str | None) -> Any:
         """The local stand-in for import ``position``, made if none is alive; counts the arrival."""
         staged = self._arrivals.get(position)
         if staged is not None:
@@ -497,7 +487,10 @@ class Engine:
             value = entry.ref() if entry is not None and entry.ref is not None else None
             fresh = value is None
             if fresh:
-                value = make()
+                if kind is RemoteRef:
+                    value = RemoteRef(self, position, iface)
+                else:
+                    value = Promise(_RemoteHandler(self, "export", position))
         if type(value) is not kind:
             raise ProtocolError(
                 f"import {position!r} was sent as {_KIND_NAMES[type(value)]} "
@@ -609,8 +602,8 @@ class Engine:
 
     def bootstrap(self) -> Any:
         """The peer's bootstrap object (a reference, or a promise for one)."""
-        if self._dead is not None:
-            return broken(self._dead)
+        if self.dead is not None:
+            return broken(self.dead)
         pos = self.policy.bootstrap_position
         if pos is None:
             return self._ask(lambda answer, _: BootstrapQuestion(answer))
@@ -626,8 +619,8 @@ class Engine:
         """Send ``method(*args)`` to ``target`` (a reference on this session)."""
         if self._thread is not None and threading.get_ident() != self._thread:
             raise self._wrong_thread()
-        if self._dead is not None:
-            return broken(self._dead) if want_result else None
+        if self.dead is not None:
+            return broken(self.dead) if want_result else None
         if not want_result and self.policy.send_only:
             try:
                 self._emit(Deliver(target, method, args))
@@ -642,8 +635,8 @@ class Engine:
         """Ask for a field, element or tagged payload of ``target``'s value."""
         if self._thread is not None and threading.get_ident() != self._thread:
             raise self._wrong_thread()
-        if self._dead is not None:
-            return broken(self._dead)
+        if self.dead is not None:
+            return broken(self.dead)
         promise = self._ask(lambda answer, _: Get(target, kind, key, answer))  # type: ignore[arg-type]
         if not self.policy.implicit_returns and not promise.done():
             self._listen(promise)  # OCapN's op:get names no resolver: listen on the answer
@@ -706,7 +699,7 @@ class Engine:
 
     def _listen(self, promise: Promise) -> None:
         # OCapN: learn how an imported promise (or a Get answer) settles.
-        if self._dead is not None or promise.done():
+        if self.dead is not None or promise.done():
             return
         try:
             self._emit(Listen(promise, Resolver(promise)))
@@ -715,7 +708,7 @@ class Engine:
 
     def _notify(self, resolver: Any, settled: Promise) -> None:
         """Tell a resolver how a promise settled (``fulfill`` / ``break``)."""
-        if self._dead is not None:
+        if self.dead is not None:
             return
         ok, value = settled.outcome()
         method = "fulfill" if ok else "break"
@@ -729,7 +722,7 @@ class Engine:
 
     def _promise_settled(self, pos: Position, settled: Promise) -> None:
         # Endo: the exporter of a promise reports its settlement unasked.
-        if self._dead is not None or pos not in self._exports:
+        if self.dead is not None or pos not in self._exports:
             return
         ok, value = settled.outcome()
         try:
@@ -738,7 +731,7 @@ class Engine:
             self._emit(Resolve(pos, False, exc))
 
     def _send_return(self, answer: Position, settled: Promise) -> None:
-        if self._dead is not None:
+        if self.dead is not None:
             return
         ok, value = settled.outcome()
         try:
@@ -754,7 +747,7 @@ class Engine:
         Raises :class:`~captp.errors.ProtocolError` if the message breaks the
         protocol; the caller then aborts the session with that reason.
         """
-        if self._dead is not None:
+        if self.dead is not None:
             return
         if self._arrivals:
             self._commit_arrivals()
@@ -885,7 +878,7 @@ class Engine:
     # == garbage collection ========================================================
 
     def _import_dropped(self, entry: _Import, delta: int) -> None:
-        if self._dead is not None:
+        if self.dead is not None:
             return
         pos = entry.position
         self._gc_exports[pos] = self._gc_exports.get(pos, 0) + delta
@@ -910,7 +903,7 @@ class Engine:
     def flush_gc(self) -> None:
         """Send the drops and released answers collected since the last flush."""
         self._gc_scheduled = False
-        if self._dead is not None:
+        if self.dead is not None:
             return
         if self._gc_imports:
             entries, self._gc_imports = self._gc_imports, []
@@ -933,7 +926,7 @@ class Engine:
 
     def abort(self, reason: str) -> None:
         """Tell the peer we are ending the session, then end it here."""
-        if self._dead is not None:
+        if self.dead is not None:
             return
         try:
             self._emit(Abort(reason))
@@ -952,8 +945,8 @@ class Engine:
 
         Returns a function that cancels the watch.
         """
-        if self._dead is not None:
-            self._vat.call_soon(callback, self._dead)
+        if self.dead is not None:
+            self._vat.call_soon(callback, self.dead)
             return lambda: None
         key = next(_WATCH_IDS)
         self._watchers[key] = callback
@@ -964,9 +957,9 @@ class Engine:
         self._lost(ConnectionLost(reason))
 
     def _lost(self, error: ConnectionLost) -> None:
-        if self._dead is not None:
+        if self.dead is not None:
             return
-        self._dead = error
+        self.dead = error
         questions = list(self._questions.values())
         promises = [
             p for entry in self._imports.values()

@@ -872,11 +872,13 @@ class OCapNWire:
         return self.engine.lookup_answer(*ANSWER.read(self, fields))
 
     def _in_void(self, fields: list[Any]) -> Any:
-        VOID.read(self, fields)
+        if fields:
+            VOID.read(self, fields)  # says what is wrong
         return None
 
     def _in_null(self, fields: list[Any]) -> Any:
-        NULL.read(self, fields)
+        if fields:
+            NULL.read(self, fields)
         return null
 
     def _in_tagged(self, fields: list[Any]) -> Any:
