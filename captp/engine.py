@@ -271,7 +271,8 @@ class Engine:
         self._gc_exports: dict[Position, int] = {}
         self._gc_imports: list[_Import] = []
         self._gc_answers: list[Position] = []
-        self._gc_scheduled = False
+        self._gc_scheduled = False  # a flush is due after GC_DELAY_SECONDS
+        self._gc_soon = False  # a flush is due in the next turn (a full batch)
         self._to_listen: list[Promise] = []
         self._expired: set[Position] = set()
         # Why the session ended, or None while it is alive (read it; never set it).
@@ -436,8 +437,10 @@ class Engine:
         staged; a message that fails to decode leaves the tables as they were.
         Without this call (tests, tools) imports enter the table at once.
         """
-        self._arrivals.clear()  # a message decoded but never received changes nothing
-        self._on_receipt.clear()
+        if self._arrivals:  # a message decoded but never received changes nothing
+            self._arrivals.clear()
+        if self._on_receipt:
+            self._on_receipt.clear()
         self._decoding = True
 
     def end_decoding(self) -> None:
@@ -888,21 +891,24 @@ class Engine:
     def _schedule_gc(self) -> None:
         # Called once per settled question: the usual case (a flush is already
         # due, the batch is not full) does nothing.
+        if self._gc_soon:
+            return
         full = len(self._gc_exports) + len(self._gc_answers) >= GC_BATCH
         if self._gc_scheduled and not full:
             return
         try:
-            if full:
+            if full:  # once: a burst of settlements must not queue a flush each
+                self._gc_soon = True
                 self._vat.call_soon(self.flush_gc)
             else:
                 self._gc_scheduled = True
                 self._vat.call_later(GC_DELAY_SECONDS, self.flush_gc)
         except RuntimeError:  # the loop is gone: nobody to tell
-            self._gc_scheduled = False
+            self._gc_scheduled = self._gc_soon = False
 
     def flush_gc(self) -> None:
         """Send the drops and released answers collected since the last flush."""
-        self._gc_scheduled = False
+        self._gc_scheduled = self._gc_soon = False
         if self.dead is not None:
             return
         if self._gc_imports:

@@ -744,13 +744,7 @@ class OCapNWire:
                 return (self.decode_message(data),)
             except syrup.SyrupDecodeError as exc:
                 raise self._named(exc) from exc
-        return self._feed_stream(data)
-
-    def _feed_stream(self, data: bytes) -> Iterator[Any]:
-        try:
-            yield from self._feed(data)
-        except syrup.SyrupDecodeError as exc:
-            raise self._named(exc) from exc
+        return self._feed(data)
 
     def _named(self, exc: syrup.SyrupDecodeError) -> Exception:
         # A decoding limit was hit: say which of the node's Limits it was.
@@ -762,18 +756,21 @@ class OCapNWire:
         return exc
 
     def _feed(self, data: bytes) -> Iterator[Any]:
-        if not data:
-            return
-        if not self._detected:
-            self.detect(data)
-        if self._framing == "message":
-            yield self.decode_message(data)
-        elif self._framing == "len":
-            if self._frames is None:
-                self._frames = syrup.FrameDecoder(max_frame_size=self._limits.max_size)
-            for frame in self._frames.feed(data):
-                yield self.decode_message(frame)
-        else:
+        # One generator (with the limit naming of feed) per read of a stream.
+        try:
+            if not data:
+                return
+            if not self._detected:
+                self.detect(data)
+            if self._framing == "len":
+                if self._frames is None:
+                    self._frames = syrup.FrameDecoder(max_frame_size=self._limits.max_size)
+                for frame in self._frames.feed(data):
+                    yield self.decode_message(frame)
+                return
+            if self._framing == "message":  # (a message transport fed through _feed)
+                yield self.decode_message(data)
+                return
             if self._stream is None:
                 self._stream = syrup.StreamDecoder(
                     limits=self._limits, record_hook=self._hook, key_order="either"
@@ -800,6 +797,8 @@ class OCapNWire:
                         engine.end_decoding()
                     return
                 yield self.from_record(value)
+        except syrup.SyrupDecodeError as exc:
+            raise self._named(exc) from exc
 
     def decode_message(self, data: bytes) -> Any:
         """The message in one complete Syrup or CBOR record (told apart by the first byte)."""
