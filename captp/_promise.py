@@ -131,6 +131,8 @@ class Promise(Generic[T_co]):
 
     def done(self) -> bool:
         """True once the promise is fulfilled or broken."""
+        if self._state != FORWARDED:
+            return self._state >= FULFILLED
         return self._shorten()._state >= FULFILLED
 
     def is_broken(self) -> bool:
@@ -167,7 +169,7 @@ class Promise(Generic[T_co]):
 
     def outcome(self) -> tuple[bool, Any]:
         """``(True, value)`` if fulfilled, ``(False, reason)`` if broken; RuntimeError if not."""
-        p = self._shorten()
+        p = self if self._state != FORWARDED else self._shorten()
         if p._state < FULFILLED:
             raise RuntimeError("promise is not settled yet")
         if p._state == BROKEN:
@@ -244,7 +246,7 @@ class Promise(Generic[T_co]):
 
     def when_settled(self, reaction: Reaction) -> None:
         """Call ``reaction(settled_promise)`` once this promise settles (now, if it has)."""
-        p = self._shorten()
+        p = self if self._state != FORWARDED else self._shorten()
         if p._state >= FULFILLED:
             if p._state == BROKEN:
                 _observed(p)
@@ -283,7 +285,7 @@ class Promise(Generic[T_co]):
     # -- awaiting ----------------------------------------------------------------
 
     def __await__(self) -> Generator[Any, None, T_co]:
-        p = self._shorten()
+        p = self if self._state != FORWARDED else self._shorten()
         if p._state < FULFILLED:
             loop = running_loop()
             if loop is not None:

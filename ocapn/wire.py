@@ -636,7 +636,10 @@ class OCapNWire:
 
     def encode(self, message: Message | StartSession) -> bytes:
         """The framed bytes of one message."""
-        record = self.to_record(message)
+        encoder = _ENCODERS.get(type(message))
+        if encoder is None:
+            raise EncodeError(f"no OCapN encoding for {type(message).__name__}")
+        record = encoder(self, message)
         self._written = True
         data = self._encode_value(record)
         if self._out_framing == "len":
