@@ -209,3 +209,33 @@ async def _gather(promises: list[Promise]) -> list[Any]:
         for i, p in enumerate(promises):
             tg.start_soon(one, i, p)
     return results
+
+
+async def test_a_peer_that_closes_its_channel_ends_the_session_after_what_it_sent() -> None:
+    # Under asyncio the pipe pushes messages to the driver; under trio the
+    # driver reads them.  Either way, what was sent before the close arrives,
+    # then the session ends as the transport's end.
+    from captp._connection import Connection
+    from captp._vat import open_vat
+    from netlayers.memory import memory_pipe
+    from ocapn.wire import OCapNWire
+
+    greeter = Greeter()
+    async with open_vat() as vat, anyio.create_task_group() as tg:
+        left, right = memory_pipe()
+        a = Connection(left, lambda s: OCapNWire(s, _PROFILE[0]), vat, name="a")
+        b = Connection(
+            right, lambda s: OCapNWire(s, _PROFILE[0]), vat, bootstrap=greeter, name="b"
+        )
+        tg.start_soon(a.run)
+        tg.start_soon(b.run)
+        boot = await a.bootstrap()
+        assert await E(boot).echo("hello") == ["hello"]
+        E.send_only(boot).log_message("last words")
+        await left.aclose()  # no abort: the channel just ends
+        with anyio.fail_after(10):
+            await b.ended.wait()
+        assert greeter.log == ["last words"]
+        assert b.engine.dead is not None
+        assert "peer closed the connection" in b.engine.dead.reason
+        tg.cancel_scope.cancel()
