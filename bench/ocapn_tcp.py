@@ -21,6 +21,8 @@ uses) instead of the asyncio fast path, for comparison.
 ``--base DIR`` adds a fourth pair: OCapN from another checkout of the
 project (e.g. ``git worktree add /tmp/base 48d35e4``), interleaved with the
 others, so that a change is measured against its base in the same run.
+``--other DIR`` (repeatable) adds more such pairs (e.g. the previous
+``main``), reported beside the base.
 
 ``--bulk`` measures instead how fast a 1 MB bytes argument moves
 (``await E(ref).size(blob)``) against a raw socket copy of the same bytes
@@ -59,6 +61,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any, Final
 
 TARGET_RATIO: Final = 0.60  # of the Protocol ping-pong
@@ -355,13 +358,16 @@ def _ratio(rates: dict[str, list[float]], over: str, under: str) -> float:
 
 
 def _measure(
-    seconds: float, cpu: int | None, generic: bool, base: str | None = None
+    seconds: float, cpu: int | None, generic: bool, base: str | None = None,
+    others: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Interleave series of the pairs, so that the machine's drift hits all alike."""
     kinds = ["plain", "buffered", "ocapn"]
     pairs = {kind: _Pair(kind, cpu, generic) for kind in kinds}
     if base is not None:
         pairs["base"] = _Pair("ocapn", cpu, generic, cwd=base)
+    for other in others:
+        pairs[other] = _Pair("ocapn", cpu, generic, cwd=other)
     try:
         rates = _interleaved(pairs, seconds, "rt_per_s")
         bursts = {kind: statistics.median(pairs[kind].ask("burst")["burst_s"] for _ in range(3))
@@ -373,8 +379,19 @@ def _measure(
     per_round = [o / p for o, p in zip(rates["ocapn"], rates["plain"], strict=True)]
     per_round_buffered = [o / b for o, b in zip(rates["ocapn"], rates["buffered"], strict=True)]
     extra: dict[str, Any] = {}
+    if others:
+        extra["others"] = {
+            other: {
+                "rt_per_s": round(median[other]),
+                "ratio_to_protocol": _ratio(rates, other, "plain"),
+                "ratio_to_buffered": _ratio(rates, other, "buffered"),
+                "this_over_it": _ratio(rates, "ocapn", other),
+                "concurrent_10k_s": round(bursts[other], 3),
+            }
+            for other in others
+        }
     if base is not None:
-        extra = {
+        extra |= {
             "base_rt_per_s": round(median["base"]),
             "base_ratio_to_protocol": _ratio(rates, "base", "plain"),
             "base_ratio_to_buffered": _ratio(rates, "base", "buffered"),
@@ -693,6 +710,8 @@ def run() -> None:
     parser.add_argument("--generic", action="store_true",
                         help="OCapN over the generic anyio path, not the asyncio fast path")
     parser.add_argument("--base", help="also run OCapN from the checkout in this directory")
+    parser.add_argument("--other", action="append", default=[], metavar="DIR",
+                        help="and from this checkout too (repeatable; round trips only)")
     parser.add_argument("--bulk", action="store_true",
                         help="measure a 1 MB bytes argument against a raw socket copy")
     parser.add_argument("--layers", action="store_true",
@@ -773,7 +792,8 @@ def run() -> None:
     placements = ["pinned", "unpinned"] if args.placement == "both" else [args.placement]
     for placement in placements:
         result = _measure(
-            args.seconds, cpu if placement == "pinned" else None, args.generic, base
+            args.seconds, cpu if placement == "pinned" else None, args.generic, base,
+            [os.path.abspath(other) for other in args.other],
         )
         figures[placement] = result
         where = f"both on CPU {cpu}" if placement == "pinned" else "placed by the kernel"
@@ -795,6 +815,12 @@ def run() -> None:
                   f" base / Protocol {result['base_ratio_to_protocol']:.0%},"
                   f" base / BufferedProtocol {result['base_ratio_to_buffered']:.0%};"
                   f" this / base {result['speedup_over_base']:.2f}x")
+        for other, it in result.get("others", {}).items():
+            print(f"  other OCapN ({other}):  {it['rt_per_s']:8d} rt/s"
+                  f"   10k concurrent {it['concurrent_10k_s']:.3f} s;"
+                  f" / Protocol {it['ratio_to_protocol']:.0%},"
+                  f" / BufferedProtocol {it['ratio_to_buffered']:.0%};"
+                  f" this / it {it['this_over_it']:.2f}x")
     if "pinned" in figures:
         pinned = figures["pinned"]
         figures["target_ratio"] = TARGET_RATIO
