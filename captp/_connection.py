@@ -34,7 +34,7 @@ import anyio
 import anyio.lowlevel
 
 from captp._promise import Promise, fulfilled
-from captp._vat import Scheduler, _current_vat
+from captp._vat import Scheduler, Timer, _current_vat
 from captp.engine import OCAPN_POLICY, Engine, Policy, Positions
 from captp.errors import CapTPError, ConnectionLost, ProtocolError
 from captp.limits import LimitExceeded, Limits
@@ -208,6 +208,7 @@ class Connection:
         self._handling = False
         self._transport_failed = False
         self._read_scope: anyio.CancelScope | None = None
+        self._timer: Timer | None = None  # the liveness and idleness check
         self.ended = anyio.Event()
 
     def __repr__(self) -> str:
@@ -379,6 +380,23 @@ class Connection:
             with anyio.CancelScope(shield=True):
                 with contextlib.suppress(*TRANSPORT_ERRORS):
                     await self._channel.aclose()
+            self._release()
+
+    def _release(self) -> None:
+        # The session is over and its channel closed.  The engine, the wire, the
+        # gate and the channel refer to each other (callbacks, dispatch tables):
+        # drop those references, so that a connection's memory returns as soon
+        # as nobody holds it, not at the cycle collector's next full pass (a
+        # node that served thousands of short connections kept megabytes).
+        self.engine.release()
+        release = getattr(self.wire, "release", None)
+        if release is not None:
+            release()
+        self._channel = _CLOSED
+        self._send_bytes = _CLOSED.send_nowait
+        self._gate = self._user_on_lost = self._probe = None
+        self._unsent = self._pause = self._resume = None
+        self._encode = self._receive = _ended
 
     def _on_data(self, data: bytes) -> None:
         if self.engine.dead is None:
@@ -430,6 +448,9 @@ class Connection:
     def _lost(self, error: ConnectionLost) -> None:
         # Called by the engine, once, whatever ended the session.
         self.calls.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._budget is not None and self._held:
             self._budget.held -= self._held
             self._held = 0
@@ -476,9 +497,9 @@ class Connection:
         if limits is None:
             return
         periods = [t for t in (limits.liveness_timeout, limits.idle_timeout) if t is not None]
-        if periods:
+        if periods and self.engine.dead is None:
             period = min(periods) / 4
-            self._vat.call_later(period, _tick, weakref.ref(self), period)
+            self._timer = self._vat.call_later(period, _tick, weakref.ref(self), period)
 
     def tick(self) -> bool:
         """Check liveness and idleness now; False once the session is over."""
@@ -639,7 +660,29 @@ class BufferBudget:
 def _tick(ref: weakref.ref[Connection], period: float) -> None:
     connection = ref()
     if connection is not None and connection.tick():
-        connection._vat.call_later(period, _tick, ref, period)
+        connection._timer = connection._vat.call_later(period, _tick, ref, period)
+
+
+class _Closed:
+    """What a connection holds instead of its channel once it has closed it."""
+
+    def send_nowait(self, data: bytes) -> None:
+        """Nothing more goes out."""
+        raise anyio.ClosedResourceError
+
+    async def receive(self) -> bytes:
+        """Nothing more comes in."""
+        raise anyio.ClosedResourceError
+
+    async def aclose(self) -> None:
+        """Closed already."""
+
+
+_CLOSED: Final = _Closed()
+
+
+def _ended(message: Any) -> Any:
+    raise ConnectionLost("the session has ended")
 
 
 def _no_wire_yet(message: Message) -> bytes:

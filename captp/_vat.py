@@ -16,20 +16,29 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import anyio
 import anyio.abc
 
 from captp.errors import CapTPError
 
-__all__ = ["ManualVat", "Scheduler", "Vat", "current_vat", "open_vat", "running_loop"]
+__all__ = [
+    "ManualVat", "Scheduler", "Timer", "Vat", "current_vat", "open_vat", "running_loop",
+]
 
 log = logging.getLogger("captp")
 
 _current_vat: contextvars.ContextVar[Scheduler | None] = contextvars.ContextVar(
     "captp_current_vat", default=None
 )
+
+
+class Timer(Protocol):
+    """A delayed turn that has not run yet (:meth:`Scheduler.call_later`)."""
+
+    def cancel(self) -> None:
+        """Do not run it (nothing happens if it ran already)."""
 
 
 class Scheduler(Protocol):
@@ -41,7 +50,7 @@ class Scheduler(Protocol):
     def spawn(self, fn: Callable[..., Awaitable[object]], /, *args: Any) -> None:
         """Run ``await fn(*args)`` in a task the vat owns."""
 
-    def call_later(self, delay: float, fn: Callable[..., object], /, *args: Any) -> None:
+    def call_later(self, delay: float, fn: Callable[..., object], /, *args: Any) -> Timer:
         """Run ``fn(*args)`` in a turn about ``delay`` seconds from now."""
 
     def run_now(self, fn: Callable[..., object], /, *args: Any) -> None:
@@ -128,23 +137,61 @@ class Vat:
         else:
             self._context.run(self._task_group.start_soon, fn, *args)  # type: ignore[arg-type]
 
-    def call_later(self, delay: float, fn: Callable[..., object], /, *args: Any) -> None:
-        """Run ``fn(*args)`` in a turn about ``delay`` seconds from now."""
-        if self._closed:
-            return
-        if self._loop is not None:
-            self._loop.call_later(delay, _run_turn, fn, args, context=self._context)
-        else:
-            self.spawn(self._later, delay, fn, args)
+    def call_later(self, delay: float, fn: Callable[..., object], /, *args: Any) -> Timer:
+        """Run ``fn(*args)`` in a turn about ``delay`` seconds from now.
 
-    async def _later(self, delay: float, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
-        await anyio.sleep(delay)
-        _run_turn(fn, args)
+        Cancel the timer it returns when the turn is no longer wanted: until
+        it runs it holds ``fn`` and ``args`` (a connection's timers are
+        cancelled when it ends, so what they hold goes with it).
+        """
+        if self._closed:
+            return _NO_TIMER
+        if self._loop is not None:
+            return self._loop.call_later(delay, _run_turn, fn, args, context=self._context)
+        scope = anyio.CancelScope()
+        self.spawn(self._later, scope, delay, fn, args)
+        return scope
+
+    async def _later(
+        self, scope: anyio.CancelScope, delay: float, fn: Callable[..., object],
+        args: tuple[Any, ...],
+    ) -> None:
+        with scope:
+            await anyio.sleep(delay)
+            _run_turn(fn, args)
 
     def close(self) -> None:
         """Stop accepting turns and cancel every task this vat owns."""
         self._closed = True
         self._task_group.cancel_scope.cancel()
+
+
+class _NoTimer:
+    """The timer of a turn that will never run (the vat is closed)."""
+
+    def cancel(self) -> None:
+        """Nothing to cancel."""
+
+
+_NO_TIMER: Final = _NoTimer()
+
+
+class _ManualTimer:
+    __slots__ = ("_entry", "_later")
+
+    def __init__(
+        self, later: list[tuple[Callable[..., object], tuple[Any, ...]]],
+        entry: tuple[Callable[..., object], tuple[Any, ...]],
+    ) -> None:
+        self._later = later
+        self._entry = entry
+
+    def cancel(self) -> None:
+        """Take the turn out of the queue, if it is still there."""
+        for i, queued in enumerate(self._later):
+            if queued is self._entry:
+                del self._later[i]
+                return
 
 
 @asynccontextmanager
@@ -184,9 +231,11 @@ class ManualVat:
         """Not available without an event loop."""
         raise CapTPError("ManualVat cannot run async methods; use open_vat() under an event loop")
 
-    def call_later(self, delay: float, fn: Callable[..., object], /, *args: Any) -> None:
+    def call_later(self, delay: float, fn: Callable[..., object], /, *args: Any) -> Timer:
         """Queue ``fn(*args)`` to run once the turns queued now are done (time is not real)."""
-        self.later.append((fn, args))
+        entry = (fn, args)
+        self.later.append(entry)
+        return _ManualTimer(self.later, entry)
 
     def run(self, limit: int = 1_000_000) -> int:
         """Run queued turns, and the turns they queue, until none are left; return the count.

@@ -207,6 +207,10 @@ def _run_calls(
             log.exception("uncaught error in a vat turn")
 
 
+def _ended(message: Message) -> Any:
+    raise ConnectionLost("the session has ended")
+
+
 def _handler_of(value: Promise, session: Engine) -> _RemoteHandler | None:
     handler = value.pending_handler
     if type(handler) is _RemoteHandler and handler.engine is session:
@@ -962,6 +966,21 @@ class Engine:
         """The transport is gone: end the session without telling the peer."""
         self._lost(ConnectionLost(reason))
 
+    def release(self) -> None:
+        """The driver is done with this ended session: drop what ties it into cycles.
+
+        The callbacks into the driver, the dispatch table (bound methods of
+        this engine) and the bootstrap object go, so the session's objects are
+        freed as soon as nobody holds them.  What it says of itself (``dead``,
+        ``stats()``) stays.
+        """
+        if self.dead is None:
+            raise RuntimeError("release() is for a session that has ended")
+        self._encode = _ended
+        self._on_output = self._on_lost = self._handoff = None
+        self._handlers = {}
+        self._bootstrap = None
+
     def _lost(self, error: ConnectionLost) -> None:
         if self.dead is not None:
             return
@@ -971,6 +990,8 @@ class Engine:
             p for entry in self._imports.values()
             if entry.ref is not None and type(p := entry.ref()) is Promise
         ]
+        for entry in self._imports.values():
+            entry.pinned = None  # (the peer's bootstrap: it would keep this engine in a cycle)
         self._questions.clear()
         self._exports.clear()
         self._export_ids.clear()

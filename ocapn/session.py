@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from captp import Channel, E, Promise, far
 from captp._connection import BufferBudget, Connection, Trace
-from captp._vat import Vat
+from captp._vat import Timer, Vat
 from captp.engine import OCAPN_POLICY, Engine
 from captp.errors import ConnectionLost
 from captp.limits import DEFAULT_LIMITS, LimitExceeded, Limits
@@ -167,6 +167,7 @@ class OCapNSession:
         # crossed hellos each side sees the other's hello on the connection it
         # accepted first, and both settle them the same way.
         self._mirror = not outbound
+        self._handshake_timer: Timer | None = None
         self._handoff_counts = itertools.count()
         self.used_handoff_counts: set[int] = set()
         name = f"{'to' if outbound else 'from'} {netlayer.transport}"
@@ -251,11 +252,12 @@ class OCapNSession:
         """Speak first (unless we wait to mirror the peer's framing); start the clock."""
         if not self._mirror:
             self._send_hello()
-        # The timer holds the session weakly: a connection that ends sooner
-        # (most do) is freed at once, not when the timer fires.
-        self.node.vat.call_later(
-            self.limits.handshake_timeout, _handshake_expired, weakref.ref(self)
-        )
+        # Cancelled once the handshake is done or the session ends (most end
+        # sooner): a timer waiting 30 s per connection kept megabytes.
+        if self.alive:
+            self._handshake_timer = self.node.vat.call_later(
+                self.limits.handshake_timeout, _handshake_expired, weakref.ref(self)
+            )
 
     def received(self, connection: Connection, data: bytes) -> None:
         """Bytes before the handshake is done: the first ones tell a stream's framing."""
@@ -317,6 +319,7 @@ class OCapNSession:
         await self.node.admit_session(self)
         if self.engine.dead is None:
             self.established = True
+            self._stop_handshake_timer()
 
     def check(self, message: Any) -> Any:
         """A message after the handshake: there is no second hello."""
@@ -340,7 +343,13 @@ class OCapNSession:
 
     def _lost(self, error: ConnectionLost) -> None:
         # Called once, whatever ended the session.
+        self._stop_handshake_timer()
         self.node.session_ended(self, error)
+
+    def _stop_handshake_timer(self) -> None:
+        timer, self._handshake_timer = self._handshake_timer, None
+        if timer is not None:
+            timer.cancel()
 
     # -- handoffs: gives we receive become promises -------------------------------------
 

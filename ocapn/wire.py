@@ -495,6 +495,17 @@ _ERROR_NAME: Final = re.compile(
 )
 
 
+def _drop_frames(exc: BaseException) -> None:
+    # The frames of a kept exception (and of its causes) hold what they ran on.
+    todo, seen = [exc], set()
+    while todo:
+        e = todo.pop()
+        if id(e) not in seen:
+            seen.add(id(e))
+            e.__traceback__ = None
+            todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+
+
 def _method_symbol(name: str) -> Symbol:
     symbol = _METHOD_SYMBOLS.get(name)
     if symbol is None:
@@ -721,6 +732,21 @@ class OCapNWire:
 
     def _enc_abort(self, msg: Abort) -> Record:
         return ABORT.make(msg.reason)
+
+    def release(self) -> None:
+        """The session has ended: drop the decoders and the callbacks (they tie it into cycles)."""
+        self._records = {}
+        self._on_give = None
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            # A read the session ended in the middle of leaves the decoder's
+            # generator suspended (it refers back to us): end it.
+            try:
+                stream.close()
+            except Exception as exc:  # the error the decoder keeps (and its causes): no frames
+                _drop_frames(exc)
+        self._frames = None
+        self._gives.clear()
 
     # == decoding ====================================================================
 

@@ -14,9 +14,10 @@ from typing import Any
 
 import anyio
 import pytest
+import sniffio
 from rawpeer import RawPeer, deliver, desc, sym
 
-from captp import Record, far
+from captp import E, Record, far
 from captp.errors import ConnectionLost
 from captp.limits import LimitExceeded, Limits
 from netlayers import tcp_testing_only
@@ -179,6 +180,57 @@ async def test_a_closed_connection_frees_its_session_at_once() -> None:
                 break
             await anyio.sleep(0.02)
         assert [r() for r in refs] == [None, None]
+
+
+async def test_a_closed_connection_is_freed_without_the_cycle_collector() -> None:
+    """Engine, wire, gate and channel let go of each other when a session ends, and its
+    timers are cancelled: reference counting frees it at once.  (Cycles left each one
+    to the next full collection: 10,000 short connections kept +14 MB of RSS.)"""
+    gc.collect()
+    gc.disable()
+    try:
+        async with Node(tcp_testing_only()) as server, Node(tcp_testing_only()) as client:
+            server.publish(Waiter(), b"waiter")
+            refs: list[weakref.ref[Any]] = []
+
+            def watch(session: OCapNSession) -> None:
+                refs.extend(weakref.ref(x) for x in (
+                    session, session.connection, session.engine, session.wire
+                ))
+
+            # never says hello; says hello and leaves; sends bytes that do not decode; aborts
+            # in the middle of a read (its decoder is left half-way)
+            abort = encode_value(Record(sym("op:abort"), ("bye",)))
+            for how in ("partial", "hello", "malformed", "abort"):
+                async with RawPeer.connect(server.location) as raw:
+                    if how == "partial":
+                        await raw.send(b"<")
+                    else:
+                        await raw.handshake()
+                        await raw.fetch(b"waiter")
+                    await _until(lambda: bool(server._all), "the node took the connection")
+                    watch(next(iter(server._all)))
+                    if how == "malformed":
+                        await raw.send(b"<10'op:deliver-only\xff>")
+                    elif how == "abort":
+                        await raw.send(abort + encode_value(_deliver_only(desc("export", 0), [])))
+                    if how in ("malformed", "abort"):
+                        await _until(lambda: not server._all, "the node ended the session")
+            # a session this node dialed, used, and closed; and the far end of it
+            ref = await client.enliven(server.sturdyref(b"waiter"))
+            assert await E(ref).echo(5) == 5
+            (dialed,) = client.sessions
+            if sniffio.current_async_library() != "trio":
+                # (Under trio, anyio's socket stream keeps the Cancelled that stops
+                # the aborting side's read in a cycle with its own frame.)
+                watch(dialed)
+            watch(server.sessions[0])
+            dialed.abort("done")
+            del ref, dialed
+            await _until(lambda: not server._all and not client._all, "every session ended")
+            await _until(lambda: all(r() is None for r in refs), "freed without gc.collect()")
+    finally:
+        gc.enable()
 
 
 async def test_calls_after_the_end_are_cancelled_before_they_run() -> None:
