@@ -20,6 +20,7 @@ lives in :mod:`captp.endo`; this module only opens the sockets.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
@@ -27,6 +28,7 @@ from functools import partial
 import anyio
 
 from captp import Channel
+from captp._connection import BufferBudget
 from captp._vat import Vat, open_vat
 from captp.endo import (
     DEFAULT_QUESTION_TIMEOUT,
@@ -36,9 +38,12 @@ from captp.endo import (
 )
 from captp.endo.marshal import BodyFormat
 from captp.endo.wire import Trace
+from captp.limits import LimitExceeded, Limits
 from netlayers.tcp import connect_channel, serve_channels
 
 __all__ = ["EndoServer", "connect_tcp", "serve_tcp"]
+
+log = logging.getLogger("captp.endo")
 
 # How long leaving serve_tcp waits for its clients to acknowledge the disconnect.
 CLOSE_WAIT_SECONDS = 5.0
@@ -55,11 +60,14 @@ async def connect_tcp(
     body_format: BodyFormat = "capdata",
     vat: Vat | None = None,
     trace: Trace | None = None,
+    limits: Limits | None = None,
 ) -> AsyncIterator[EndoConnection]:
     """Connect to an Endo CapTP peer over TCP (netstring framing, as the daemon uses).
 
     ``bootstrap`` is the object we offer the peer (it may ask for ours too).
-    ``name`` is our CapTP id (it appears in error ids).
+    ``name`` is our CapTP id (it appears in error ids).  ``limits``: what the
+    peer may make us hold (:class:`captp.limits.Limits`; None: no limits but
+    the frame size and ``question_timeout``).
     """
     async with connect_channel(host, port) as channel, open_connection(
         channel,
@@ -69,6 +77,7 @@ async def connect_tcp(
         body_format=body_format,
         vat=vat,
         trace=trace,
+        limits=limits,
     ) as conn:
         yield conn
 
@@ -77,11 +86,17 @@ class EndoServer:
     """A TCP listener serving Endo CapTP; see :func:`serve_tcp`."""
 
     def __init__(
-        self, port: int, host: str, make_connection: Callable[[Channel, str], EndoConnection]
+        self,
+        port: int,
+        host: str,
+        make_connection: Callable[[Channel, str], EndoConnection],
+        limits: Limits | None = None,
     ) -> None:
         self.port = port
         self.host = host
+        self.limits = limits
         self.connections: set[EndoConnection] = set()
+        self.refused = 0  # connections refused at a limit
         self._make_connection = make_connection
         self._count = 0
 
@@ -91,11 +106,28 @@ class EndoServer:
     async def _serve(self, channel: Channel) -> None:
         self._count += 1
         conn = self._make_connection(channel, f"conn{self._count}")
+        refusal = self._refusal()
+        if refusal is not None:  # a CTP_DISCONNECT naming the limit, then FIN
+            self.refused += 1
+            log.warning("refusing an Endo CapTP connection: %s", refusal)
+            await anyio.sleep(0)  # the transport may be connected a turn after the channel
+            conn.abort(str(refusal))
         self.connections.add(conn)
         try:
             await conn.run()  # closes the channel when it ends
         finally:
             self.connections.discard(conn)
+
+    def _refusal(self) -> LimitExceeded | None:
+        # Endo CapTP has no handshake: a connection is its session.
+        limits = self.limits
+        if limits is None:
+            return None
+        if len(self.connections) >= limits.max_connections:
+            return LimitExceeded("max_connections", limits.max_connections, "open connections")
+        if len(self.connections) >= limits.max_sessions:
+            return LimitExceeded("max_sessions", limits.max_sessions, "open sessions")
+        return None
 
     def abort_all(self, reason: str) -> None:
         """Abort every open connection with ``reason``."""
@@ -113,6 +145,7 @@ async def serve_tcp(
     question_timeout: float | None = DEFAULT_QUESTION_TIMEOUT,
     body_format: BodyFormat = "capdata",
     trace: Trace | None = None,
+    limits: Limits | None = None,
 ) -> AsyncIterator[EndoServer]:
     """Serve Endo CapTP on ``host:port`` (``port=0``: any free port; see ``server.port``).
 
@@ -122,10 +155,16 @@ async def serve_tcp(
     is called while the connection is being built: keep the connection for
     later (its ``session`` does not exist yet).  Connection ``n`` is named
     ``<name>-conn<n>``.  Leaving the block disconnects every client.
+
+    ``limits``: what clients may make the server hold, per connection and
+    for all together (:class:`captp.limits.Limits`: pass ``Limits()`` for a
+    server open to untrusted clients; None: no limits but the frame size and
+    ``question_timeout``).
     """
     async with AsyncExitStack() as stack:
         vat = await stack.enter_async_context(open_vat())
         tg = await stack.enter_async_context(anyio.create_task_group())
+        budget = BufferBudget(limits.max_node_buffer) if limits is not None else None
 
         def make_connection(channel: Channel, suffix: str) -> EndoConnection:
             return EndoConnection(
@@ -136,9 +175,11 @@ async def serve_tcp(
                 question_timeout=question_timeout,
                 body_format=body_format,
                 trace=trace,
+                limits=limits,
+                budget=budget,
             )
 
-        server = EndoServer(0, host, make_connection)
+        server = EndoServer(0, host, make_connection, limits)
         server.port = await tg.start(partial(serve_channels, host, port, server._serve))
         try:
             yield server

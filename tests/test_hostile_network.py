@@ -8,19 +8,25 @@ nothing of theirs stays: no running call, no gift, no session object.
 from __future__ import annotations
 
 import gc
+import json
 import secrets
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import pytest
 import sniffio
+from endo_node import node_server, requires_node
 from rawpeer import RawPeer, deliver, desc, sym
 
 from captp import E, Record, far
+from captp.endo.framing import NetstringDecoder, netstring
 from captp.errors import ConnectionLost
 from captp.limits import LimitExceeded, Limits
 from netlayers import tcp_testing_only
+from netlayers.endo_tcp import connect_tcp, serve_tcp
 from ocapn import Node
 from ocapn.certificates import encode_value
 from ocapn.session import OCapNSession
@@ -784,3 +790,150 @@ async def test_a_withdrawal_after_the_grace_says_the_introducer_left(
                 reply = await raw.expect_to(resolver.fields[0])
             assert reply.fields[1][0] == sym("break")
             assert "the introducer left" in reply.fields[1][1].fields[0]
+
+
+# == the same Limits on Endo CapTP connections (issue 10 item 2) =================================
+
+
+class _EndoRaw:
+    """A hand-driven Endo CapTP client over TCP: netstrings of JSON, written and read by hand."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self._frames = NetstringDecoder()
+        self._ready: list[dict[str, Any]] = []
+        self.questions = 0
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, port: int) -> AsyncIterator[_EndoRaw]:
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            yield cls(stream)
+
+    async def send(self, *messages: dict[str, Any] | bytes) -> None:
+        await self.stream.send(b"".join(
+            m if type(m) is bytes else netstring(json.dumps(m).encode()) for m in messages
+        ))
+
+    def call(self, method: str, *args: Any, body: str | None = None) -> dict[str, Any]:
+        self.questions += 1
+        return {"type": "CTP_CALL", "epoch": 0, "questionID": f"q-{self.questions + 1}",
+                "target": "o-1", "method": {"body": body or json.dumps([method, list(args)]),
+                                            "slots": []}}
+
+    async def bootstrap(self) -> None:
+        await self.send({"type": "CTP_BOOTSTRAP", "epoch": 0, "questionID": "q-1"})
+        await self.expect("CTP_RETURN")
+
+    async def expect(self, kind: str) -> dict[str, Any]:
+        with anyio.fail_after(20):
+            while True:
+                while self._ready:
+                    message = self._ready.pop(0)
+                    if message["type"] == kind:
+                        return message
+                    if message["type"] == "CTP_DISCONNECT":
+                        raise AssertionError(f"disconnected: {message['reason']}")
+                try:
+                    data = await self.stream.receive()
+                except anyio.EndOfStream:
+                    raise AssertionError(f"the connection ended before a {kind}") from None
+                self._ready.extend(json.loads(t) for t in self._frames.feed(data))
+
+    async def expect_disconnect(self) -> str:
+        reason: str = (await self.expect("CTP_DISCONNECT"))["reason"]["message"]
+        return reason
+
+
+async def _endo_echo_works(port: int) -> None:
+    async with _EndoRaw.connect(port) as raw:
+        await raw.bootstrap()
+        await raw.send(raw.call("echo", "hi"))
+        assert (await raw.expect("CTP_RETURN"))["result"]["body"] == '"hi"'
+
+
+_ENDO_LIMITS = Limits(max_message_bytes=1000, max_depth=8, max_answers=3)
+
+
+@pytest.mark.parametrize("case", ["size", "depth", "answers"])
+async def test_endo_limits_abort_the_one_connection(case: str) -> None:
+    """serve_tcp(limits=...) enforces the same Limits, with the same errors, on Endo CapTP."""
+    async with serve_tcp(lambda conn: Waiter(), limits=_ENDO_LIMITS) as server:
+        async with _EndoRaw.connect(server.port) as other, _EndoRaw.connect(server.port) as raw:
+            await other.bootstrap()
+            await raw.bootstrap()
+            if case == "size":
+                await raw.send(b"5000:")  # announced: refused before it is buffered
+                expect = "limit max_message_bytes=1000 exceeded"
+            elif case == "depth":
+                await raw.send(raw.call("echo", body="#" + "[" * 12 + "1" + "]" * 12))
+                expect = "limit max_depth=8 exceeded"
+            else:
+                await raw.send(*(raw.call("wait") for _ in range(4)))
+                expect = "limit max_answers=3 exceeded"
+            assert expect in await raw.expect_disconnect()
+            # the other connection carries on
+            await other.send(other.call("echo", 5))
+            assert (await other.expect("CTP_RETURN"))["result"]["body"] == "5"
+        await _endo_echo_works(server.port)
+
+
+async def test_endo_limits_pass_what_is_within_them() -> None:
+    """A body as deep as max_depth, brackets inside strings, a frame of max_message_bytes."""
+    limits = _ENDO_LIMITS.replace(max_answers=100)
+    async with serve_tcp(lambda conn: Waiter(), limits=limits) as server, _EndoRaw.connect(
+        server.port
+    ) as raw:
+        await raw.bootstrap()
+        deep = "[" * 6 + "1" + "]" * 6  # with the method's list and the args list: 8
+        await raw.send(raw.call("echo", body=f'["echo",[{deep}]]'))
+        assert (await raw.expect("CTP_RETURN"))["result"]["body"] == deep
+        text = "[{" * 40
+        await raw.send(raw.call("echo", text))
+        assert json.loads((await raw.expect("CTP_RETURN"))["result"]["body"]) == text
+        big = raw.call("echo", "")
+        frame = json.dumps(big).encode()
+        big["method"]["body"] = json.dumps(["echo", ["x" * (1000 - len(frame))]])
+        assert len(json.dumps(big).encode()) == 1000
+        await raw.send(big)
+        await raw.expect("CTP_RETURN")
+
+
+async def test_endo_server_refuses_connections_over_max_connections() -> None:
+    async with serve_tcp(lambda conn: Waiter(), limits=Limits(max_connections=2)) as server:
+        async with _EndoRaw.connect(server.port) as a, _EndoRaw.connect(server.port) as b:
+            await a.bootstrap()
+            await b.bootstrap()
+            async with _EndoRaw.connect(server.port) as c:
+                assert "limit max_connections=2 exceeded" in await c.expect_disconnect()
+            assert server.refused == 1
+            await a.send(a.call("echo", 1))
+            await a.expect("CTP_RETURN")
+        await _until(lambda: not server.connections, "the connections to close")
+        await _endo_echo_works(server.port)
+
+
+async def test_endo_idle_timeout_and_node_buffer() -> None:
+    limits = Limits(idle_timeout=0.3, max_node_buffer=3000, max_message_bytes=10_000)
+    async with serve_tcp(lambda conn: Waiter(), limits=limits) as server:
+        async with _EndoRaw.connect(server.port) as raw:
+            await raw.bootstrap()
+            assert "limit idle_timeout=0.3 exceeded" in await raw.expect_disconnect()
+        async with _EndoRaw.connect(server.port) as a, _EndoRaw.connect(server.port) as b:
+            await a.send(b"9000:" + b"x" * 2000)  # partial frames held: 2000, then 4000 bytes
+            await anyio.sleep(0.05)
+            await b.send(b"9000:" + b"x" * 2000)
+            assert "limit max_node_buffer=3000 exceeded" in await b.expect_disconnect()
+
+
+@requires_node
+async def test_endo_limits_against_the_javascript_peer() -> None:
+    """A real @endo/captp peer: calls within the limits work; an answer too big ends the session."""
+    with node_server() as js:
+        limits = Limits(max_message_bytes=10_000)
+        async with connect_tcp("127.0.0.1", js.port, limits=limits) as conn:
+            boot = await conn.bootstrap()
+            assert await E(boot).echo("small", 2) == ["small", 2.0]
+            with pytest.raises(ConnectionLost, match="limit max_message_bytes=10000 exceeded"):
+                await E(boot).echo("x" * 20_000)
+            assert conn.closed

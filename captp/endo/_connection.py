@@ -10,15 +10,17 @@ from typing import Any, Final
 import anyio
 import anyio.abc
 
-from captp._connection import Channel, Connection
+from captp._connection import BufferBudget, Channel, Connection
 from captp._passable import is_remotable
 from captp._promise import Promise
 from captp._vat import Vat, open_vat
+from captp.endo._limits import limit_wire
 from captp.endo.framing import DEFAULT_MAX_FRAME_SIZE
 from captp.endo.marshal import BodyFormat
 from captp.endo.wire import EndoFraming, EndoPositions, EndoWire, Trace
 from captp.engine import ENDO_POLICY, Engine
 from captp.errors import CapTPError, ConnectionLost
+from captp.limits import Limits
 
 __all__ = [
     "DEFAULT_QUESTION_TIMEOUT",
@@ -61,6 +63,10 @@ class EndoConnection:
     :func:`netlayers.endo_tcp.connect_tcp` / :func:`netlayers.endo_tcp.serve_tcp`.
     ``await conn.bootstrap()`` gives the peer's bootstrap object; use it
     with :data:`captp.E`.
+
+    ``limits``: the :class:`~captp.limits.Limits` this connection enforces
+    (those that apply to Endo CapTP: see :mod:`captp.endo._limits`); None:
+    only ``max_frame_size`` and ``question_timeout``.
     """
 
     def __init__(
@@ -76,7 +82,12 @@ class EndoConnection:
         epoch: int = 0,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         trace: Trace | None = None,
+        limits: Limits | None = None,
+        budget: BufferBudget | None = None,
     ) -> None:
+        self.limits = limits
+        if limits is not None:
+            max_frame_size = min(max_frame_size, limits.max_message_bytes)
         if question_timeout is not None and not question_timeout > 0:
             raise ValueError("question_timeout must be positive, or None to wait forever")
         self.name = name
@@ -85,7 +96,7 @@ class EndoConnection:
             bootstrap = bootstrap(self)
 
         def make_wire(session: Engine) -> EndoWire:
-            return EndoWire(
+            wire = EndoWire(
                 session,
                 framing=framing,
                 body_format=body_format,
@@ -93,6 +104,9 @@ class EndoConnection:
                 max_frame_size=max_frame_size,
                 trace=trace,
             )
+            if limits is not None:
+                limit_wire(wire, limits)
+            return wire
 
         self._connection = Connection(
             channel,
@@ -102,6 +116,8 @@ class EndoConnection:
             policy=ENDO_POLICY,
             positions=EndoPositions(),
             name=name,
+            limits=limits,
+            budget=budget,
         )
         self.engine: Engine = self._connection.engine
         self.wire: EndoWire = self._connection.wire  # type: ignore[assignment]
@@ -204,6 +220,7 @@ async def open_connection(
     body_format: BodyFormat = "capdata",
     vat: Vat | None = None,
     trace: Trace | None = None,
+    limits: Limits | None = None,
 ) -> AsyncIterator[EndoConnection]:
     """Run an Endo CapTP connection over an open channel for the ``async with`` body.
 
@@ -211,6 +228,7 @@ async def open_connection(
     transports that keep message boundaries (WebSocket, :func:`memory_pipe`).
     Without a ``vat``, the connection opens its own for its lifetime.
     Leaving the block sends ``CTP_DISCONNECT`` if the session is still open.
+    ``limits``: see :class:`EndoConnection`.
     """
     async with AsyncExitStack() as stack:
         if vat is None:
@@ -224,6 +242,7 @@ async def open_connection(
             framing=framing,
             body_format=body_format,
             trace=trace,
+            limits=limits,
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(conn.run)

@@ -180,6 +180,11 @@ class EndoWire:
         """True when each frame goes out in a send of its own (a message transport)."""
         return not self._netstring
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete frame held until the rest arrives."""
+        return self._frames.buffered if self._frames is not None else 0
+
     def encode(self, message: Message) -> bytes | list[bytes]:
         """The framed bytes of ``message`` (empty when nothing is to be sent).
 
