@@ -18,6 +18,16 @@ Scenarios (each bounded in time; traffic only to 127.0.0.1):
   far closing a node with a deadline overruns it.
 * ``calls``: rounds of N calls to a method that awaits for ever, then the
   peer disconnects; the calls still running on the node, and its RSS.
+* ``limits-cost`` (not in ``all``): what the limit checks cost on the message
+  path.  Two client/server pairs of nodes, all four processes pinned to
+  ``--cpu``: one as shipped (default :class:`Limits`), one whose connections
+  get no limits at all (``limits=None`` reaches the engine and the driver:
+  no table caps, no buffer accounting, no timers).  Rounds alternate
+  between the pairs (the order rotating); each round times 10,000
+  concurrent ``E(ref).echo(i)`` calls and a second of sequential round
+  trips.  The pairs are started afresh four times (a process's memory
+  layout moves its speed by a percent or two).  The figures are medians of
+  the per-round ratios (limits / none).
 
 The node reports on itself through a far object (``probe``) fetched over a
 second, well-behaved session.  The last line of output is one JSON object.
@@ -29,6 +39,7 @@ import argparse
 import contextlib
 import gc
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -36,6 +47,7 @@ import time
 from typing import Any, Final
 
 import anyio
+import anyio.to_thread
 
 from captp import E, Record, Symbol, far
 from netlayers import tcp_testing_only
@@ -48,6 +60,13 @@ from ocapn.locators import PeerLocation, parse_uri
 # Issue 10: a node that served 10,000 handshake-and-close connections is back
 # "within a few MB" of where it started.
 CONNECTIONS_TARGET_MB: Final = 4.0
+
+
+# Issue 10: with the limits on, the benchmarks lose no more than 5%.
+LIMITS_COST_TARGET: Final = 0.05
+COST_GENERATIONS: Final = 4
+COST_ROUNDS: Final = 4  # per generation
+COST_CONCURRENT: Final = 10_000
 
 
 def _rss_mb() -> float:
@@ -313,6 +332,129 @@ async def _silent(host: str, port: int, probe: Any, n: int) -> dict[str, Any]:
     }
 
 
+# == what the limit checks cost (--scenario limits-cost) ====================================
+
+
+def _no_limits() -> None:
+    # The other pair: every connection of this process gets no limits at all.
+    import ocapn.session
+    from captp._connection import Connection
+
+    def unlimited(*args: Any, **kwargs: Any) -> Connection:
+        kwargs["limits"] = kwargs["budget"] = None
+        return Connection(*args, **kwargs)
+
+    setattr(ocapn.session, "Connection", unlimited)  # noqa: B010
+
+
+@far
+class _Echo:
+    def echo(self, x: Any) -> Any:
+        return x
+
+
+async def _cost_server() -> None:
+    async with Node(tcp_testing_only()) as node:
+        print(node.publish(_Echo()), flush=True)
+        await anyio.sleep_forever()
+
+
+async def _cost_client(uri: str) -> None:
+    async with Node(tcp_testing_only()) as node:
+        ref = await node.enliven(uri)
+        for i in range(2000):  # warm up
+            await E(ref).echo(i)
+        print("ready", flush=True)
+        while True:
+            line = await anyio.to_thread.run_sync(sys.stdin.readline)
+            command, *rest = line.split() or ["quit"]
+            start = time.perf_counter()
+            if command == "burst":
+                promises = [E(ref).echo(i) for i in range(COST_CONCURRENT)]
+                for i, p in enumerate(promises):
+                    assert await p == i
+                print(json.dumps({"burst_s": time.perf_counter() - start}), flush=True)
+            elif command == "seq":
+                n, deadline = 0, start + float(rest[0])
+                while time.perf_counter() < deadline:
+                    for _ in range(100):
+                        await E(ref).echo(1)
+                    n += 100
+                print(json.dumps({"rt_per_s": n / (time.perf_counter() - start)}), flush=True)
+            else:
+                return
+
+
+class _CostPair:
+    """A server node and a client node in two processes, pinned; checks on or off."""
+
+    def __init__(self, checks: bool, cpu: int) -> None:
+        def child(*more: str) -> subprocess.Popen[str]:
+            return subprocess.Popen(
+                [sys.executable, "-m", "bench.hostile", "--cpu", str(cpu), *more,
+                 *([] if checks else ["--no-limits"])],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                env={**os.environ, "PYTHONHASHSEED": "0"},  # the same dict layouts in both
+            )
+
+        self.server = child("--role", "cost-server")
+        assert self.server.stdout is not None
+        self.client = child("--role", "cost-client", "--address",
+                            self.server.stdout.readline().strip())
+        assert self.client.stdout is not None and self.client.stdin is not None
+        if self.client.stdout.readline().strip() != "ready":
+            raise RuntimeError("the client did not start")
+
+    def ask(self, command: str) -> float:
+        assert self.client.stdout is not None and self.client.stdin is not None
+        self.client.stdin.write(command + "\n")
+        self.client.stdin.flush()
+        answer: dict[str, float] = json.loads(self.client.stdout.readline())
+        return next(iter(answer.values()))
+
+    def close(self) -> None:
+        with contextlib.suppress(BrokenPipeError, AssertionError):
+            assert self.client.stdin is not None
+            self.client.stdin.write("quit\n")
+            self.client.stdin.flush()
+        self.client.wait(30)
+        self.server.terminate()
+        self.server.wait(10)
+
+
+def _limits_cost(cpu: int, seconds: float) -> dict[str, Any]:
+    import statistics
+
+    bursts: dict[str, list[float]] = {"limits": [], "none": []}
+    rates: dict[str, list[float]] = {"limits": [], "none": []}
+    for generation in range(COST_GENERATIONS):  # fresh processes: their layout varies too
+        kinds = ["limits", "none"] if generation % 2 == 0 else ["none", "limits"]
+        pairs = {kind: _CostPair(kind == "limits", cpu) for kind in kinds}
+        try:
+            for n in range(COST_ROUNDS):
+                for kind in kinds if n % 2 == 0 else reversed(kinds):
+                    bursts[kind].append(pairs[kind].ask("burst"))
+                    rates[kind].append(pairs[kind].ask(f"seq {seconds}"))
+        finally:
+            for pair in pairs.values():
+                pair.close()
+    burst_cost = statistics.median(
+        a / b - 1 for a, b in zip(bursts["limits"], bursts["none"], strict=True))
+    rt_cost = statistics.median(
+        b / a - 1 for a, b in zip(rates["limits"], rates["none"], strict=True))
+    return {
+        "concurrent_10k_s_limits": round(statistics.median(bursts["limits"]), 3),
+        "concurrent_10k_s_none": round(statistics.median(bursts["none"]), 3),
+        "concurrent_10k_cost": round(burst_cost, 3),
+        "rt_per_s_limits": round(statistics.median(rates["limits"])),
+        "rt_per_s_none": round(statistics.median(rates["none"])),
+        "round_trip_cost": round(rt_cost, 3),
+        "target_cost": LIMITS_COST_TARGET,
+        "within_target": max(burst_cost, rt_cost) <= LIMITS_COST_TARGET,
+        "rounds": COST_GENERATIONS * COST_ROUNDS, "cpu": cpu,
+    }
+
+
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.hostile", "--serve"], stdout=subprocess.PIPE, text=True
@@ -354,13 +496,29 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     """Run the scenarios; print one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", default="all",
-                        choices=["all", "connections", "gifts", "calls", "flood", "silent"])
+    parser.add_argument("--scenario", default="all", choices=[
+        "all", "connections", "gifts", "calls", "flood", "silent", "limits-cost"])
     parser.add_argument("--quick", action="store_true", help="smaller counts")
+    parser.add_argument("--cpu", type=int, default=1, help="limits-cost: the CPU to pin to")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["cost-server", "cost-client"], help=argparse.SUPPRESS)
+    parser.add_argument("--address", help=argparse.SUPPRESS)
+    parser.add_argument("--no-limits", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         anyio.run(_serve)
+        return
+    if args.role is not None:
+        os.sched_setaffinity(0, {args.cpu})
+        if args.no_limits:
+            _no_limits()
+        if args.role == "cost-server":
+            anyio.run(_cost_server)
+        else:
+            anyio.run(_cost_client, args.address)
+        return
+    if args.scenario == "limits-cost":
+        print(json.dumps({"limits_cost": _limits_cost(args.cpu, 0.5 if args.quick else 1.0)}))
         return
     print(json.dumps(anyio.run(_main, args)))
 
