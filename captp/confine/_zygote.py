@@ -152,6 +152,7 @@ def main() -> None:
     _worker.preload_runtime()
     if _kernel.load_libseccomp() is not None:
         _kernel.precompile_seccomp()
+    gc.collect()  # not the rehearsal's garbage: frozen, every worker would hold it
     gc.freeze()  # forked workers then share the preloaded objects without copying them
     control = socket.socket(fileno=int(sys.argv[1]))
     _serve(control)
