@@ -937,3 +937,27 @@ async def test_endo_limits_against_the_javascript_peer() -> None:
             with pytest.raises(ConnectionLost, match="limit max_message_bytes=10000 exceeded"):
                 await E(boot).echo("x" * 20_000)
             assert conn.closed
+
+
+async def test_endo_limits_on_a_message_transport() -> None:
+    """Over a transport that keeps message boundaries, the size limit applies per message."""
+    from captp.endo import open_connection
+    from netlayers.memory import memory_pipe
+
+    ours, theirs = memory_pipe()
+    limits = Limits(max_message_bytes=200)
+    async with open_connection(ours, bootstrap=Waiter(), framing="message", limits=limits) as conn:
+        theirs.send_nowait(b'{"type":"CTP_BOOTSTRAP","epoch":0,"questionID":"q-1"}')
+        reply = json.loads(await theirs.receive())
+        assert reply["type"] == "CTP_RETURN"
+        theirs.send_nowait(json.dumps({
+            "type": "CTP_CALL", "epoch": 0, "questionID": "q-2", "target": "o-1",
+            "method": {"body": json.dumps(["echo", ["x" * 300]]), "slots": []},
+        }).encode())
+        with anyio.fail_after(20):
+            disconnect = json.loads(await theirs.receive())
+        assert disconnect["type"] == "CTP_DISCONNECT"
+        assert "limit max_message_bytes=200 exceeded" in disconnect["reason"]["message"]
+        with anyio.fail_after(20):
+            await conn.wait_closed()
+        assert conn.lost_reason is not None and "max_message_bytes" in conn.lost_reason.reason
