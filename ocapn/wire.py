@@ -495,6 +495,10 @@ _ERROR_NAME: Final = re.compile(
 )
 
 
+def _session_ended(value: Any) -> bytes:
+    raise EncodeError("the session has ended")
+
+
 def _drop_frames(exc: BaseException) -> None:
     # The frames of a kept exception (and of its causes) hold what they ran on.
     todo, seen = [exc], set()
@@ -737,6 +741,7 @@ class OCapNWire:
         """The session has ended: drop the decoders and the callbacks (they tie it into cycles)."""
         self._records = {}
         self._on_give = None
+        self._encode_value = _session_ended  # its encoder calls back into this wire
         stream, self._stream = self._stream, None
         if stream is not None:
             # A read the session ended in the middle of leaves the decoder's
