@@ -11,8 +11,11 @@ CBOR time (above 1: CBOR is faster).  Beside them, ``cbor2`` (its C
 extension): ``loads`` alone (no OCapN checks, no records), and ``loads`` plus
 ``dumps`` and a compare, the least a strict decoder built on cbor2 must do
 (``spec-notes/0033`` says why ``ocapn.cbor`` decodes in Python instead).
-Target: CBOR decode at least 1.5x faster than Syrup decode.  The last line
-is one JSON object with every figure.
+Target: CBOR decode at least 1.5x faster than Syrup decode, like with like:
+the first line says which build of the codecs runs (``ocapn.cbor.COMPILED``);
+when it is the compiled one (``python -m ocapn.compile``), the benchmark
+runs again in a child process with ``OCAPN_PURE=1`` and prints the pure
+figures too.  The last line is one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -31,7 +35,7 @@ from typing import Any, Final
 import cbor2
 
 from captp import Record, Symbol
-from ocapn import cbor, syrup
+from ocapn import _native, cbor, syrup
 
 S = Symbol
 DECODE_TARGET = 1.5
@@ -117,6 +121,7 @@ def main(argv: list[str]) -> int:
         "1mb": (_one_mb_value(), 1 if quick else 2),
     }
     figures: dict[str, Any] = {}
+    print(f"codec build: {_native.REASON}")
     for name, (value, number) in cases.items():
         s_bytes = syrup.encode(value)
         c_bytes = cbor.encode(value)
@@ -156,17 +161,30 @@ def main(argv: list[str]) -> int:
             f"cbor2 round-trip floor {f['cbor2_roundtrip_floor_us']} us"
         )
     met = all(figures[n]["decode_speedup"] >= DECODE_TARGET for n in figures)
+    pure: dict[str, Any] | None = None
+    if cbor.COMPILED:  # the same again, pure Python, so that each build is compared with itself
+        print("-- the same with OCAPN_PURE=1 (pure Python), in a child process:")
+        child = subprocess.run(
+            [sys.executable, "-m", "bench.cbor", *argv],
+            env={**os.environ, "OCAPN_PURE": "1"},
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        lines = child.stdout.strip().splitlines()
+        print("\n".join(lines[1:-1]))
+        pure = json.loads(lines[-1])
     print(
         json.dumps(
             {
                 "bench": "cbor",
                 "python": platform.python_version(),
                 "cbor2": metadata.version("cbor2"),
+                "compiled": cbor.COMPILED,
                 "cpus": pinned,
                 "rounds": rounds,
                 "decode_target": DECODE_TARGET,
                 "decode_target_met": met,
                 **figures,
+                "pure": pure,
             }
         )
     )

@@ -3,7 +3,10 @@
 Run from the repository root: ``python -m bench.codec`` (``--quick`` for a
 shorter run; ``--base DIR`` also loads the Syrup modules of the checkout in
 DIR under another name and compares the two on an OCapN ping round trip's
-messages, in alternating rounds timed in CPU time).  Every figure comes from
+messages and on the op:deliver, in alternating rounds timed in CPU time;
+``--pure`` does the same with this checkout's own pure-Python modules, to
+compare the compiled build, ``python -m ocapn.compile``, with them).  The
+first line says which build runs (``ocapn.syrup.COMPILED``).  Every figure comes from
 this one run, so compare ratios, not absolute numbers across machines.
 Times are medians over repeats, each repeat timing many calls with the
 garbage collector paused (as ``timeit`` does).  MB is 10**6 bytes of encoded output.
@@ -26,12 +29,13 @@ import sys
 import time
 import timeit
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import cbor2
 
 from captp import Record, Symbol
-from ocapn import syrup
+from ocapn import _native, syrup
 
 S = Symbol
 ENCODE_TARGET_US = 5.0
@@ -161,8 +165,9 @@ def measure(fn: Callable[[], object], repeats: int, budget: float) -> float:
     return statistics.median(t / number for t in timer.repeat(repeat=repeats, number=number))
 
 
-def _load_base_syrup(base: str) -> tuple[Any, Any]:
-    """The ``_syrup_encode`` and ``_syrup_stream`` modules of another checkout, renamed."""
+def _load_base_syrup(base: str) -> tuple[Any, Any, Any]:
+    """The ``_syrup_encode``, ``_syrup_decode`` and ``_syrup_stream`` modules of a checkout,
+    renamed and loaded from source (so pure Python, whatever is compiled there)."""
     import pathlib
     import types
 
@@ -178,7 +183,7 @@ def _load_base_syrup(base: str) -> tuple[Any, Any]:
         sys.modules[module.__name__] = module
         exec(compile(source, str(path), "exec"), module.__dict__)
         loaded[name] = module
-    return loaded["_syrup_encode"], loaded["_syrup_stream"]
+    return loaded["_syrup_encode"], loaded["_syrup_decode"], loaded["_syrup_stream"]
 
 
 def _ping_side_cpu_us(encode: Any, stream: Any, rounds: int) -> list[float]:
@@ -202,23 +207,44 @@ def _ping_side_cpu_us(encode: Any, stream: Any, rounds: int) -> list[float]:
     return [timer.timeit(2000) / 2000 / 2 * 1e6 for _ in range(rounds)]
 
 
+def _deliver_cpu_us(encode: Any, decode: Any) -> tuple[float, float]:
+    """CPU us of one encode and of one decode of the op:deliver."""
+    data = encode.encode(DELIVER)
+    enc = timeit.Timer(lambda: encode.encode(DELIVER), timer=time.process_time).timeit(2000)
+    dec = timeit.Timer(lambda: decode.decode(data), timer=time.process_time).timeit(2000)
+    return enc / 2000 * 1e6, dec / 2000 * 1e6
+
+
 def compare_with_base(base: str) -> dict[str, Any]:
     """This checkout's Syrup against another's, rounds alternating, CPU time."""
-    from ocapn import _syrup_encode, _syrup_stream
+    from ocapn import _syrup_decode, _syrup_encode, _syrup_stream
 
-    implementations = {"this": (_syrup_encode, _syrup_stream), "base": _load_base_syrup(base)}
-    times: dict[str, list[float]] = {"this": [], "base": []}
+    implementations = {
+        "this": (_syrup_encode, _syrup_decode, _syrup_stream),
+        "base": _load_base_syrup(base),
+    }
+    figures = ("ping", "deliver_encode", "deliver_decode")
+    times: dict[str, dict[str, list[float]]] = {
+        name: {f: [] for f in figures} for name in implementations
+    }
     for round_number in range(9):
         order = ["this", "base"] if round_number % 2 else ["base", "this"]
         for name in order:
-            times[name] += _ping_side_cpu_us(*implementations[name], 1)
-    ratios = [t / b for t, b in zip(times["this"], times["base"], strict=True)]
-    return {
-        "this_us_per_side": round(statistics.median(times["this"]), 3),
-        "base_us_per_side": round(statistics.median(times["base"]), 3),
-        "this_over_base": round(statistics.median(ratios), 3),
-        "this_over_base_range": [round(min(ratios), 3), round(max(ratios), 3)],
-    }
+            encode, decode, stream = implementations[name]
+            times[name]["ping"] += _ping_side_cpu_us(encode, stream, 1)
+            enc, dec = _deliver_cpu_us(encode, decode)
+            times[name]["deliver_encode"].append(enc)
+            times[name]["deliver_decode"].append(dec)
+    result: dict[str, Any] = {}
+    for figure in figures:
+        this, there = times["this"][figure], times["base"][figure]
+        ratios = [t / b for t, b in zip(this, there, strict=True)]
+        key = "" if figure == "ping" else f"{figure}_"
+        result[f"this_{key}us" if key else "this_us_per_side"] = round(statistics.median(this), 3)
+        result[f"base_{key}us" if key else "base_us_per_side"] = round(statistics.median(there), 3)
+        result[f"{key}this_over_base"] = round(statistics.median(ratios), 3)
+        result[f"{key}this_over_base_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
+    return result
 
 
 def main(argv: list[str]) -> None:
@@ -309,6 +335,7 @@ def main(argv: list[str]) -> None:
     ) / 2 * 1e6
 
     print(f"Syrup codec benchmark (Python {platform.python_version()}, {platform.machine()})")
+    print(f"codec build: {_native.REASON}")
     print("median per message; MB = 10**6 encoded bytes\n")
     header = f"{'message':18s} {'format':6s} {'bytes':>6s} {'enc us':>8s} {'dec us':>8s}"
     header += f" {'enc MB/s':>9s} {'dec MB/s':>9s} {'enc msg/s':>10s} {'dec msg/s':>10s}"
@@ -342,20 +369,28 @@ def main(argv: list[str]) -> None:
         f" decode with a record_hook): {ping_side_us:.2f} us"
     )
     comparison: dict[str, Any] | None = None
-    if "--base" in argv:
-        comparison = compare_with_base(argv[argv.index("--base") + 1])
+    if "--base" in argv or "--pure" in argv:
+        if "--pure" in argv:
+            base, label = str(Path(__file__).resolve().parent.parent), "this checkout's pure Python"
+        else:
+            base = label = argv[argv.index("--base") + 1]
+        comparison = compare_with_base(base)
+        comparison["base"] = label
         print(
-            f"against {argv[argv.index('--base') + 1]}: ping round trip, Syrup CPU per side"
+            f"against {label}: ping round trip, Syrup CPU per side"
             f" {comparison['this_us_per_side']:.2f} us here, {comparison['base_us_per_side']:.2f}"
             f" us there: {comparison['this_over_base']:.3f} of it"
             f" (rounds {comparison['this_over_base_range'][0]:.3f}"
-            f"-{comparison['this_over_base_range'][1]:.3f})"
+            f"-{comparison['this_over_base_range'][1]:.3f});"
+            f" op:deliver encode {comparison['deliver_encode_this_over_base']:.3f},"
+            f" decode {comparison['deliver_decode_this_over_base']:.3f} of it"
         )
     elapsed = time.perf_counter() - started
     print(f"(run took {elapsed:.1f} s)")
     summary = {
         "bench": "codec",
         "python": platform.python_version(),
+        "compiled": syrup.COMPILED,
         "quick": quick,
         "deliver_bytes": len(deliver_bytes),
         "deliver_encode_us": round(encode_us, 3),

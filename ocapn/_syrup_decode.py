@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, Final, Literal
 
 from captp._passable import Record, Symbol
-from ocapn._syrup_encode import encode
+from ocapn._syrup_encode import MAX_NESTING, encode
 from ocapn._syrup_types import DEFAULT_LIMITS, Float32, Limits, SyrupDecodeError, SyrupEncodeError
 
 __all__ = [
@@ -113,6 +113,7 @@ class Config:
 
     __slots__ = (
         "base",
+        "depth_bound",
         "hook",
         "hook_log",
         "hook_results",
@@ -137,6 +138,9 @@ class Config:
         self.lenient = bool(lenient)
         self.key_order = key_order
         self.max_depth = limits.max_depth
+        # Past MAX_NESTING levels the parser refuses as if out of Python stack
+        # (pure Python runs out near there; compiled code has no such check).
+        self.depth_bound = min(limits.max_depth, MAX_NESTING)
         self.max_size = limits.max_size
         self.max_int_digits = limits.max_int_digits
         self.hook = hook
@@ -210,12 +214,12 @@ def decode(
         return value
     except HookFailed as wrapper:
         failure = wrapper.args[0]
-    except TooDeep as exc:
-        raise _stack_exhausted(exc.args[0]) from None
+    except TooDeep as deep:
+        raise _stack_exhausted(deep.args[0]) from None
     except RecursionError:  # the caller left too little stack to start with
         raise _stack_exhausted(0) from None
-    except Truncated as exc:
-        offset, message, length = exc.args
+    except Truncated as cut:
+        offset, message, length = cut.args
         if length > config.max_size:
             message = f"length {length} is over the size limit of {config.max_size}"
         raise SyrupDecodeError(message, offset) from None
@@ -270,7 +274,7 @@ def _one(data: _Data, pos: int, depth: int, config: Config) -> tuple[Any, int]:
     if 47 < c < 58:
         return _digit_atom(data, pos, config)
     if c == 60 or c == 91:  # < [
-        if depth >= config.max_depth:
+        if depth >= config.depth_bound:
             raise _too_deep(pos, config)
         try:
             if c == 91:
@@ -286,7 +290,7 @@ def _one(data: _Data, pos: int, depth: int, config: Config) -> tuple[Any, int]:
     if c == 68:  # D
         return _float64(data, pos, config), pos + 9
     if c == 123 or c == 35:  # { #
-        if depth >= config.max_depth:
+        if depth >= config.depth_bound:
             raise _too_deep(pos, config)
         offsets: list[int] = []
         try:
@@ -384,7 +388,7 @@ def _items(
                 v, pos = _digit_atom(data, pos, config)
                 append(v)
         elif c == 60:  # < record
-            if depth >= config.max_depth:
+            if depth >= config.depth_bound:
                 raise _too_deep(pos, config)
             try:
                 sub, end = _items(data, pos + 1, 62, depth + 1, config)
@@ -402,8 +406,8 @@ def _items(
                 del sub[0]
                 try:
                     result = config.hook(label, sub)
-                except Exception as exc:
-                    raise HookFailed(exc) from None
+                except Exception as hook_error:
+                    raise HookFailed(hook_error) from None
                 log = config.hook_log
                 if log is not None:
                     log.append((config.base + pos, result))
@@ -412,7 +416,7 @@ def _items(
                 append(_record(sub, pos, config))
             pos = end
         elif c == 91:  # [ list
-            if depth >= config.max_depth:
+            if depth >= config.depth_bound:
                 raise _too_deep(pos, config)
             try:
                 sub, pos = _items(data, pos + 1, 93, depth + 1, config)
@@ -420,7 +424,7 @@ def _items(
                 raise TooDeep(pos) from None
             append(sub)
         elif c == 123:  # { dictionary
-            if depth >= config.max_depth:
+            if depth >= config.depth_bound:
                 raise _too_deep(pos, config)
             key_offsets: list[int] = []
             try:
@@ -595,10 +599,13 @@ def _dict(
 
 def _check_syrup_order(data: _Data, offsets: list[int]) -> None:
     """Keys strictly increasing in their encoded bytes (a key runs to its value)."""
-    bounds = iter(offsets)
     previous = b""
-    for start in bounds:
-        raw = bytes(data[start : next(bounds)])
+    # Not ``data[start : next(bounds)]`` over one iterator: mypyc 2.4 evaluates a
+    # slice bound twice when ``data`` is a union (bytes | memoryview), so compiled
+    # that walk skipped offsets (spec-notes/0040).
+    for k in range(0, len(offsets), 2):
+        start = offsets[k]
+        raw = bytes(data[start : offsets[k + 1]])
         if raw <= previous:
             raise _out_of_order("dictionary key", raw == previous, start)
         previous = raw
@@ -698,7 +705,9 @@ def out_of_memory(size: int) -> SyrupDecodeError:
     return SyrupDecodeError(f"out of memory decoding {size} bytes (lower Limits.max_size)", 0)
 
 
-def _too_deep(pos: int, config: Config) -> SyrupDecodeError:
+def _too_deep(pos: int, config: Config) -> Exception:
+    if config.depth_bound < config.max_depth:
+        return TooDeep(pos)  # MAX_NESTING: reported as running out of stack
     return SyrupDecodeError(f"nesting deeper than the limit of {config.max_depth}", pos)
 
 

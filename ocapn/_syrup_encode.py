@@ -44,6 +44,12 @@ _key_cache: dict[str, bytes] = {}
 _SAFE_DIGITS: Final = 4000
 _SAFE_BITS: Final = int(_SAFE_DIGITS * 3.32)  # fewer bits than this => fewer than 4000 digits
 
+# How deeply values may nest (containers, and default() handing back another
+# object to encode).  Pure Python hits its recursion limit first (about 490
+# levels); compiled code has no such limit and would overflow the C stack.
+MAX_NESTING: Final = 1000
+_TOO_DEEP: Final = "value nests too deeply to encode (or contains itself)"
+
 _key0: Final = itemgetter(0)
 
 
@@ -70,9 +76,9 @@ def encode(
         opts = _options(default, key_order, negative_zero)
     out: list[bytes] = []
     try:
-        _enc(value, out.append, opts)
+        _enc(value, out.append, opts, 0)
     except RecursionError:
-        raise SyrupEncodeError("value nests too deeply to encode (or contains itself)") from None
+        raise SyrupEncodeError(_TOO_DEEP) from None
     return b"".join(out)
 
 
@@ -96,11 +102,9 @@ class Encoder:
         """The canonical Syrup bytes of ``value``."""
         out: list[bytes] = []
         try:
-            _enc(value, out.append, self._options)
+            _enc(value, out.append, self._options, 0)
         except RecursionError:
-            raise SyrupEncodeError(
-                "value nests too deeply to encode (or contains itself)"
-            ) from None
+            raise SyrupEncodeError(_TOO_DEEP) from None
         return b"".join(out)
 
 
@@ -126,7 +130,8 @@ def _options(default: Default, key_order: KeyOrder, negative_zero: bool) -> _Opt
     return _Options(default, key_order == "js", bool(negative_zero))
 
 
-def _enc(v: Any, append: _Append, opts: _Options) -> None:
+def _enc(v: Any, append: _Append, opts: _Options, depth: int) -> None:
+    """Append the encoding of ``v``, found inside ``depth`` containers."""
     t = type(v)
     if t is Record:
         append(b"<")
@@ -135,8 +140,8 @@ def _enc(v: Any, append: _Append, opts: _Options) -> None:
             data = _symbol_cache.get(label.name)
             append(_symbol_bytes(label.name) if data is None else data)
         else:
-            _enc(label, append, opts)
-        _enc_items(v.fields, append, opts)
+            _enc(label, append, opts, depth)
+        _enc_items(v.fields, append, opts, depth + 1)
         append(b">")
     elif t is Symbol:
         name = v.name
@@ -158,7 +163,7 @@ def _enc(v: Any, append: _Append, opts: _Options) -> None:
         append(data)
     elif t is list or t is tuple:
         append(b"[")
-        _enc_items(v, append, opts)
+        _enc_items(v, append, opts, depth + 1)
         append(b"]")
     elif t is bytes:
         append(b"%d:" % len(v))
@@ -168,17 +173,19 @@ def _enc(v: Any, append: _Append, opts: _Options) -> None:
     elif t is float:
         append(_float_bytes(v, _FLOAT64, opts))
     elif t is dict:
-        _enc_dict(v, append, opts)
+        _enc_dict(v, append, opts, depth + 1)
     elif t is Float32:
         append(_float_bytes(v, _FLOAT32, opts))
     elif t is frozenset or t is set:
-        _enc_set(v, append, opts)
+        _enc_set(v, append, opts, depth + 1)
     else:
-        _enc_other(v, append, opts)
+        _enc_other(v, append, opts, depth)
 
 
-def _enc_items(items: Any, append: _Append, opts: _Options) -> None:
+def _enc_items(items: Any, append: _Append, opts: _Options, depth: int) -> None:
     """Encode the items of a list or record (the commonest atoms inline)."""
+    if depth > MAX_NESTING:
+        raise SyrupEncodeError(_TOO_DEEP)
     for x in items:
         t = type(x)
         if t is int:
@@ -199,7 +206,7 @@ def _enc_items(items: Any, append: _Append, opts: _Options) -> None:
             append(b'%d"' % len(data))
             append(data)
         else:
-            _enc(x, append, opts)
+            _enc(x, append, opts, depth)
 
 
 # What _enc_other can encode itself: subclasses of these and bytes-likes.
@@ -209,7 +216,7 @@ _SYRUP_BASES: Final = (
 )  # fmt: skip
 
 
-def _enc_other(v: Any, append: _Append, opts: _Options) -> None:
+def _enc_other(v: Any, append: _Append, opts: _Options, depth: int) -> None:
     """Encode a subclass of a Syrup type, a bytes-like object, or ask ``default``."""
     default = opts.default
     if default is not None and not isinstance(v, _SYRUP_BASES):
@@ -217,18 +224,20 @@ def _enc_other(v: Any, append: _Append, opts: _Options) -> None:
         replacement = default(v)
         if replacement is v:
             raise SyrupEncodeError(f"default() returned the {_type_name(v)} it was given")
-        _enc(replacement, append, opts)
+        if depth > MAX_NESTING:
+            raise SyrupEncodeError(_TOO_DEEP)
+        _enc(replacement, append, opts, depth + 1)
     elif isinstance(v, bool):
         append(b"t" if v else b"f")
     # A subclass's own value, whatever its dunder methods say.
     elif isinstance(v, int):
         append(_int_bytes(int.__int__(v)))
     elif isinstance(v, Float32):
-        _enc(Float32(float.__float__(v)), append, opts)
+        _enc(Float32(float.__float__(v)), append, opts, depth)
     elif isinstance(v, float):
-        _enc(float.__float__(v), append, opts)
+        _enc(float.__float__(v), append, opts, depth)
     elif isinstance(v, str):
-        _enc(str.__str__(v), append, opts)
+        _enc(str.__str__(v), append, opts, depth)
     elif isinstance(v, (bytes, bytearray)):
         append(b"%d:" % len(v))
         append(bytes(v))
@@ -239,25 +248,29 @@ def _enc_other(v: Any, append: _Append, opts: _Options) -> None:
     elif isinstance(v, Symbol):
         append(_symbol_bytes(v.name))
     elif isinstance(v, Record):
-        _enc(Record(v.label, v.fields), append, opts)
+        _enc(Record(v.label, v.fields), append, opts, depth)
     elif isinstance(v, (list, tuple)):
-        _enc(list(v), append, opts)
+        _enc(list(v), append, opts, depth)
     elif isinstance(v, dict):
-        _enc_dict(v, append, opts)
+        _enc_dict(v, append, opts, depth + 1)
     elif isinstance(v, (set, frozenset)):
-        _enc_set(v, append, opts)
+        _enc_set(v, append, opts, depth + 1)
     elif opts.default is None:
         raise SyrupEncodeError(f"cannot encode {_type_name(v)} as Syrup (no default given)")
     else:
         replacement = opts.default(v)
         if replacement is v:
             raise SyrupEncodeError(f"default() returned the {_type_name(v)} it was given")
-        _enc(replacement, append, opts)
+        if depth > MAX_NESTING:
+            raise SyrupEncodeError(_TOO_DEEP)
+        _enc(replacement, append, opts, depth + 1)
 
 
-def _enc_dict(v: dict[Any, Any], append: _Append, opts: _Options) -> None:
+def _enc_dict(v: dict[Any, Any], append: _Append, opts: _Options, depth: int) -> None:
     # Canonical order: by the full encoded bytes of each key (spec section 2.1);
     # or JavaScript's order of strings, when asked and every key is a string.
+    if depth > MAX_NESTING:
+        raise SyrupEncodeError(_TOO_DEEP)
     js_order = opts.js_keys and all(type(key) is str for key in v)
     items = sorted(v.items(), key=_js_order) if js_order else v.items()
     pairs = []
@@ -268,7 +281,7 @@ def _enc_dict(v: dict[Any, Any], append: _Append, opts: _Options) -> None:
                 data = _string_key_bytes(key)
             pairs.append((data, value))
         else:
-            pairs.append((_to_bytes(key, opts), value))
+            pairs.append((_to_bytes(key, opts, depth), value))
     if not js_order:
         pairs.sort(key=_key0)
     append(b"{")
@@ -289,12 +302,14 @@ def _enc_dict(v: dict[Any, Any], append: _Append, opts: _Options) -> None:
         elif t is int and 0 <= value < _SMALL_INT_LIMIT:
             append(_SMALL_INTS[value])
         else:
-            _enc(value, append, opts)
+            _enc(value, append, opts, depth)
     append(b"}")
 
 
-def _enc_set(v: set[Any] | frozenset[Any], append: _Append, opts: _Options) -> None:
-    items = sorted(_to_bytes(x, opts) for x in v)
+def _enc_set(v: set[Any] | frozenset[Any], append: _Append, opts: _Options, depth: int) -> None:
+    if depth > MAX_NESTING:
+        raise SyrupEncodeError(_TOO_DEEP)
+    items = sorted(_to_bytes(x, opts, depth) for x in v)
     append(b"#")
     previous = None
     for data in items:
@@ -305,9 +320,9 @@ def _enc_set(v: set[Any] | frozenset[Any], append: _Append, opts: _Options) -> N
     append(b"$")
 
 
-def _to_bytes(v: object, opts: _Options) -> bytes:
+def _to_bytes(v: object, opts: _Options, depth: int) -> bytes:
     out: list[bytes] = []
-    _enc(v, out.append, opts)
+    _enc(v, out.append, opts, depth)
     return b"".join(out)
 
 

@@ -105,7 +105,10 @@ class StreamDecoder:
         out: list[object] = []
         failure: BaseException
         try:
-            out.extend(self._values())
+            # One by one, not out.extend(...): compiled (mypyc), extend keeps
+            # nothing of a generator that raises part-way.
+            for value in self._values():
+                out.append(value)
             return out
         except SyrupDecodeError as exc:
             failure = exc
@@ -195,7 +198,7 @@ class StreamDecoder:
             raise self._error
         self._finish_lazy()
         buffer = self._buffer
-        if self._config.lenient and all(b in WHITESPACE for b in buffer):
+        if self._config.lenient and not buffer.strip():  # strip() removes WHITESPACE
             buffer.clear()
         if not buffer:
             return
@@ -305,10 +308,10 @@ class StreamDecoder:
                 config.hook_results.update(log)
                 log.clear()
             raise
-        except TooDeep as exc:
+        except TooDeep as deep:
             raise SyrupDecodeError(
                 "nesting too deep for the Python stack (lower max_depth)",
-                self._consumed + exc.args[0],
+                self._consumed + deep.args[0],
             ) from None
         except SyrupDecodeError as exc:
             raise SyrupDecodeError(exc.message, self._consumed + (exc.offset or 0)) from None
@@ -497,7 +500,7 @@ class FrameDecoder:
     def _read_header(self) -> int | None:
         buffer = self._buffer
         colon = buffer.find(b":", 0, self._max_digits + 1)
-        digits = buffer[: self._max_digits + 1] if colon < 0 else buffer[:colon]
+        digits = bytes(buffer[: self._max_digits + 1] if colon < 0 else buffer[:colon])
         for k, c in enumerate(digits):
             if not 47 < c < 58:
                 raise SyrupDecodeError(

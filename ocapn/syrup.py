@@ -25,8 +25,14 @@ keys as JavaScript does (Endo).  :class:`StreamDecoder` reads back-to-back value
 stream; :func:`frame` and :class:`FrameDecoder` implement the ``len:payload``
 framing of stream netlayers.  Decisions the spec leaves open are recorded in
 ``spec-notes/0003-syrup-codec.md``.
+
+The codec's modules may run compiled (``python -m ocapn.compile``, mypyc);
+:data:`COMPILED` says whether they do in this process.
 """
 
+from typing import Final
+
+from ocapn import _native
 from ocapn._syrup_decode import DecodeKeyOrder, decode
 from ocapn._syrup_encode import Encoder, KeyOrder, encode
 from ocapn._syrup_stream import FrameDecoder, StreamDecoder, frame
@@ -39,6 +45,7 @@ from ocapn._syrup_types import (
 )
 
 __all__ = [
+    "COMPILED",
     "DEFAULT_LIMITS",
     "DecodeKeyOrder",
     "Encoder",
@@ -53,3 +60,7 @@ __all__ = [
     "encode",
     "frame",
 ]
+
+COMPILED: Final = _native.COMPILED
+"""Whether the Syrup and CBOR codecs run compiled (mypyc) in this process (``OCAPN_PURE=1``
+selects pure Python; ``python -m ocapn.compile status`` says why)."""

@@ -52,6 +52,7 @@ TEST_PLUGINS = {
 # Optional packages, used only when installed (the import is guarded).
 OPTIONAL = {
     "captp/confine/_worker.py": {"uvloop"},  # a compartment worker's loop (spec-notes/0034)
+    "ocapn/compile.py": {"mypyc"},  # the optional compiled build, when run (spec-notes/0040)
 }
 
 

@@ -12,6 +12,7 @@ import ocapn._syrup_decode as decoder_module
 import ocapn._syrup_stream as stream_module
 from captp import Record, Symbol
 from captp.errors import ProtocolError
+from ocapn import syrup
 from ocapn.syrup import (
     FrameDecoder,
     Limits,
@@ -239,6 +240,8 @@ def test_depth_bomb_in_streams() -> None:
 @pytest.fixture
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The bytes left to parse at each call the stream decoder makes to parse a value."""
+    if syrup.COMPILED:  # the pure-Python run checks it
+        pytest.skip("counts calls through the module; compiled code calls decode_one directly")
     calls: list[int] = []
     real = decoder_module.decode_one
 

@@ -1,0 +1,153 @@
+"""The optional compiled (mypyc) codec: choosing it, stepping around it, and the codec
+tests run against the other build (spec-notes/0040).
+
+The test run this file is part of uses whichever build :mod:`ocapn._native`
+chose; ``test_codec_suite_passes_under_the_other_build`` runs the codec's
+test files again in a child process under the other one, so that a run with
+the compiled build (CI's compiled step) checks both.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+import ocapn._cbor_codec
+import ocapn._syrup_decode
+import ocapn._syrup_encode
+import ocapn._syrup_stream
+from ocapn import _native, cbor, syrup
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "ocapn"
+CODEC_TESTS = [
+    "tests/test_syrup.py",
+    "tests/test_syrup_properties.py",
+    "tests/test_syrup_stream.py",
+    "tests/test_cbor.py",
+    "tests/test_cbor_properties.py",
+    "tests/test_float32.py",
+]
+MODULES = [ocapn._syrup_encode, ocapn._syrup_decode, ocapn._syrup_stream, ocapn._cbor_codec]
+
+
+def _built() -> bool:
+    return all(path.exists() for path in _native.compiled_files(PACKAGE))
+
+
+def _child_env(pure: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "OCAPN_PURE"}
+    if pure:
+        env["OCAPN_PURE"] = "1"
+    return env
+
+
+def test_the_flags_say_which_modules_are_loaded() -> None:
+    assert syrup.COMPILED is cbor.COMPILED is _native.COMPILED
+    for module in MODULES:
+        origin = module.__file__ or ""
+        assert origin.endswith(".so" if _native.COMPILED else ".py"), origin
+    assert _native.REASON.startswith("compiled" if _native.COMPILED else "pure")
+
+
+def test_ocapn_pure_selects_pure_python_even_when_a_build_exists() -> None:
+    script = (
+        "import ocapn._syrup_decode as d, ocapn._cbor_codec as c\n"
+        "from ocapn import syrup, cbor\n"
+        "print(syrup.COMPILED, cbor.COMPILED, d.__file__.endswith('.py'),"
+        " c.__file__.endswith('.py'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=_child_env(pure=True), cwd=ROOT,
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert done.stdout.split() == ["False", "False", "True", "True"]
+    assert "RuntimeWarning" not in done.stderr  # asked for: no warning
+
+
+def test_status_command_names_the_build() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ocapn.compile", "status"], env=_child_env(pure=True), cwd=ROOT,
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert done.stdout.startswith("pure Python")
+    assert "_syrup_decode.py" in done.stdout
+
+
+def _fake_build(tmp_path: Path) -> Path:
+    """A package directory with every compiled file (empty) and a matching manifest."""
+    tmp_path.mkdir(exist_ok=True)
+    for name in _native.MODULES:
+        (tmp_path / f"{name}.py").write_text(f"# {name}\n")
+    for path in _native.compiled_files(tmp_path):
+        path.touch()
+    _native.write_manifest(tmp_path, [tmp_path / f"{n}.py" for n in _native.MODULES])
+    return tmp_path
+
+
+def test_decision_follows_the_files_and_the_switch(tmp_path: Path) -> None:
+    assert _native._decide(str(tmp_path), False) == (
+        False, "pure Python (no compiled build; `python -m ocapn.compile` makes one)", False
+    )  # fmt: skip
+    package = str(_fake_build(tmp_path))
+    assert _native._decide(package, False) == (True, "compiled with mypyc", False)
+    compiled, reason, step_around = _native._decide(package, True)
+    assert (compiled, step_around) == (False, True) and "OCAPN_PURE" in reason
+
+
+def test_an_edited_source_makes_the_build_stale(tmp_path: Path) -> None:
+    package = _fake_build(tmp_path)
+    source = package / "_syrup_decode.py"
+    source.write_text("# _syrup_decode, edited\n")
+    compiled, reason, step_around = _native._decide(str(package), False)
+    assert (compiled, step_around) == (False, True)
+    assert "stale: _syrup_decode changed" in reason
+    # Touched but unchanged (a checkout, say): still fresh, by its hash.
+    package = _fake_build(tmp_path / "again")
+    source = package / "_cbor_codec.py"
+    os.utime(source, ns=(1, 1))
+    assert _native._decide(str(package), False)[0] is True
+
+
+def test_an_incomplete_build_is_stepped_around(tmp_path: Path) -> None:
+    package = _fake_build(tmp_path)
+    next(p for p in _native.compiled_files(package) if "_syrup_stream" in p.name).unlink()
+    compiled, reason, step_around = _native._decide(str(package), False)
+    assert (compiled, step_around) == (False, True) and "_syrup_stream" in reason
+    (package / _native.MANIFEST).unlink()
+    for path in _native.compiled_files(package):
+        path.unlink(missing_ok=True)
+    assert _native._decide(str(package), False)[0] is False
+
+
+def test_a_stale_build_warns_once_in_a_fresh_process(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        package = _fake_build(tmp_path)
+        (package / "_syrup_encode.py").write_text("# changed\n")
+        finders = list(sys.meta_path)
+        try:
+            with pytest.raises(RuntimeWarning, match="stale"):
+                _native._select(str(package), False)
+        finally:
+            sys.meta_path[:] = finders
+
+
+@pytest.mark.slow
+def test_codec_suite_passes_under_the_other_build() -> None:
+    """The codec's tests, in a child process, with the build this process does not use."""
+    if not _built():
+        pytest.skip("no compiled build here (`python -m ocapn.compile`; CI's compiled step)")
+    other_is_pure = _native.COMPILED
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *CODEC_TESTS],
+        env=_child_env(pure=other_is_pure), cwd=ROOT,
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout
