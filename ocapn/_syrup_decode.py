@@ -587,9 +587,10 @@ def _dict(
                 if not all(type(key) is str for key in keys):
                     raise
                 _check_js_order(keys, offsets, "in neither Syrup's order nor JavaScript's")
-    pairs = iter(items)
+    result: dict[Any, Any] = {}
     try:
-        result = dict(zip(pairs, pairs))  # noqa: B905 - pairs of one iterator
+        for k in range(0, count, 2):  # a loop: as fast as dict(zip(...)) pure, 3x compiled
+            result[items[k]] = items[k + 1]
     except TypeError:
         raise _unhashable("dictionary key", keys, offsets[0::2]) from None
     if len(result) != len(keys):
