@@ -589,7 +589,7 @@ def _dict(
                 _check_js_order(keys, offsets, "in neither Syrup's order nor JavaScript's")
     result: dict[Any, Any] = {}
     try:
-        for k in range(0, count, 2):  # a loop: as fast as dict(zip(...)) pure, 3x compiled
+        for k in range(0, count, 2):  # a loop: as fast as dict(zip(...)) pure, faster compiled
             result[items[k]] = items[k + 1]
     except TypeError:
         raise _unhashable("dictionary key", keys, offsets[0::2]) from None
