@@ -10,6 +10,7 @@ the compiled build (CI's compiled step) checks both.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -151,3 +152,28 @@ def test_codec_suite_passes_under_the_other_build() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert " passed" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_failed_build_leaves_the_codec_pure(tmp_path: Path) -> None:
+    """``python -m ocapn.compile`` without a working C compiler: exit 1, nothing left, pure."""
+    for name in ("captp", "ocapn"):
+        shutil.copytree(
+            ROOT / name, tmp_path / name,
+            ignore=shutil.ignore_patterns("*.so", _native.MANIFEST, "__pycache__"),
+        )  # fmt: skip
+    env = {**_child_env(pure=False), "CC": "/bin/false", "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "ocapn.compile"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "/bin/false" in done.stdout and "the codec stays pure Python" in done.stdout
+    assert not [p for p in _native.compiled_files(tmp_path / "ocapn") if p.exists()]
+    script = "from ocapn import syrup; print(syrup.COMPILED, syrup.decode(b'1+'))"
+    check = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert check.stdout.split() == ["False", "1"]
+    assert "RuntimeWarning" not in check.stderr
