@@ -454,9 +454,18 @@ def _parse(data: bytes, config: _Config) -> tuple[Any, int]:
                 count, p = _count(data, h, c & 31)
             if count == 0:
                 raise CBORDecodeError("a record has a label", h)
-            if data[p] >> 5 != 3:
+            # A short label seen before is looked up here; the rest go through _symbol.
+            t = data[p]
+            end = p + t - 0x5F
+            label = None
+            if 0x60 <= t < 0x78 and end <= len(data):
+                label = _symbols.get(data[p + 1 : end])
+            if label is not None:
+                pos = end
+            elif t >> 5 != 3:
                 raise CBORDecodeError("a record label is a text string", p)
-            label, pos = _symbol(data, p, config)
+            else:
+                label, pos = _symbol(data, p, config)
             if count > 1:
                 push((items, left, kind, extra))
                 items, left, kind, extra = [], count - 1, _RECORD, label
@@ -487,9 +496,17 @@ def _parse(data: bytes, config: _Config) -> tuple[Any, int]:
                 pos += 1
                 continue
         elif b == 0xD9 and data[pos + 1] == 0x01 and data[pos + 2] == 0x18:
-            if data[pos + 3] >> 5 != 3:
+            t = data[pos + 3]
+            end = pos + t - 0x5C  # as for a record's label
+            v = None
+            if 0x60 <= t < 0x78 and end <= len(data):
+                v = _symbols.get(data[pos + 4 : end])
+            if v is not None:
+                pos = end
+            elif t >> 5 != 3:
                 raise CBORDecodeError("a symbol (tag 280) holds a text string", pos + 3)
-            v, pos = _symbol(data, pos + 3, config)
+            else:
+                v, pos = _symbol(data, pos + 3, config)
         elif b == 0xF4 or b == 0xF5:
             v = b == 0xF5
             pos += 1
