@@ -1,4 +1,4 @@
-"""Which build of the codec's hot modules runs: compiled (mypyc) or pure Python.
+"""Which build of the codec's and wire's hot modules runs: compiled (mypyc) or pure Python.
 
 ``python -m ocapn.compile`` compiles the modules in :data:`MODULES` in place:
 each ``.py`` gets a ``.so`` beside it, which Python's import system prefers.
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["COMPILED", "MANIFEST", "MODULES", "REASON", "compiled_files", "describe"]
 
-MODULES: Final = ("_syrup_encode", "_syrup_decode", "_syrup_stream", "_cbor_codec")
+MODULES: Final = ("_syrup_encode", "_syrup_decode", "_syrup_stream", "_cbor_codec", "wire")
 """The modules of :mod:`ocapn` that ``python -m ocapn.compile`` compiles."""
 
 MANIFEST: Final = "_native.sums"
@@ -161,6 +161,8 @@ def describe() -> str:
     """One line: the build in use and why, and where the modules come from."""
     import ocapn._cbor_codec
     import ocapn._syrup_decode
+    import ocapn.wire
 
-    files = [ocapn._syrup_decode.__file__ or "?", ocapn._cbor_codec.__file__ or "?"]
+    modules = (ocapn._syrup_decode, ocapn._cbor_codec, ocapn.wire)
+    files = [module.__file__ or "?" for module in modules]
     return f"{REASON}: {', '.join(os.path.basename(f) for f in files)}"

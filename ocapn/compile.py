@@ -1,6 +1,7 @@
-"""Build, check or remove the optional compiled (mypyc) codec modules.
+"""Build, check or remove the optional compiled (mypyc) codec and wire modules.
 
-Run ``python -m ocapn.compile`` to compile the codec's hot modules in place
+Run ``python -m ocapn.compile`` to compile the codec's hot modules and the
+wire's ``op:``/``desc:`` mapping (:data:`ocapn._native.MODULES`) in place
 (``build``, the default), ``python -m ocapn.compile status`` to see which
 build is in use, and ``python -m ocapn.compile clean`` to remove the compiled
 files.  Building needs ``mypy`` (which brings mypyc), ``setuptools``, a C
@@ -42,7 +43,7 @@ def clean() -> list[Path]:
 
 
 def build(*, verbose: bool = False) -> list[Path]:
-    """Compile the codec modules in place with mypyc; returns the files made.
+    """Compile the modules of :data:`ocapn._native.MODULES` in place (mypyc); returns the files.
 
     Raises whatever mypyc, setuptools or the C compiler raise; the files of
     an earlier build are removed first, so a failed build leaves the codec pure.

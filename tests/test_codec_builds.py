@@ -1,9 +1,9 @@
-"""The optional compiled (mypyc) codec: choosing it, stepping around it, and the codec
-tests run against the other build (spec-notes/0040).
+"""The optional compiled (mypyc) codec and wire: choosing the build, stepping around it,
+and the codec's and wire's tests run against the other build (spec-notes/0040).
 
 The test run this file is part of uses whichever build :mod:`ocapn._native`
-chose; ``test_codec_suite_passes_under_the_other_build`` runs the codec's
-test files again in a child process under the other one, so that a run with
+chose; ``test_codec_suite_passes_under_the_other_build`` runs the codec's and
+the wire's test files again in a child process under the other one, so that a run with
 the compiled build (CI's compiled step) checks both.
 """
 
@@ -22,6 +22,7 @@ import ocapn._cbor_codec
 import ocapn._syrup_decode
 import ocapn._syrup_encode
 import ocapn._syrup_stream
+import ocapn.wire
 from ocapn import _native, cbor, syrup
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,8 +34,15 @@ CODEC_TESTS = [
     "tests/test_cbor.py",
     "tests/test_cbor_properties.py",
     "tests/test_float32.py",
+    "tests/test_ocapn_wire.py",
 ]
-MODULES = [ocapn._syrup_encode, ocapn._syrup_decode, ocapn._syrup_stream, ocapn._cbor_codec]
+MODULES = [
+    ocapn._syrup_encode,
+    ocapn._syrup_decode,
+    ocapn._syrup_stream,
+    ocapn._cbor_codec,
+    ocapn.wire,
+]
 
 
 def _built() -> bool:
@@ -141,7 +149,7 @@ def test_a_stale_build_warns_once_in_a_fresh_process(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_codec_suite_passes_under_the_other_build() -> None:
-    """The codec's tests, in a child process, with the build this process does not use."""
+    """The codec's and wire's tests, in a child process, under the build this one does not use."""
     if not _built():
         pytest.skip("no compiled build here (`python -m ocapn.compile`; CI's compiled step)")
     other_is_pure = _native.COMPILED
