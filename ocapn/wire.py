@@ -215,47 +215,13 @@ class RecordType:
         return [read(wire, value, what) for (read, what), value in zip(self._readers, fields)]  # noqa: B905
 
     def decoder(self, build: Callable[..., Any]) -> Callable[[OCapNWire, Sequence[Any]], Any]:
-        """``decode(wire, fields)``: ``build(*checked fields)``, for the operation's message.
+        """``decode(wire, fields)``: ``build(*checked fields)``, for the operation's message."""
+        read_all, read, n = self._read_all, self.read, len(self._readers)
 
-        Unrolled for the usual arities (one call per field, and the build).
-        """
-        readers = self._readers
-        n = len(readers)
-        read = self.read
+        def decode(wire: OCapNWire, f: Sequence[Any]) -> Any:
+            return build(*(read_all(wire, f) if len(f) == n else read(wire, f)))
 
-        def slow(wire: OCapNWire, f: Sequence[Any]) -> Any:
-            return build(*read(wire, f))
-
-        if n == 2:
-            (r0, w0), (r1, w1) = readers
-
-            def decode2(wire: OCapNWire, f: Sequence[Any]) -> Any:
-                if len(f) != 2:
-                    return slow(wire, f)
-                return build(r0(wire, f[0], w0), r1(wire, f[1], w1))
-
-            return decode2
-        if n == 3:
-            (r0, w0), (r1, w1), (r2, w2) = readers
-
-            def decode3(wire: OCapNWire, f: Sequence[Any]) -> Any:
-                if len(f) != 3:
-                    return slow(wire, f)
-                return build(r0(wire, f[0], w0), r1(wire, f[1], w1), r2(wire, f[2], w2))
-
-            return decode3
-        if n == 4:
-            (r0, w0), (r1, w1), (r2, w2), (r3, w3) = readers
-
-            def decode4(wire: OCapNWire, f: Sequence[Any]) -> Any:
-                if len(f) != 4:
-                    return slow(wire, f)
-                return build(
-                    r0(wire, f[0], w0), r1(wire, f[1], w1), r2(wire, f[2], w2), r3(wire, f[3], w3)
-                )
-
-            return decode4
-        return slow
+        return decode
 
 
 def _unrolled(
