@@ -35,7 +35,7 @@ import anyio.lowlevel
 
 from captp._promise import Promise, fulfilled
 from captp._vat import Scheduler, Timer, _current_vat
-from captp.engine import OCAPN_POLICY, Engine, Policy, Positions
+from captp.engine import OCAPN_POLICY, Engine, Policy, Positions, session_ended
 from captp.errors import CapTPError, ConnectionLost, ProtocolError
 from captp.limits import LimitExceeded, Limits
 from captp.messages import Message
@@ -396,7 +396,7 @@ class Connection:
         self._send_bytes = _CLOSED.send_nowait
         self._gate = self._user_on_lost = self._probe = None
         self._unsent = self._pause = self._resume = None
-        self._encode = self._receive = _ended
+        self._encode = self._receive = session_ended
 
     def _on_data(self, data: bytes) -> None:
         if self.engine.dead is None:
@@ -679,10 +679,6 @@ class _Closed:
 
 
 _CLOSED: Final = _Closed()
-
-
-def _ended(message: Any) -> Any:
-    raise ConnectionLost("the session has ended")
 
 
 def _no_wire_yet(message: Message) -> bytes:

@@ -207,7 +207,8 @@ def _run_calls(
             log.exception("uncaught error in a vat turn")
 
 
-def _ended(message: Message) -> Any:
+def session_ended(message: Any) -> Any:
+    """What an ended session's encode (and its driver's receive) become: ConnectionLost."""
     raise ConnectionLost("the session has ended")
 
 
@@ -976,7 +977,7 @@ class Engine:
         """
         if self.dead is None:
             raise RuntimeError("release() is for a session that has ended")
-        self._encode = _ended
+        self._encode = session_ended
         self._on_output = self._on_lost = self._handoff = None
         self._handlers = {}
         self._bootstrap = None
