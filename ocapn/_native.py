@@ -159,10 +159,11 @@ COMPILED, REASON = _select(_PACKAGE, os.environ.get("OCAPN_PURE", "") not in (""
 
 def describe() -> str:
     """One line: the build in use and why, and where the modules come from."""
-    import ocapn._cbor_codec
-    import ocapn._syrup_decode
-    import ocapn.wire
+    import importlib.util
 
-    modules = (ocapn._syrup_decode, ocapn._cbor_codec, ocapn.wire)
-    files = [module.__file__ or "?" for module in modules]
+    # Where the import system loads them from (without importing them here:
+    # this module is the codec's chooser, below the codec and the wire).
+    names = ("_syrup_decode", "_cbor_codec", "wire")
+    specs = [importlib.util.find_spec(f"ocapn.{name}") for name in names]
+    files = [(spec.origin if spec is not None else None) or "?" for spec in specs]
     return f"{REASON}: {', '.join(os.path.basename(f) for f in files)}"
