@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final
@@ -13,7 +15,7 @@ import anyio.abc
 from captp._connection import BufferBudget, Channel, Connection
 from captp._passable import is_remotable
 from captp._promise import Promise
-from captp._vat import Vat, open_vat
+from captp._vat import Timer, Vat, open_vat
 from captp.endo._limits import limit_wire
 from captp.endo.framing import DEFAULT_MAX_FRAME_SIZE
 from captp.endo.marshal import BodyFormat
@@ -123,6 +125,8 @@ class EndoConnection:
         self.wire: EndoWire = self._connection.wire  # type: ignore[assignment]
         self._bootstrap: Promise | None = None
         self._cancel: anyio.CancelScope | None = None
+        self._vat = vat
+        self._timer: Timer | None = None  # the next question-timeout check
         self._done = anyio.Event()
 
     def __repr__(self) -> str:
@@ -175,38 +179,51 @@ class EndoConnection:
     async def run(self) -> None:
         """Read and handle messages until the session ends; then close the channel."""
         try:
-            async with anyio.create_task_group() as tg:
-                self._cancel = tg.cancel_scope
+            with anyio.CancelScope() as self._cancel:
                 if self.engine.dead is not None:
-                    tg.cancel_scope.cancel()
+                    self._cancel.cancel()
                 if self.question_timeout is not None:
-                    tg.start_soon(self._expire_questions, self.question_timeout)
+                    # Timer turns, not a task: nothing is left to cancel when the
+                    # session ends (a cancelled task leaves cycles behind).
+                    tick = min(max(self.question_timeout / 10, 0.01), 1.0)
+                    self._timer = self._vat.call_later(
+                        tick, _expire, weakref.ref(self), tick, {}
+                    )
                 await self._connection.run()
-                tg.cancel_scope.cancel()
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None
             if self.engine.dead is None:
                 self.engine.connection_lost("connection closed")
             self._done.set()
 
-    async def _expire_questions(self, timeout: float) -> None:
+    def _expire_questions(self, seen: dict[Any, float]) -> dict[Any, float]:
         # A snapshot per tick: no cost per message.  A question first seen
         # pending at time t was asked at or before t, so it is expired no
         # earlier than `timeout` after it was asked (and at most two ticks late).
-        tick = min(max(timeout / 10, 0.01), 1.0)
-        first_seen: dict[Any, float] = {}
+        timeout = self.question_timeout
+        assert timeout is not None
+        now = time.monotonic()
+        still: dict[Any, float] = {}
         session = self.engine
-        while session.dead is None:
-            await anyio.sleep(tick)
-            now = anyio.current_time()
-            still: dict[Any, float] = {}
-            for question in session.pending_questions():
-                seen = first_seen.get(question, now)
-                if now - seen >= timeout:
-                    log.warning("%s: question %s timed out (%g s)", self.name, question, timeout)
-                    session.expire_question(question, QuestionTimeout(str(question), timeout))
-                else:
-                    still[question] = seen
-            first_seen = still
+        for question in session.pending_questions():
+            first = seen.get(question, now)
+            if now - first >= timeout:
+                log.warning("%s: question %s timed out (%g s)", self.name, question, timeout)
+                session.expire_question(question, QuestionTimeout(str(question), timeout))
+            else:
+                still[question] = first
+        return still
+
+
+def _expire(ref: weakref.ref[EndoConnection], tick: float, seen: dict[Any, float]) -> None:
+    conn = ref()
+    if conn is None or conn.engine.dead is not None or conn._timer is None:
+        return
+    seen = conn._expire_questions(seen)
+    if conn.engine.dead is None:
+        conn._timer = conn._vat.call_later(tick, _expire, ref, tick, seen)
 
 
 @asynccontextmanager

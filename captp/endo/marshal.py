@@ -167,6 +167,11 @@ class Marshal:
         self.body_format: BodyFormat = body_format
         self._error_id = error_id_start
 
+    def release(self) -> None:
+        """Drop the slot hooks (the owner is done with this marshal; they may refer back to it)."""
+        self.slot_for_value = _no_slot_for_value
+        self.value_for_slot = _no_value_for_slot
+
     # == encoding ======================================================================
 
     def encode(self, value: Any) -> tuple[str, list[str]]:
@@ -275,6 +280,8 @@ class Marshal:
             tree = enc(root)
         except RecursionError:
             raise EncodeError("value nested too deeply to encode") from None
+        finally:
+            enc = record = _spent  # they call themselves: break the cycle, do not wait for gc
         body = _json.stringify(tree) if slow else _json.dumps(tree)
         return body, slots
 
@@ -340,6 +347,8 @@ class Marshal:
             tree = enc(root)
         except RecursionError:
             raise EncodeError("value nested too deeply to encode") from None
+        finally:
+            enc = _spent  # it calls itself: break the cycle, do not wait for gc
         body = _json.stringify(tree) if slow else _json.dumps(tree)
         return "#" + body, slots
 
@@ -460,7 +469,10 @@ class Marshal:
                 raise DecodeError("the capData protocol no longer supports '@qclass' 'ibid'")
             raise DecodeError(f"unrecognized '@qclass' {qclass!r}")
 
-        return dec(tree)
+        try:
+            return dec(tree)
+        finally:
+            dec = special = _spent  # they call each other: break the cycle, do not wait for gc
 
     def _decode_smallcaps(self, tree: Any, slots: list[str]) -> Any:
         slot = self._slot_decoder(slots)
@@ -529,7 +541,10 @@ class Marshal:
                 result[name] = dec(x)
             return result
 
-        return dec(tree)
+        try:
+            return dec(tree)
+        finally:
+            dec = _spent  # it calls itself: break the cycle, do not wait for gc
 
 
 _MISSING: Final = object()
@@ -643,6 +658,11 @@ def _check_reference(v: Any) -> None:
     style = pass_style(v)  # raises PassStyleError for unpassable types
     if style not in ("remotable", "promise"):  # pragma: no cover - data styles are handled
         raise PassStyleError(f"{style} value is not a reference")
+
+
+def _spent(*args: Any, **kwargs: Any) -> Any:
+    """What a nested encoder or decoder becomes after its call (it referred to itself)."""
+    raise AssertionError("a marshal's nested function was called after its use")
 
 
 def _no_slot_for_value(value: Any) -> tuple[str, str | None]:

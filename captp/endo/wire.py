@@ -173,6 +173,16 @@ class EndoWire:
             "CTP_TRAP_ITERATE": self._dec_trap_iterate,
         }
 
+    def release(self) -> None:
+        """The session has ended: drop the dispatch tables and the marshal's hooks.
+
+        They are bound methods of this wire, so they tie it into cycles; without
+        them a closed connection is freed as soon as nobody holds it.
+        """
+        self._encoders = {}
+        self._decoders = {}
+        self.marshal.release()
+
     # == encoding ====================================================================
 
     @property
