@@ -430,6 +430,61 @@ async def test_a_policy_asking_for_a_missing_uvloop_is_refused(
             pass
 
 
+# What the guest sees of the build it runs: the chooser's flag, where the
+# decoder was loaded from, and its environment (empty but for the locale
+# Python itself sets; the host's OCAPN_PURE must not leak into it).
+BUILD_PROBE = """
+import os, ocapn._native as native, ocapn._syrup_decode as decode
+result = [native.COMPILED, decode.__file__, sorted(os.environ)]
+"""
+
+
+@pytest.mark.parametrize("start", ["zygote", "cold"])
+async def test_the_worker_runs_the_hosts_build(start: Start) -> None:
+    from ocapn import _native
+
+    async with Compartment({}, Policy(start=start, mode="best_effort")) as c:
+        compiled, origin, environ = await c.evaluate(BUILD_PROBE)
+    assert compiled is _native.COMPILED
+    assert origin.endswith(".so" if _native.COMPILED else ".py"), origin
+    assert set(environ) <= {"LC_CTYPE"}
+
+
+def test_a_pure_host_gets_a_pure_worker_where_a_build_exists() -> None:
+    import os
+    import subprocess
+
+    from ocapn import _native
+
+    if not _native.COMPILED:
+        pytest.skip("needs the compiled build in use (`python -m ocapn.compile`: CI's step)")
+    script = f"""
+import anyio, json
+from captp.confine import Compartment, Policy
+from ocapn import _native
+
+async def main():
+    seen = [_native.COMPILED]
+    for start in ("zygote", "cold"):
+        async with Compartment({{}}, Policy(start=start, mode="best_effort")) as c:
+            seen.append(await c.evaluate({BUILD_PROBE!r}))
+    print(json.dumps(seen))
+
+anyio.run(main)
+"""
+    env = {**os.environ, "OCAPN_PURE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    host, *workers = json.loads(done.stdout.splitlines()[-1])
+    assert host is False and len(workers) == 2
+    for compiled, origin, environ in workers:
+        assert compiled is False and origin.endswith(".py"), origin
+        assert set(environ) <= {"LC_CTYPE"}
+
+
 def test_the_worker_side_of_the_loop_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     from captp.confine._worker import uses_uvloop
 

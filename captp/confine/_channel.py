@@ -29,7 +29,7 @@ from captp._connection import Connection
 from captp._vat import Scheduler, running_loop
 from captp.errors import ConnectionLost
 
-__all__ = ["SocketChannel", "open_channel", "preload", "session_over"]
+__all__ = ["SocketChannel", "host_build", "open_channel", "preload", "session_over"]
 
 # Bytes read but not yet handled above which reading pauses (the peer then
 # blocks on a full socket buffer instead of growing ours).
@@ -283,6 +283,18 @@ async def rehearse(bootstrap: Any) -> None:
         await serving.aclose()
         await asking.aclose()
         tg.cancel_scope.cancel()
+
+
+def host_build() -> str:
+    """``"compiled"`` when this process runs the compiled (mypyc) codec and wire, else ``"pure"``.
+
+    A worker starts with an empty environment, so ``OCAPN_PURE`` cannot reach
+    it; the host passes this on its command line instead, and the worker loads
+    the same build (``spec-notes/0034``).
+    """
+    from ocapn._native import COMPILED
+
+    return "compiled" if COMPILED else "pure"
 
 
 def preload() -> None:

@@ -32,7 +32,7 @@ from captp.confine._errors import (
 )
 from captp.confine._kernel import Layer
 from captp.confine._policy import Policy
-from captp.confine._worker import STRICT_FAILED
+from captp.confine._worker import STRICT_FAILED, program
 from captp.errors import ConnectionLost, RemoteError
 
 __all__ = ["Compartment", "Report"]
@@ -179,7 +179,8 @@ class Compartment:
 
         fd = worker_sock.fileno()
         self._process = subprocess.Popen(
-            [sys.executable, "-I", "-c", _WORKER_MAIN, str(fd), json.dumps(config)],
+            [sys.executable, "-I", "-c", program(_WORKER_MAIN), str(fd), json.dumps(config),
+             _channel.host_build()],
             pass_fds=(fd,),
             env={},
             cwd="/",

@@ -44,7 +44,7 @@ from captp._vat import open_vat
 from captp.confine import _kernel
 from captp.confine._errors import LayerUnavailable
 
-__all__ = ["WorkerAdmin", "child_main", "preload_runtime"]
+__all__ = ["WorkerAdmin", "child_main", "preload_runtime", "program"]
 
 CHANNEL_FD: Final = 3
 
@@ -52,6 +52,27 @@ CHANNEL_FD: Final = 3
 # line then reads ``STRICT_FAILED <layer> <reason>``.
 EXIT_STRICT: Final = 78
 STRICT_FAILED: Final = "captp.confine: strict confinement failed:"
+
+
+# The switch the codec's build chooser reads (ocapn/_native.py).  A worker's
+# environment is empty: :func:`program` sets it from the host's argument before
+# the first import, and :func:`preload_runtime` removes it once the choice is made.
+_PURE_SWITCH: Final = "OCAPN_PURE"
+
+
+def program(main: str) -> str:
+    """The ``-c`` program of a worker or zygote started afresh: ``main``, in the host's build.
+
+    Its command line ends with ``"pure"`` or ``"compiled"``
+    (:func:`captp.confine._channel.host_build`); that argument is taken off
+    ``sys.argv`` before ``main`` runs.
+    """
+    return (
+        "import os, sys\n"
+        "if sys.argv.pop() == 'pure':\n"
+        f"    os.environ[{_PURE_SWITCH!r}] = '1'\n"
+        f"{main}\n"
+    )
 
 
 def preload_runtime() -> None:
@@ -65,6 +86,7 @@ def preload_runtime() -> None:
     channel_module.preload()
     with contextlib.suppress(ImportError):
         import uvloop  # noqa: F401  (optional: the worker's loop when installed)
+    os.environ.pop(_PURE_SWITCH, None)  # the build is chosen: the guest sees an empty environment
 
 
 def uses_uvloop(choice: str) -> bool:
@@ -196,7 +218,7 @@ def child_main(channel_fd: int, policy: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    """Cold start: ``python -I -m captp.confine._worker FD POLICY_JSON``."""
+    """Cold start: ``python -I -c program(...) FD POLICY_JSON BUILD`` (see :func:`program`)."""
     preload_runtime()
     child_main(int(sys.argv[1]), json.loads(sys.argv[2]))
 

@@ -145,7 +145,7 @@ def _serve(control: socket.socket) -> None:
 
 
 def main() -> None:
-    """``python -I -m captp.confine._zygote FD``: preload, then fork workers on request."""
+    """``python -I -c program(...) FD BUILD``: preload, then fork workers on request."""
     from captp.confine import _kernel, _worker
 
     _kernel.die_with_parent()
@@ -165,10 +165,13 @@ _zygote: tuple[subprocess.Popen[bytes], socket.socket] | None = None
 
 
 def _start() -> tuple[subprocess.Popen[bytes], socket.socket]:
+    from captp.confine._channel import host_build
+    from captp.confine._worker import program
+
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         process = subprocess.Popen(
-            [sys.executable, "-I", "-c", _ZYGOTE_MAIN, str(theirs.fileno())],
+            [sys.executable, "-I", "-c", program(_ZYGOTE_MAIN), str(theirs.fileno()), host_build()],
             pass_fds=(theirs.fileno(),),
             env={},
             cwd="/",
