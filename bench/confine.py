@@ -19,7 +19,10 @@ It measures, in one run, on asyncio:
   asyncio's own loop instead of its default (uvloop when installed), an
   unconfined worker (the process boundary without the kernel layers), and
   the in-memory pipe (no system calls, no framing: not like with like).
-  Rounds are interleaved; each figure is the median of the rounds.  Beside
+  Rounds are interleaved; each figure is the median of the rounds.  When
+  this process is pinned (``taskset``) and other CPUs exist, the same call
+  again with the worker pinned to those other CPUs (``split``): the placement
+  a host with cores to spare may get.  Beside
   wall time, the CPU time per call of both sides (worker plus host, or the
   one process): on a busy machine the wall time also holds the wait for a
   core at each of the two wake-ups.
@@ -276,6 +279,14 @@ async def measure(stack: AsyncExitStack, rounds: int, calls: int) -> dict[str, A
         Compartment({"chat": Chat()}, zygote.with_(loop="asyncio"))
     )
     c = await stack.enter_async_context(Compartment({"chat": Chat()}, zygote))
+    host_cpus = os.sched_getaffinity(0)
+    other_cpus = set(range(os.cpu_count() or 1)) - host_cpus
+    split: Compartment | None = None
+    if other_cpus:  # pinned: the same worker again, on the CPUs this process is not on
+        split = await stack.enter_async_context(Compartment({"chat": Chat()}, zygote))
+        os.sched_setaffinity(split.pid, other_cpus)
+    guest_split: list[float] = []
+    guest_split_cpu: list[float] = []
     for _ in range(max(rounds // 2, 5)):
         bare.append((await unconfined.evaluate(GUEST_LOOP, n=calls))[0])
         wall_us, cpu_us = await guest_us(on_asyncio, calls)
@@ -284,6 +295,10 @@ async def measure(stack: AsyncExitStack, rounds: int, calls: int) -> dict[str, A
         wall_us, cpu_us = await guest_us(c, calls)
         guest.append(wall_us)
         guest_cpu.append(cpu_us)
+        if split is not None:
+            wall_us, cpu_us = await guest_us(split, calls)
+            guest_split.append(wall_us)
+            guest_split_cpu.append(cpu_us)
         wall_us, cpu_us = await socketpair_us(calls)
         pair.append(wall_us)
         pair_cpu.append(cpu_us)
@@ -321,6 +336,18 @@ async def measure(stack: AsyncExitStack, rounds: int, calls: int) -> dict[str, A
         figures["guest_call_us"] / figures["unconfined_worker_call_us"], 2
     )
     figures["call_ratio_vs_pipe"] = round(figures["guest_call_us"] / figures["pipe_call_us"], 2)
+    figures["host_cpus"] = sorted(host_cpus)
+    figures["worker_cpus"] = sorted(os.sched_getaffinity(c.pid))
+    figures["split_worker_cpus"] = sorted(other_cpus)
+    if split is not None:
+        figures["guest_call_split_us"] = round(statistics.median(guest_split), 1)
+        figures["guest_call_split_cpu_us"] = round(statistics.median(guest_split_cpu), 1)
+        figures["split_ratio_vs_socketpair"] = round(
+            figures["guest_call_split_us"] / figures["socketpair_call_us"], 2
+        )
+        figures["split_cpu_ratio_vs_socketpair"] = round(
+            figures["guest_call_split_cpu_us"] / figures["socketpair_call_cpu_us"], 2
+        )
     figures["targets"] = {
         "zygote_start_ms": TARGET_ZYGOTE_MS,
         "cold_start_ms": TARGET_COLD_MS,
@@ -353,7 +380,8 @@ def run() -> None:
           f"   (target <= {TARGET_COLD_MS} ms)")
     print(f"  (a bare `python -I -c pass`   {figures['bare_python_start_ms']:8.1f} ms in this run)")
     print(f"guest -> host call            {figures['guest_call_us']:8.1f} us"
-          f"   (worker on {figures['worker_loop']}, host on {figures['host_loop']})")
+          f"   (worker on {figures['worker_loop']}, host on {figures['host_loop']};"
+          f" CPUs: host {figures['host_cpus']}, worker {figures['worker_cpus']})")
     print(f"same call, socketpair in-proc {figures['socketpair_call_us']:8.1f} us"
           f"   ratio {figures['call_ratio_vs_socketpair']} (target <= {TARGET_CALL_RATIO})")
     print(f"  CPU per call, both sides: guest {figures['guest_call_cpu_us']:.1f} us,"
@@ -363,6 +391,14 @@ def run() -> None:
           f"   ratio {figures['asyncio_worker_ratio_vs_socketpair']}"
           f" (CPU {figures['guest_call_asyncio_worker_cpu_us']:.1f} us,"
           f" ratio {figures['asyncio_worker_cpu_ratio_vs_socketpair']})")
+    if "guest_call_split_us" in figures:
+        print(f"same call, worker on CPU {figures['split_worker_cpus']}"
+              f" {figures['guest_call_split_us']:8.1f} us"
+              f"   ratio {figures['split_ratio_vs_socketpair']}"
+              f" (host on {figures['host_cpus']}; CPU {figures['guest_call_split_cpu_us']:.1f} us,"
+              f" ratio {figures['split_cpu_ratio_vs_socketpair']})")
+    else:
+        print("  (unpinned: the scheduler places the worker; pin with taskset for a split figure)")
     print(f"same call, unconfined worker  {figures['unconfined_worker_call_us']:8.1f} us"
           f"   ratio {figures['call_ratio_vs_unconfined_worker']} (what confinement adds)")
     print(f"same call, memory pipe        {figures['pipe_call_us']:8.1f} us"
