@@ -36,6 +36,13 @@ the CPU's branch-prediction state).  ``setarch -R`` in front of the command
 turns randomization off for the run and shows the difference vanish; it is
 a diagnosis, not a setting to deploy (spec-notes/0034).
 
+The call's ratio depends on the interpreter's build: where its code sits
+at one fixed address in every process (a non-PIE ``python3`` with libpython
+linked in, as Debian ships it), host and worker share the branch
+predictors' state for it and the boundary costs far less than where each
+process has it at its own random address (pyenv's default build).  The run
+says which it is.
+
 Targets: zygote start <= 10 ms, cold start <= 150 ms, call overhead (guest
 over the in-process socketpair baseline) <= 1.3x.  The last line of output
 is one JSON object with every figure.
@@ -44,6 +51,7 @@ is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import os
@@ -99,6 +107,29 @@ async def start_ms(policy: Policy) -> float:
     async with Compartment({}, policy):
         elapsed = (time.perf_counter() - started) * 1e3
     return elapsed
+
+
+def _py_initialize_address() -> int:
+    return ctypes.cast(ctypes.pythonapi.Py_Initialize, ctypes.c_void_p).value or 0
+
+
+def interpreter_code_fixed() -> bool:
+    """Whether the interpreter's code sits at the same address in every process.
+
+    True for a non-PIE interpreter with libpython linked in (Debian's and
+    Ubuntu's ``python3``); False where it is randomized per process (a PIE or
+    ``--enable-shared`` build: pyenv's default).  Host and worker then share
+    the branch predictors' state for that code only in the first case
+    (spec-notes/0034).
+    """
+    probe = (
+        "import ctypes; "
+        "print(ctypes.cast(ctypes.pythonapi.Py_Initialize, ctypes.c_void_p).value)"
+    )
+    there = subprocess.run(
+        [sys.executable, "-I", "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    return int(there) == _py_initialize_address()
 
 
 def python_startup_ms() -> float:
@@ -336,6 +367,7 @@ async def measure(stack: AsyncExitStack, rounds: int, calls: int) -> dict[str, A
         figures["guest_call_us"] / figures["unconfined_worker_call_us"], 2
     )
     figures["call_ratio_vs_pipe"] = round(figures["guest_call_us"] / figures["pipe_call_us"], 2)
+    figures["interpreter_code_fixed"] = interpreter_code_fixed()
     figures["host_cpus"] = sorted(host_cpus)
     figures["worker_cpus"] = sorted(os.sched_getaffinity(c.pid))
     figures["split_worker_cpus"] = sorted(other_cpus)
@@ -384,6 +416,10 @@ def run() -> None:
           f" CPUs: host {figures['host_cpus']}, worker {figures['worker_cpus']})")
     print(f"same call, socketpair in-proc {figures['socketpair_call_us']:8.1f} us"
           f"   ratio {figures['call_ratio_vs_socketpair']} (target <= {TARGET_CALL_RATIO})")
+    fixed = figures["interpreter_code_fixed"]
+    print("  (the interpreter's code is at "
+          + ("one fixed address in every process" if fixed else "a random address per process")
+          + ": see spec-notes/0034)")
     print(f"  CPU per call, both sides: guest {figures['guest_call_cpu_us']:.1f} us,"
           f" in-process {figures['socketpair_call_cpu_us']:.1f} us,"
           f" ratio {figures['cpu_ratio_vs_socketpair']}")
