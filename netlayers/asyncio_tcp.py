@@ -84,6 +84,10 @@ class ProtocolChannel(asyncio.BufferedProtocol):
         # one system call, a lone reply is not delayed.
         self._batch: list[bytes] | None = None
         self._batched = 0  # bytes in _batch
+        # True while a pushed read is handled: the consumer then writes all its
+        # replies to the read at once, so that write needs no batch (and no
+        # loop iteration of its own to flush one).
+        self._handling = False
         self._on_data: Callable[[bytes], None] | None = None
         self._on_end: Callable[[BaseException], None] | None = None
 
@@ -111,7 +115,11 @@ class ProtocolChannel(asyncio.BufferedProtocol):
         if nbytes >= self._read_size and self._read_size < MAX_READ:
             self._read_size *= 2  # the read filled the room it had: there is more
         if self._on_data is not None:
-            self._on_data(self._take())
+            self._handling = True
+            try:
+                self._on_data(self._take())
+            finally:
+                self._handling = False
             return
         if self._end >= BUFFER_SIZE and not self._paused and self._transport is not None:
             self._paused = True  # the consumer is behind: let TCP push back on the peer
@@ -182,7 +190,13 @@ class ProtocolChannel(asyncio.BufferedProtocol):
         return queued + self._batched
 
     def send_nowait(self, data: bytes) -> None:
-        """Write ``data`` (now, or with the rest of this loop iteration's writes)."""
+        """Write ``data`` (now, or with the rest of this loop iteration's writes).
+
+        The first write of an iteration goes out at once; later ones join it
+        in one system call at the start of the next iteration.  A write from
+        the consumer of a pushed read (its replies, written together) goes
+        out at once and opens no batch.
+        """
         if self._batch is not None:
             self._batch.append(data)
             self._batched += len(data)
@@ -195,8 +209,11 @@ class ProtocolChannel(asyncio.BufferedProtocol):
         if transport.is_closing():
             raise anyio.BrokenResourceError
         transport.write(data)
-        self._batch = []
-        self._loop.call_soon(self._flush)
+        if not self._handling:
+            self._batch = []
+            self._loop.call_soon(self._flush)
+        elif transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            self._give_up(transport)
 
     def _flush(self) -> None:
         batch, self._batch = self._batch, None
@@ -207,10 +224,14 @@ class ProtocolChannel(asyncio.BufferedProtocol):
         if batch:
             transport.write(b"".join(batch))
         if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
-            self._error = anyio.BrokenResourceError(
-                f"the peer has not read the {MAX_WRITE_BUFFER} bytes queued for it"
-            )
-            transport.abort()
+            self._give_up(transport)
+
+    def _give_up(self, transport: asyncio.Transport) -> None:
+        # A peer that stops reading must not make us buffer without bound.
+        self._error = anyio.BrokenResourceError(
+            f"the peer has not read the {MAX_WRITE_BUFFER} bytes queued for it"
+        )
+        transport.abort()
 
     def push(
         self, on_data: Callable[[bytes], None], on_end: Callable[[BaseException], None]

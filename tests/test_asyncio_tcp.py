@@ -166,3 +166,62 @@ async def test_a_large_message_crosses_intact_in_push_mode() -> None:
     assert bytes(received) == blob + b"tail"
     await server.aclose()
     listener.close()
+
+
+@pytest.mark.anyio
+async def test_writes_from_a_pushed_read_and_from_tasks_arrive_in_the_order_made() -> None:
+    # A reply written while a pushed read is handled goes out at once; a write
+    # from a task opens a batch that the next loop iteration flushes.  Mixed,
+    # the peer must still see every byte in the order send_nowait was called.
+    client, server, listener = await pair()
+    sent: list[bytes] = []
+
+    def send(data: bytes) -> None:
+        sent.append(data)
+        server.send_nowait(data)
+
+    asked = bytearray()
+
+    def on_data(data: bytes) -> None:
+        asked.extend(data)
+        send(b"<" + data + b">")
+
+    server.push(on_data, lambda exc: None)
+    questions = [b"%d," % i for i in range(200)]
+    received = bytearray()
+    for i, question in enumerate(questions):
+        client.send_nowait(question)
+        send(b"(%d)" % i)
+        send(b"[%d]" % i)  # a second write in the same turn: batched
+        if i % 7 == 0:
+            await anyio.lowlevel.checkpoint()
+    with anyio.fail_after(30):
+        while len(asked) < len(b"".join(questions)) or len(received) < sum(map(len, sent)):
+            received += await client.receive()
+    assert bytes(received) == b"".join(sent)
+    await client.aclose()
+    await server.aclose()
+    listener.close()
+
+
+@pytest.mark.anyio
+async def test_replies_from_a_pushed_read_to_a_peer_that_does_not_read_are_capped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("netlayers.asyncio_tcp.MAX_WRITE_BUFFER", 1024 * 1024)
+    client, server, listener = await pair()
+    client.pause_reading()  # it asks, and never reads the answers
+    server.push(lambda data: server.send_nowait(bytes(256 * 1024)), lambda exc: None)
+    with anyio.fail_after(60):
+        # Each question is answered inside the read; once the answers the
+        # client leaves unread pass the cap, the server drops the connection.
+        with pytest.raises(anyio.BrokenResourceError):
+            while True:
+                client.send_nowait(b"?")
+                await anyio.sleep(0)
+    with pytest.raises(anyio.BrokenResourceError) as refused:
+        server.send_nowait(b"more")
+    assert "has not read" in str(refused.value.__cause__)
+    client.abort()
+    await server.aclose()
+    listener.close()
