@@ -14,6 +14,8 @@ user code itself.  Its states:
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import inspect
 import logging
 import weakref
@@ -286,27 +288,45 @@ class Promise(Generic[T_co]):
 
     def __await__(self) -> Generator[Any, None, T_co]:
         p = self if self._state != FORWARDED else self._shorten()
-        if p._state < FULFILLED:
-            loop = running_loop()
-            if loop is not None:
-                fut = loop.create_future()
+        if p._state >= FULFILLED:
+            return _outcome_now(p)
+        loop = running_loop()
+        if loop is None:  # trio
+            return _outcome_later(p)
+        # Under asyncio the task waits on a future that carries the outcome:
+        # it resumes straight into the future, with no frame of ours between.
+        future: asyncio.Future[T_co] = loop.create_future()
+        p.when_settled(functools.partial(_settle_future, future))
+        return future.__await__()
 
-                def wake(_: Promise) -> None:
-                    if not fut.done():
-                        fut.set_result(None)
 
-                p.when_settled(wake)
-                yield from fut.__await__()
-            else:
-                event = anyio.Event()
-                p.when_settled(lambda _p: event.set())
-                yield from event.wait().__await__()
-            p = p._shorten()
-        if p._state == FULFILLED:
-            value: T_co = p._value
-            return value
-        _observed(p)
-        raise reason_to_exception(p._value)
+def _outcome_now(p: Promise) -> Generator[Any, None, Any]:
+    if p._state == FULFILLED:
+        return p._value
+    _observed(p)
+    raise reason_to_exception(p._value)
+    yield  # a generator: __await__ must return an iterator
+
+
+def _outcome_later(p: Promise) -> Generator[Any, None, Any]:
+    event = anyio.Event()
+    p.when_settled(lambda _p: event.set())
+    yield from event.wait().__await__()
+    return (yield from _outcome_now(p._shorten()))
+
+
+def _settle_future(future: asyncio.Future[Any], p: Promise) -> None:
+    if future.done():  # the awaiting task was cancelled
+        return
+    if p._state == FULFILLED:
+        future.set_result(p._value)
+        return
+    _observed(p)  # the awaiting task gets the reason
+    error = reason_to_exception(p._value)
+    if type(error) is StopIteration:  # a future cannot hold one (raised, it would become this)
+        stop, error = error, RuntimeError("the promise was broken with StopIteration")
+        error.__cause__ = stop
+    future.set_exception(error)
 
 
 def reason_to_exception(reason: Any) -> BaseException:
