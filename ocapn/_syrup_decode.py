@@ -26,6 +26,7 @@ from ocapn._syrup_types import DEFAULT_LIMITS, Float32, Limits, SyrupDecodeError
 __all__ = [
     "Config",
     "DecodeKeyOrder",
+    "Decoder",
     "HookFailed",
     "TooDeep",
     "Truncated",
@@ -193,12 +194,41 @@ def decode(
     ``record_hook(label, fields)``, if given, replaces every record as it is
     decoded, innermost first; its exceptions propagate unchanged.
     """
-    if type(data) is not bytes:
-        data = as_parsable(data)
     if limits is DEFAULT_LIMITS and record_hook is None and not lenient and key_order == "syrup":
         config = _DEFAULT_CONFIG
     else:
         config = make_config(lenient, limits, record_hook, key_order)
+    return _decode_whole(data, config)
+
+
+class Decoder:
+    """:func:`decode` with its options fixed once: for a caller that decodes many values alike.
+
+    ``Decoder(limits=..., record_hook=..., key_order=...).decode(data)`` gives
+    what ``decode(data, ...)`` gives, without checking and gathering the
+    options on every call.
+    """
+
+    __slots__ = ("_config",)
+
+    def __init__(
+        self,
+        *,
+        lenient: bool = False,
+        limits: Limits = DEFAULT_LIMITS,
+        record_hook: RecordHook | None = None,
+        key_order: DecodeKeyOrder = "syrup",
+    ) -> None:
+        self._config = make_config(lenient, limits, record_hook, key_order)
+
+    def decode(self, data: bytes | bytearray | memoryview) -> object:
+        """Decode exactly one Syrup value from ``data`` (see :func:`decode`)."""
+        return _decode_whole(data, self._config)
+
+
+def _decode_whole(data: bytes | bytearray | memoryview, config: Config) -> object:
+    if type(data) is not bytes:
+        data = as_parsable(data)
     n = len(data)
     if n > config.max_size:
         raise SyrupDecodeError(

@@ -19,11 +19,12 @@ set                    ``#...$``                   ``frozenset`` (also set when 
 
 :func:`encode` writes the canonical form (sorted dictionaries and sets,
 minimal integers, one NaN), and :class:`Encoder` does the same with its
-options fixed once; :func:`decode` accepts only that form unless
-asked to be lenient.  Both take a ``key_order`` for peers that sort string
-keys as JavaScript does (Endo).  :class:`StreamDecoder` reads back-to-back values from a
-stream; :func:`frame` and :class:`FrameDecoder` implement the ``len:payload``
-framing of stream netlayers.  Decisions the spec leaves open are recorded in
+options fixed once; :func:`decode` (and :class:`Decoder`, its options
+fixed once) accepts only that form unless asked to be lenient.  Both take a
+``key_order`` for peers that sort string keys as JavaScript does (Endo).
+:class:`StreamDecoder` reads back-to-back values from a stream; :func:`frame`
+and :class:`FrameDecoder` implement the ``len:payload`` framing of stream
+netlayers.  Decisions the spec leaves open are recorded in
 ``spec-notes/0003-syrup-codec.md``.
 
 The codec's modules may run compiled (``python -m ocapn.compile``, mypyc);
@@ -33,7 +34,7 @@ The codec's modules may run compiled (``python -m ocapn.compile``, mypyc);
 from typing import Final
 
 from ocapn import _native
-from ocapn._syrup_decode import DecodeKeyOrder, decode
+from ocapn._syrup_decode import DecodeKeyOrder, Decoder, decode
 from ocapn._syrup_encode import Encoder, KeyOrder, encode
 from ocapn._syrup_stream import FrameDecoder, StreamDecoder, frame
 from ocapn._syrup_types import (
@@ -48,6 +49,7 @@ __all__ = [
     "COMPILED",
     "DEFAULT_LIMITS",
     "DecodeKeyOrder",
+    "Decoder",
     "Encoder",
     "Float32",
     "FrameDecoder",

@@ -541,6 +541,15 @@ class OCapNWire:
         self._stream: syrup.StreamDecoder | None = None
         self._frames: syrup.FrameDecoder | None = None
         self._cut = False  # the stream ended inside a message whose imports are staged
+        # A read of a stream that holds exactly one whole message (the usual
+        # case) is decoded at once, not through the stream decoder; it then
+        # never saw those bytes, so its error offsets are moved by as many.
+        self._whole: syrup.Decoder | None = (
+            None if extra_records else
+            syrup.Decoder(limits=limits, record_hook=self._hook, key_order="either")
+        )
+        self._values: Iterator[object] | None = None  # the stream decoder's read under way
+        self._skipped = 0  # stream bytes decoded without the stream decoder
         self._detected = framing == "message"
         # By the label's name: a str is hashed and compared in C, a Symbol in Python.
         self._records: dict[str, Callable[[list[Any]], Any]] = {
@@ -706,6 +715,7 @@ class OCapNWire:
     def release(self) -> None:
         """The session has ended: drop the decoders and the callbacks (they tie it into cycles)."""
         self._records = {}
+        self._whole = None  # its hook is ours
         self._on_give = None
         self._encode_value = _session_ended  # its encoder calls back into this wire
         stream, self._stream = self._stream, None
@@ -744,10 +754,39 @@ class OCapNWire:
                 return (self.decode_message(data),)
             except syrup.SyrupDecodeError as exc:
                 raise self._named(exc) from exc
+        if (
+            self._framing == "none" and data[-1:] == b">" and self._stream is not None
+            and self._values is None and not self._cut
+        ):  # perhaps one whole record, and nothing of an earlier read left: decode it at once
+            message = self._decode_whole(data)
+            if message is not _END:
+                return (message,)
         return self._feed(data)
+
+    def _decode_whole(self, data: bytes) -> Any:
+        """The message ``data`` holds if it is exactly one whole record, else ``_END``.
+
+        Anything else (several messages, a part of one, a fault) is left to
+        the stream decoder: what this attempt staged is dropped when it
+        begins (imports, gives: the decoder's hooks only stage), so it acts
+        as if this had not run.
+        """
+        whole = self._whole
+        if whole is None or self.in_encoding != "syrup":
+            return _END
+        self._begin()
+        try:
+            value = whole.decode(data)
+        except Exception:  # the stream decoder finds it again, and says what it is
+            return _END
+        self._skipped += len(data)
+        return self.from_record(value)
 
     def _named(self, exc: syrup.SyrupDecodeError) -> Exception:
         # A decoding limit was hit: say which of the node's Limits it was.
+        if self._skipped and exc.offset is not None:
+            # Offsets in the whole stream, with the reads decoded at once.
+            exc = syrup.SyrupDecodeError(exc.message, exc.offset + self._skipped)
         text = str(exc)
         if "size limit" in text:
             return LimitExceeded("max_message_bytes", self._limits.max_size, text)
@@ -778,7 +817,7 @@ class OCapNWire:
             if self.in_encoding is None:
                 self._set_in_encoding("syrup")
             stream = self._stream
-            values = stream.feed_lazily(data)
+            values = self._values = stream.feed_lazily(data)
             engine = self.engine
             while True:
                 # The imports of a message wait until it is whole.  One cut by
@@ -790,6 +829,7 @@ class OCapNWire:
                     self._begin()
                 value = next(values, _END)
                 if value is _END:
+                    self._values = None  # done with this read: the next may go at once
                     if stream.buffered:
                         self._cut = True
                         engine.pause_decoding()

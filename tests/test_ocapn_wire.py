@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
@@ -258,3 +259,72 @@ def test_each_record_is_declared_once_with_its_fields() -> None:
         list(wire.feed(b"<6'op:get<11'desc:export0+>5+2+>"))
     with pytest.raises(ProtocolError, match=r"<op:listen> takes 2 or 3 fields, got 1"):
         list(wire.feed(b"<9'op:listen<11'desc:export0+>>"))
+
+
+def stream_wire() -> tuple[OCapNWire, list[Any]]:
+    """A wire on an unframed stream, its first read done (the stream decoder made)."""
+    out: list[Any] = []
+    vat = ManualVat()
+    engine = Engine(out.append, vat, bootstrap=Echo())
+    wire = OCapNWire(engine, framing="none")
+    assert list(wire.feed(b"<13'op:gc-answers[]>")) == [GcAnswers(())]
+    return wire, out
+
+
+def handle(wire: OCapNWire, reads: list[bytes]) -> list[Any]:
+    """Feed ``reads`` in turn, receiving each message as the driver does."""
+    handled = []
+    vat: ManualVat = wire.engine._vat  # type: ignore[assignment]
+    with vat:
+        for data in reads:
+            for message in wire.feed(data):
+                wire.engine.receive(message)
+                handled.append(message)
+            wire.engine.run_local_calls()
+        vat.run()
+    return handled
+
+
+CALL = b"<10'op:deliver<11'desc:export0+>[4'echo1+]%d+<18'desc:import-object%d+>>"
+
+
+@pytest.mark.parametrize("cut", [None, 1, 20, -1, -3], ids=lambda c: f"cut={c}")
+def test_a_stream_read_is_decoded_alike_whole_or_in_parts(cut: int | None) -> None:
+    # A read that is one whole message is decoded at once; a part of one (even
+    # a part that ends with a record's '>') goes to the stream decoder.  Either
+    # way the resolver the call names arrives once: its drop gives back 1.
+    wire, out = stream_wire()
+    call = CALL % (1, 9)
+    reads = [call] if cut is None else [call[:cut], call[cut:]]
+    [message] = handle(wire, reads)
+    assert message.method == "echo" and message.args == (1,)
+    assert [m.method for m in out] == ["fulfill"]
+    del message
+    out.clear()  # they hold the resolver
+    gc.collect()
+    handle(wire, [])  # the turns that follow: the gc flush
+    assert [(m.positions, m.deltas) for m in out if type(m) is GcExports] == [((9,), (1,))]
+
+
+def test_several_messages_in_one_read_and_one_per_read_give_the_same_messages() -> None:
+    calls = [CALL % (i, 10 + i) for i in range(1, 5)]
+    together, _ = stream_wire()
+    apart, _ = stream_wire()
+    one = handle(together, [b"".join(calls)])
+    each = handle(apart, calls)
+    assert [(m.method, m.args, m.answer) for m in one] == [
+        (m.method, m.args, m.answer) for m in each
+    ] == [("echo", (1,), i) for i in range(1, 5)]
+
+
+def test_a_fault_after_reads_decoded_at_once_has_its_offset_in_the_whole_stream() -> None:
+    calls = [CALL % (i, 10 + i) for i in range(1, 3)]
+    bad = b"<10'op:deliver<11'desc:export00+>[]ff>"
+    together, _ = stream_wire()
+    apart, _ = stream_wire()
+    with pytest.raises(syrup.SyrupDecodeError) as whole:
+        handle(together, [b"".join([*calls, bad])])
+    with pytest.raises(syrup.SyrupDecodeError) as parts:
+        handle(apart, [*calls, bad])
+    assert parts.value.offset == whole.value.offset > sum(map(len, calls))
+    assert str(parts.value) == str(whole.value)

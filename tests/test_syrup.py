@@ -893,3 +893,28 @@ def test_an_encoder_with_fixed_options_writes_what_encode_writes() -> None:
     nested.append(nested)
     with pytest.raises(SyrupEncodeError, match="nests too deeply"):
         Encoder().encode(nested)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"<3'foo1+[2\"hi]>", b"{3\"abc1+1\"a2+}", b"#1+2+$", b"1+2+", b"<3'foo", b"00+", b""],
+)
+def test_a_decoder_with_fixed_options_decodes_as_decode_does(data: bytes) -> None:
+    seen: list[Any] = []
+
+    def hook(label: Any, fields: list[Any]) -> Any:
+        seen.append(label)
+        return Record(label, fields)
+
+    options: dict[str, Any] = {"record_hook": hook, "key_order": "either",
+                               "limits": syrup.Limits(max_size=64)}
+    decoder = syrup.Decoder(**options)
+    try:
+        expected: Any = syrup.decode(data, **options)
+    except syrup.SyrupDecodeError as exc:
+        with pytest.raises(syrup.SyrupDecodeError) as info:
+            decoder.decode(data)
+        assert (info.value.message, info.value.offset) == (exc.message, exc.offset)
+    else:
+        assert same(decoder.decode(bytearray(data)), expected)
+        assert len(seen) == 2 * (data[:1] == b"<")
