@@ -34,6 +34,12 @@ two nodes in this process and prints each layer's share of the CPU: Syrup,
 the OCapN wire, the engine, asyncio, the channel, system calls (with
 ``--base DIR``, the same for that checkout, in a child process).
 
+``--per-side`` measures instead, for each side of ``await E(ref).ping()``
+(both pinned, as above): event-loop iterations (``select`` calls), user and
+system CPU time (``getrusage``) and context switches per round trip, for this
+checkout and any ``--base`` / ``--other``, their series interleaved
+(``--seconds`` sets nothing here: each series is ``--round-trips`` calls).
+
 ``--idle N`` measures the memory an idle session holds on the server: a
 server node in its own process, N client nodes in another each open one
 session to it, and the growth of the server's resident memory (and of the
@@ -56,6 +62,8 @@ import contextlib
 import gc
 import json
 import os
+import resource
+import selectors
 import statistics
 import struct
 import subprocess
@@ -328,6 +336,14 @@ class _Pair:
         answer: dict[str, float] = json.loads(self._out.readline())
         return answer
 
+    def tell_server(self, command: str) -> dict[str, float]:
+        """Send ``command`` to the server (a per-side one) and read its one-line answer."""
+        assert self.server.stdin is not None and self.server.stdout is not None
+        self.server.stdin.write(command + "\n")
+        self.server.stdin.flush()
+        answer: dict[str, float] = json.loads(self.server.stdout.readline())
+        return answer
+
     def close(self) -> None:
         with contextlib.suppress(BrokenPipeError):
             self._in.write("quit\n")
@@ -409,6 +425,147 @@ def _measure(
         "plain_protocol_concurrent_10k_s": round(bursts["plain"], 3),
         "plain_buffered_concurrent_10k_s": round(bursts["buffered"], 3),
         "ocapn_concurrent_10k_s": round(bursts["ocapn"], 3),
+    }
+
+
+# == per side: loop iterations and CPU per round trip ========================================
+
+
+class _CountingSelector(selectors.DefaultSelector):
+    """The event loop's selector, counting its ``select`` calls: one per loop iteration."""
+
+    calls = 0
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        self.calls += 1
+        events: list[tuple[selectors.SelectorKey, int]] = super().select(timeout)
+        return events
+
+
+def _counters(selector: _CountingSelector) -> tuple[float, float, int, int, int]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime, usage.ru_nvcsw, usage.ru_nivcsw, selector.calls
+
+
+def _per_round_trip(
+    before: tuple[float, float, int, int, int], after: tuple[float, float, int, int, int], n: int
+) -> dict[str, float]:
+    user, system, voluntary, involuntary, iterations = (b - a for a, b in zip(
+        before, after, strict=True
+    ))
+    return {
+        "iterations": round(iterations / n, 3),
+        "cpu_us": round((user + system) / n * 1e6, 1),
+        "user_us": round(user / n * 1e6, 1),
+        "sys_us": round(system / n * 1e6, 1),
+        "voluntary_switches": round(voluntary / n, 3),
+        "involuntary_switches": round(involuntary / n, 3),
+    }
+
+
+def _counting_loop(selector: _CountingSelector) -> dict[str, Any]:
+    return {"loop_factory": lambda: asyncio.SelectorEventLoop(selector)}
+
+
+def _side_server() -> None:
+    """An OCapN server; on stdin ``mark`` starts counting, ``report N`` prints per round trip."""
+    import anyio
+
+    from captp import far
+    from netlayers import TcpTestingNetlayer
+    from ocapn import Node
+
+    @far
+    class Bench:
+        def ping(self) -> None:
+            return None
+
+    selector = _CountingSelector()
+
+    async def main() -> None:
+        async with Node(TcpTestingNetlayer()) as node:
+            print(node.publish(Bench()), flush=True)
+            loop = asyncio.get_running_loop()
+            mark = _counters(selector)
+            while True:
+                line = await loop.run_in_executor(None, sys.stdin.readline)
+                command, *rest = line.split() or ["quit"]
+                if command == "mark":
+                    mark = _counters(selector)
+                    print("{}", flush=True)
+                elif command == "report":
+                    after = _counters(selector)
+                    print(json.dumps(_per_round_trip(mark, after, int(rest[0]))), flush=True)
+                else:
+                    return
+
+    anyio.run(main, backend="asyncio", backend_options=_counting_loop(selector))
+
+
+def _side_client(uri: str) -> None:
+    """An OCapN client; on stdin ``seq N`` makes N round trips and prints its figures."""
+    import anyio
+
+    from captp import E
+    from netlayers import TcpTestingNetlayer
+    from ocapn import Node
+
+    selector = _CountingSelector()
+
+    async def main() -> None:
+        async with Node(TcpTestingNetlayer()) as node:
+            ref = await node.enliven(uri)
+            for _ in range(500):
+                await E(ref).ping()
+            print("ready", flush=True)
+            loop = asyncio.get_running_loop()
+            while True:
+                line = await loop.run_in_executor(None, sys.stdin.readline)
+                command, *rest = line.split() or ["quit"]
+                if command != "seq":
+                    return
+                n = int(rest[0])
+                before = _counters(selector)
+                start = time.perf_counter()
+                for _ in range(n):
+                    await E(ref).ping()
+                wall = time.perf_counter() - start
+                figures = _per_round_trip(before, _counters(selector), n)
+                print(json.dumps({**figures, "wall_us": round(wall / n * 1e6, 1)}), flush=True)
+
+    anyio.run(main, backend="asyncio", backend_options=_counting_loop(selector))
+
+
+def _measure_per_side(
+    cpu: int, round_trips: int, base: str | None, others: Sequence[str]
+) -> dict[str, Any]:
+    """Each checkout's per-side figures: medians of interleaved series."""
+    checkouts: dict[str, str | None] = {"this": None}
+    if base is not None:
+        checkouts["base"] = base
+    checkouts.update((other, other) for other in others)
+    pairs = {name: _Pair("side", cpu, False, cwd) for name, cwd in checkouts.items()}
+    series: dict[str, dict[str, list[dict[str, float]]]] = {
+        name: {"server": [], "client": []} for name in pairs
+    }
+    try:
+        names = list(pairs)
+        for round_number in range(ROUNDS):
+            shift = round_number % len(names)
+            for name in names[shift:] + names[:shift]:
+                pair = pairs[name]
+                pair.tell_server("mark")
+                series[name]["client"].append(pair.ask(f"seq {round_trips}"))
+                series[name]["server"].append(pair.tell_server(f"report {round_trips}"))
+    finally:
+        for pair in pairs.values():
+            pair.close()
+    return {
+        name: {
+            side: {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+            for side, rounds in sides.items()
+        }
+        for name, sides in series.items()
     }
 
 
@@ -716,6 +873,10 @@ def run() -> None:
                         help="measure a 1 MB bytes argument against a raw socket copy")
     parser.add_argument("--layers", action="store_true",
                         help="profile round trips in this process; each layer's share of the CPU")
+    parser.add_argument("--per-side", action="store_true",
+                        help="loop iterations, CPU and context switches per round trip, each side")
+    parser.add_argument("--round-trips", type=int, default=3000,
+                        help="round trips per series with --per-side")
     parser.add_argument("--idle", type=int, metavar="N",
                         help="measure the server's memory per idle session, over N sessions")
     parser.add_argument("--role", help=argparse.SUPPRESS)
@@ -749,6 +910,10 @@ def run() -> None:
             _idle_clients(args.address, args.count)
         elif args.role == "layers":
             print(json.dumps(_layers()))
+        elif args.role == "side-server":
+            _side_server()
+        elif args.role == "side-client":
+            _side_client(args.address)
         return
 
     cpus = sorted(os.sched_getaffinity(0))
@@ -758,6 +923,23 @@ def run() -> None:
         "python": sys.version.split()[0],
         "ocapn_path": "generic anyio" if args.generic else "asyncio fast path",
     }
+    if args.per_side:
+        figures["bench"] = "ocapn_tcp per side"
+        sides = figures["per_side"] = _measure_per_side(
+            cpu, args.round_trips, base, [os.path.abspath(other) for other in args.other]
+        )
+        print(f"per round trip of await E(ref).ping(), both sides on CPU {cpu} (medians of"
+              f" {ROUNDS} interleaved series of {args.round_trips}):")
+        print(f"  {'checkout':28s} {'side':7s} {'iterations':>10s} {'CPU us':>7s} {'user':>6s}"
+              f" {'sys':>5s} {'switches vol/invol':>19s}")
+        for name, per_side in sides.items():
+            for side, it in per_side.items():
+                print(f"  {name[-28:]:28s} {side:7s} {it['iterations']:10.2f} {it['cpu_us']:7.1f}"
+                      f" {it['user_us']:6.1f} {it['sys_us']:5.1f} {it['voluntary_switches']:9.2f}"
+                      f"/{it['involuntary_switches']:.2f}")
+            print(f"  {'':28s} wall per round trip {per_side['client']['wall_us']:.1f} us")
+        print(json.dumps(figures))
+        return
     if args.layers:
         figures["bench"] = "ocapn_tcp layers"
         _pin(cpu)
