@@ -23,7 +23,10 @@ machine the wall time also counts the other processes' turns.
 rounds that alternate with this checkout's (each checkout in a child of its
 own), so that the machine's drift hits both alike; the ratios are medians of
 per-round ratios.  ``--other DIR`` adds more checkouts the same way (e.g.
-the previous ``main``), reported beside the others.  Issue 9's targets are
+the previous ``main``), reported beside the others; ``--pure`` adds this
+checkout once more with ``OCAPN_PURE=1`` (its pure-Python build beside the
+compiled one, if there is one: ``python -m ocapn.compile``).  Each checkout's
+build (compiled or pure, and why) is printed with its figures.  Issue 9's targets are
 relative to the base 48d35e4: the overhead and the 10k concurrent calls at
 most 0.56 of the base's (54 -> 30 us and 0.54 -> 0.3 s on the machine the
 issue was measured on).  The last line of output is one JSON object with
@@ -36,6 +39,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import importlib
 import json
 import os
 import statistics
@@ -156,7 +160,7 @@ async def serve_commands() -> None:
     async with connect_pair(bootstrap_b=Server()) as (a, _b):
         boot = await a.bootstrap()
         await captp_round_trips(boot, 0.2)  # warm up
-        print("ready", flush=True)
+        print("ready", _build(), flush=True)
         while True:
             line = (await loop.run_in_executor(None, sys.stdin.readline)).split()
             if not line or line[0] == "quit":
@@ -188,13 +192,24 @@ async def latency_chains() -> dict[str, float]:
     return {"chain5_pipelined_1ms_us": piped, "chain5_awaited_1ms_us": awaited}
 
 
+def _build() -> str:
+    """Which build of the hot modules runs in this process (older checkouts: by their files)."""
+    for chooser in ("captp._native", "ocapn._native"):
+        try:
+            reason: str = importlib.import_module(chooser).REASON
+        except ImportError:
+            continue
+        return reason
+    return "pure Python (no compiled build in this checkout)"
+
+
 class _Child:
     """One checkout's benchmark in a child process, answering commands."""
 
-    def __init__(self, cwd: str | None, uvloop: bool) -> None:
+    def __init__(self, cwd: str | None, uvloop: bool, pure: bool = False) -> None:
         if cwd is None:
             command = [sys.executable, "-m", "bench.engine", "--child"]
-            env = None
+            env = {**os.environ, "OCAPN_PURE": "1"} if pure else None
         else:
             # Run this file (another checkout's copy may not know --child),
             # through runpy so that its folder does not go first on sys.path.
@@ -208,7 +223,8 @@ class _Child:
         )
         assert self.process.stdout is not None and self.process.stdin is not None
         self._in, self._out = self.process.stdin, self.process.stdout
-        if self._out.readline().strip() != "ready":
+        ready, _, self.build = self._out.readline().strip().partition(" ")
+        if ready != "ready":
             raise RuntimeError(f"the benchmark child in {cwd or 'this checkout'} did not start")
 
     def ask(self, command: str) -> dict[str, float]:
@@ -237,11 +253,17 @@ def _interleaved(children: dict[str, _Child], command: str, rounds: int) -> list
     return out
 
 
+PURE = "this, OCAPN_PURE=1"
+"""The name of this checkout's pure-Python run (``--pure``)."""
+
+
 def measure(
     seconds: float, uvloop: bool, checkouts: dict[str, str | None]
 ) -> dict[str, Any]:
     """Figures of each checkout (by name), and ratios to ``base`` if it is one of them."""
-    children = {name: _Child(cwd, uvloop) for name, cwd in checkouts.items()}
+    children = {
+        name: _Child(cwd, uvloop, pure=name == PURE) for name, cwd in checkouts.items()
+    }
     try:
         rts = _interleaved(children, f"rt {seconds / ROUNDS}", ROUNDS)
         bursts = _interleaved(children, "burst", 3)
@@ -256,6 +278,7 @@ def measure(
         piped = chains[0][name]["chain5_pipelined_us"]
         awaited = chains[0][name]["chain5_awaited_us"]
         figures[name] = {
+            "build": children[name].build,
             "queue_rt_us": round(q, 2),
             "captp_rt_us": round(c, 2),
             "overhead_us": round(statistics.median(r[name]["overhead_us"] for r in rts), 2),
@@ -287,6 +310,8 @@ def run() -> None:
     parser.add_argument("--base", help="compare with the checkout in this directory")
     parser.add_argument("--other", action="append", default=[], metavar="DIR",
                         help="also measure the checkout in this directory (repeatable)")
+    parser.add_argument("--pure", action="store_true",
+                        help="also measure this checkout with OCAPN_PURE=1")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -300,6 +325,8 @@ def run() -> None:
         return
 
     checkouts: dict[str, str | None] = {"this": None}
+    if args.pure:
+        checkouts[PURE] = None
     if args.base:
         checkouts["base"] = os.path.abspath(args.base)
     for other in args.other:
@@ -315,7 +342,7 @@ def run() -> None:
     latency = asyncio.run(latency_chains())  # wall time on a slow link: the loop matters little
     figures["chain5_1ms"] = {k: round(v, 1) for k, v in latency.items()}
     for name, f in figures["checkouts"].items():
-        print(f"{name}:")
+        print(f"{name}: {f['build']}")
         print(f"  asyncio.Queue round trip:       {f['queue_rt_us']:8.2f} us CPU")
         print(f"  CapTP round trip (pipe):        {f['captp_rt_us']:8.2f} us CPU")
         print(f"  CapTP overhead over the queues: {f['overhead_us']:8.2f} us CPU"

@@ -11,6 +11,7 @@ What lives here:
   :data:`null`, :func:`pass_style`, :func:`same_value`) and the error types.
 """
 
+from captp import _native as _native  # first: chooses the build (compiled or pure)
 from captp._connection import Channel, Connection, Wire
 from captp._eventual import E
 from captp._far import FarFunction, far

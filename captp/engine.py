@@ -40,6 +40,7 @@ from captp._promise import (
     make_promise,
 )
 from captp._refs import RemoteRef
+from captp._typing import mypyc_attr
 from captp._vat import Scheduler
 from captp.errors import ConnectionLost, EncodeError, ProtocolError, UsageError, WrongThread
 from captp.limits import LimitExceeded, Limits
@@ -101,6 +102,7 @@ ENDO_POLICY: Final = Policy(
 )
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled, EndoPositions subclasses it
 class Positions:
     """Chooses new export and question positions: integers counting up (OCapN).
 
@@ -262,7 +264,8 @@ class Engine:
         self._on_output = on_output
         self._outbox: list[bytes] = []
         self._vat = vat
-        self._thread: int | None = getattr(vat, "thread", None)  # None: a ManualVat
+        # (not "_thread": compiled, that becomes the C name "__thread", a keyword)
+        self._loop_thread: int | None = getattr(vat, "thread", None)  # None: a ManualVat
         self._watchers: dict[int, Callable[[ConnectionLost], None]] = {}
         self.policy = policy
         self.name = name
@@ -625,7 +628,7 @@ class Engine:
         self, target: Any, method: str | None, args: tuple[Any, ...], want_result: bool = True
     ) -> Promise | None:
         """Send ``method(*args)`` to ``target`` (a reference on this session)."""
-        if self._thread is not None and threading.get_ident() != self._thread:
+        if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
             raise self._wrong_thread()
         if self.dead is not None:
             return broken(self.dead) if want_result else None
@@ -641,7 +644,7 @@ class Engine:
 
     def send_get(self, target: Any, kind: str, key: Any) -> Promise:
         """Ask for a field, element or tagged payload of ``target``'s value."""
-        if self._thread is not None and threading.get_ident() != self._thread:
+        if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
             raise self._wrong_thread()
         if self.dead is not None:
             return broken(self.dead)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ocapn import _native as _native  # first: chooses the codec's build (compiled or pure)
+from ocapn import _native as _native  # first: the build chosen by captp._native
 from ocapn._version import __version__
 
 if TYPE_CHECKING:

@@ -1,15 +1,15 @@
-"""Build, check or remove the optional compiled (mypyc) codec and wire modules.
+"""Build, check or remove the optional compiled (mypyc) engine, codec and wire modules.
 
-Run ``python -m ocapn.compile`` to compile the codec's hot modules and the
-wire's ``op:``/``desc:`` mapping (:data:`ocapn._native.MODULES`) in place
-(``build``, the default), ``python -m ocapn.compile status`` to see which
+Run ``python -m ocapn.compile`` to compile the CapTP engine, the codec's hot
+modules and the wire's ``op:``/``desc:`` mapping (:data:`captp._native.MODULES`)
+in place (``build``, the default), ``python -m ocapn.compile status`` to see which
 build is in use, and ``python -m ocapn.compile clean`` to remove the compiled
 files.  Building needs ``mypy`` (which brings mypyc), ``setuptools``, a C
 compiler and the Python headers; the pure-Python modules stay where they are
 and are used whenever the compiled ones are missing, stale (their source
 changed since the build) or switched off with ``OCAPN_PURE=1``
-(:mod:`ocapn._native`).  If compiling fails, nothing changes: the codec
-stays pure.  Decisions and figures: ``spec-notes/0040``.
+(:mod:`captp._native`).  If compiling fails, nothing changes: the modules
+stay pure.  Decisions and figures: ``spec-notes/0040``.
 """
 
 from __future__ import annotations
@@ -22,31 +22,31 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ocapn import _native
+from captp import _native
 
 __all__ = ["build", "clean", "main"]
 
-_GROUP = "ocapn._codec_native"
-"""The mypyc group: one shared library, ``ocapn/_codec_native__mypyc*.so``."""
 
-
-def _package_dir() -> Path:
-    return Path(_native.__file__).resolve().parent
+def _root() -> Path:
+    """The directory that holds the packages (``captp/``, ``ocapn/``)."""
+    return Path(_native.__file__).resolve().parent.parent
 
 
 def clean() -> list[Path]:
     """Remove the compiled modules and the manifest; returns what was removed."""
-    removed = [path for path in _native.compiled_files(_package_dir()) if path.exists()]
+    removed = [path for path in _native.compiled_files(_root()) if path.exists()]
     for path in removed:
         path.unlink()
     return removed
 
 
 def build(*, verbose: bool = False) -> list[Path]:
-    """Compile the modules of :data:`ocapn._native.MODULES` in place (mypyc); returns the files.
+    """Compile the modules of :data:`captp._native.MODULES` in place (mypyc); returns the files.
 
-    Raises whatever mypyc, setuptools or the C compiler raise; the files of
-    an earlier build are removed first, so a failed build leaves the codec pure.
+    One mypyc group (:data:`captp._native.GROUP`) holds them all, so the
+    wire's calls into the engine are direct C calls.  Raises whatever mypyc,
+    setuptools or the C compiler raise; the files of an earlier build are
+    removed first, so a failed build leaves the modules pure.
     """
     from mypyc.build import mypycify  # build-time only: mypy is a test dependency
 
@@ -54,10 +54,9 @@ def build(*, verbose: bool = False) -> list[Path]:
     setuptools: Any = importlib.import_module("setuptools")
     build_ext: Any = importlib.import_module("setuptools.command.build_ext").build_ext
 
-    package = _package_dir()
-    root = package.parent
+    root = _root()
     clean()
-    sources = [package / f"{name}.py" for name in _native.MODULES]
+    sources = _native.source_files(root)
     cwd = Path.cwd()
     with tempfile.TemporaryDirectory(prefix="ocapn-mypyc-") as tmp:
         os.chdir(root)  # mypyc names modules from paths relative to the package root
@@ -65,7 +64,7 @@ def build(*, verbose: bool = False) -> list[Path]:
             extensions = mypycify(
                 [str(path.relative_to(root)) for path in sources],
                 opt_level="3",
-                group_name=_GROUP,
+                group_name=_native.GROUP,
                 target_dir=str(Path(tmp) / "c"),
                 verbose=verbose,
             )
@@ -78,9 +77,9 @@ def build(*, verbose: bool = False) -> list[Path]:
             command.run()
         finally:
             os.chdir(cwd)
-    made = [path for path in _native.compiled_files(package) if path.exists()]
-    _native.write_manifest(package, sources)
-    return [*made, package / _native.MANIFEST]
+    made = [path for path in _native.compiled_files(root) if path.exists()]
+    _native.write_manifest(root)
+    return [*made, root / _native.MANIFEST]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         made = build(verbose="-v" in args)
     except (Exception, SystemExit) as exc:  # setuptools reports compiler failures as SystemExit
         clean()
-        print(f"compiling failed ({type(exc).__name__}: {exc}); the codec stays pure Python")
+        print(f"compiling failed ({type(exc).__name__}: {exc}); the modules stay pure Python")
         return 1
     for path in made:
         print(f"built {path}")

@@ -1,10 +1,10 @@
-"""The optional compiled (mypyc) codec and wire: choosing the build, stepping around it,
-and the codec's and wire's tests run against the other build (spec-notes/0040).
+"""The optional compiled (mypyc) engine, codec and wire: choosing the build, stepping
+around it, and their tests run against the other build (spec-notes/0040).
 
-The test run this file is part of uses whichever build :mod:`ocapn._native`
-chose; ``test_codec_suite_passes_under_the_other_build`` runs the codec's and
-the wire's test files again in a child process under the other one, so that a run with
-the compiled build (CI's compiled step) checks both.
+The test run this file is part of uses whichever build :mod:`captp._native`
+chose; ``test_codec_suite_passes_under_the_other_build`` runs the engine's, the
+codec's and the wire's test files again in a child process under the other one, so
+that a run with the compiled build (CI's compiled step) checks both.
 """
 
 from __future__ import annotations
@@ -18,16 +18,20 @@ from pathlib import Path
 
 import pytest
 
+import captp.engine
 import ocapn._cbor_codec
 import ocapn._syrup_decode
 import ocapn._syrup_encode
 import ocapn._syrup_stream
 import ocapn.wire
-from ocapn import _native, cbor, syrup
+from captp import _native
+from ocapn import _native as ocapn_native
+from ocapn import cbor, syrup
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "ocapn"
 CODEC_TESTS = [
+    "tests/test_engine.py",
+    "tests/test_atomic.py",
     "tests/test_syrup.py",
     "tests/test_syrup_properties.py",
     "tests/test_syrup_stream.py",
@@ -37,6 +41,7 @@ CODEC_TESTS = [
     "tests/test_ocapn_wire.py",
 ]
 MODULES = [
+    captp.engine,
     ocapn._syrup_encode,
     ocapn._syrup_decode,
     ocapn._syrup_stream,
@@ -46,7 +51,7 @@ MODULES = [
 
 
 def _built() -> bool:
-    return all(path.exists() for path in _native.compiled_files(PACKAGE))
+    return all(path.exists() for path in _native.compiled_files(ROOT))
 
 
 def _child_env(pure: bool) -> dict[str, str]:
@@ -57,7 +62,8 @@ def _child_env(pure: bool) -> dict[str, str]:
 
 
 def test_the_flags_say_which_modules_are_loaded() -> None:
-    assert syrup.COMPILED is cbor.COMPILED is _native.COMPILED
+    assert syrup.COMPILED is cbor.COMPILED is ocapn_native.COMPILED is _native.COMPILED
+    assert [module.__name__ for module in MODULES] == list(_native.MODULES)
     for module in MODULES:
         origin = module.__file__ or ""
         assert origin.endswith(".so" if _native.COMPILED else ".py"), origin
@@ -66,17 +72,59 @@ def test_the_flags_say_which_modules_are_loaded() -> None:
 
 def test_ocapn_pure_selects_pure_python_even_when_a_build_exists() -> None:
     script = (
-        "import ocapn._syrup_decode as d, ocapn._cbor_codec as c\n"
+        "import ocapn._syrup_decode as d, ocapn._cbor_codec as c, captp.engine as e\n"
         "from ocapn import syrup, cbor\n"
         "print(syrup.COMPILED, cbor.COMPILED, d.__file__.endswith('.py'),"
-        " c.__file__.endswith('.py'))\n"
+        " c.__file__.endswith('.py'), e.__file__.endswith('.py'))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], env=_child_env(pure=True), cwd=ROOT,
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
-    assert done.stdout.split() == ["False", "False", "True", "True"]
+    assert done.stdout.split() == ["False", "False", "True", "True", "True"]
     assert "RuntimeWarning" not in done.stderr  # asked for: no warning
+
+
+@pytest.mark.parametrize("pure", [True, False])
+def test_a_process_that_imports_only_captp_chooses_too(pure: bool) -> None:
+    """The chooser is in the lowest layer: ``import captp`` alone honours the switch."""
+    script = (
+        "import sys, captp, captp.engine as e\n"
+        "print(captp._native.COMPILED, e.__file__.endswith('.so'), 'ocapn' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=_child_env(pure=pure), cwd=ROOT,
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    compiled = not pure and _native._decide(str(ROOT), False)[0]  # a fresh build exists
+    assert done.stdout.split() == [str(compiled), str(compiled), "False"]
+
+
+def test_the_child_environment_carries_the_switch() -> None:
+    script = "from captp import _native; print(_native.child_environment())"
+    for pure, expected in ((True, "{'OCAPN_PURE': '1'}"), (False, "{}")):
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=_child_env(pure=pure), cwd=ROOT,
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        assert done.stdout.strip() == expected
+    assert _native.pure_requested({"OCAPN_PURE": "yes"})
+    assert not _native.pure_requested({"OCAPN_PURE": "0"})
+    assert not _native.pure_requested({})
+
+
+def test_a_pure_install_needs_no_mypy_extensions() -> None:
+    """``mypyc_attr`` (which lets EndoPositions subclass the compiled Positions) falls back."""
+    script = (
+        "import sys; sys.modules['mypy_extensions'] = None  # as if not installed\n"
+        "from captp.endo import EndoPositions\n"
+        "p = EndoPositions(); print(p.next_export(False), p.next_question())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=_child_env(pure=True), cwd=ROOT,
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert done.stdout.split() == ["o+1", "q-1"]
 
 
 def test_status_command_names_the_build() -> None:
@@ -85,71 +133,77 @@ def test_status_command_names_the_build() -> None:
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     assert done.stdout.startswith("pure Python")
-    assert "_syrup_decode.py" in done.stdout
+    assert "ocapn/_syrup_decode.py" in done.stdout and "captp/engine.py" in done.stdout
 
 
 def _fake_build(tmp_path: Path) -> Path:
-    """A package directory with every compiled file (empty) and a matching manifest."""
-    tmp_path.mkdir(exist_ok=True)
-    for name in _native.MODULES:
-        (tmp_path / f"{name}.py").write_text(f"# {name}\n")
+    """A directory of packages with every compiled file (empty) and a matching manifest."""
+    for path in _native.source_files(tmp_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# {path.name}\n")
     for path in _native.compiled_files(tmp_path):
         path.touch()
-    _native.write_manifest(tmp_path, [tmp_path / f"{n}.py" for n in _native.MODULES])
+    _native.write_manifest(tmp_path)
     return tmp_path
+
+
+def test_the_build_spans_both_packages() -> None:
+    files = [p.relative_to(ROOT).as_posix() for p in _native.compiled_files(ROOT)]
+    assert files[0].startswith("captp/engine.") and files[-1] == "captp/_native.sums"
+    assert any(f.startswith("captp/_native_lib__mypyc.") for f in files)
+    assert any(f.startswith("ocapn/wire.") for f in files)
 
 
 def test_decision_follows_the_files_and_the_switch(tmp_path: Path) -> None:
     assert _native._decide(str(tmp_path), False) == (
         False, "pure Python (no compiled build; `python -m ocapn.compile` makes one)", False
     )  # fmt: skip
-    package = str(_fake_build(tmp_path))
-    assert _native._decide(package, False) == (True, "compiled with mypyc", False)
-    compiled, reason, step_around = _native._decide(package, True)
+    root = str(_fake_build(tmp_path))
+    assert _native._decide(root, False) == (True, "compiled with mypyc", False)
+    compiled, reason, step_around = _native._decide(root, True)
     assert (compiled, step_around) == (False, True) and "OCAPN_PURE" in reason
 
 
-def test_an_edited_source_makes_the_build_stale(tmp_path: Path) -> None:
-    package = _fake_build(tmp_path)
-    source = package / "_syrup_decode.py"
-    source.write_text("# _syrup_decode, edited\n")
-    compiled, reason, step_around = _native._decide(str(package), False)
+@pytest.mark.parametrize("name", ["captp/engine.py", "ocapn/_syrup_decode.py"])
+def test_an_edited_source_makes_the_build_stale(tmp_path: Path, name: str) -> None:
+    root = _fake_build(tmp_path)
+    (root / name).write_text("# edited\n")
+    compiled, reason, step_around = _native._decide(str(root), False)
     assert (compiled, step_around) == (False, True)
-    assert "stale: _syrup_decode changed" in reason
+    assert f"stale: {name[:-3].replace('/', '.')} changed" in reason
     # Touched but unchanged (a checkout, say): still fresh, by its hash.
-    package = _fake_build(tmp_path / "again")
-    source = package / "_cbor_codec.py"
-    os.utime(source, ns=(1, 1))
-    assert _native._decide(str(package), False)[0] is True
+    root = _fake_build(tmp_path / "again")
+    os.utime(root / name, ns=(1, 1))
+    assert _native._decide(str(root), False)[0] is True
 
 
 def test_an_incomplete_build_is_stepped_around(tmp_path: Path) -> None:
-    package = _fake_build(tmp_path)
-    next(p for p in _native.compiled_files(package) if "_syrup_stream" in p.name).unlink()
-    compiled, reason, step_around = _native._decide(str(package), False)
+    root = _fake_build(tmp_path)
+    next(p for p in _native.compiled_files(root) if "_syrup_stream" in p.name).unlink()
+    compiled, reason, step_around = _native._decide(str(root), False)
     assert (compiled, step_around) == (False, True) and "_syrup_stream" in reason
-    (package / _native.MANIFEST).unlink()
-    for path in _native.compiled_files(package):
+    (root / _native.MANIFEST).unlink()
+    for path in _native.compiled_files(root):
         path.unlink(missing_ok=True)
-    assert _native._decide(str(package), False)[0] is False
+    assert _native._decide(str(root), False)[0] is False
 
 
 def test_a_stale_build_warns_once_in_a_fresh_process(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        package = _fake_build(tmp_path)
-        (package / "_syrup_encode.py").write_text("# changed\n")
+        root = _fake_build(tmp_path)
+        (root / "ocapn" / "_syrup_encode.py").write_text("# changed\n")
         finders = list(sys.meta_path)
         try:
             with pytest.raises(RuntimeWarning, match="stale"):
-                _native._select(str(package), False)
+                _native._select(str(root), False)
         finally:
             sys.meta_path[:] = finders
 
 
 @pytest.mark.slow
 def test_codec_suite_passes_under_the_other_build() -> None:
-    """The codec's and wire's tests, in a child process, under the build this one does not use."""
+    """The engine's, codec's and wire's tests, in a child process, under the other build."""
     if not _built():
         pytest.skip("no compiled build here (`python -m ocapn.compile`; CI's compiled step)")
     other_is_pure = _native.COMPILED
@@ -168,7 +222,7 @@ def test_a_failed_build_leaves_the_codec_pure(tmp_path: Path) -> None:
     for name in ("captp", "ocapn"):
         shutil.copytree(
             ROOT / name, tmp_path / name,
-            ignore=shutil.ignore_patterns("*.so", _native.MANIFEST, "__pycache__"),
+            ignore=shutil.ignore_patterns("*.so", "_native.sums", "__pycache__"),
         )  # fmt: skip
     env = {**_child_env(pure=False), "CC": "/bin/false", "PYTHONPATH": str(tmp_path)}
     done = subprocess.run(
@@ -176,8 +230,8 @@ def test_a_failed_build_leaves_the_codec_pure(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "/bin/false" in done.stdout and "the codec stays pure Python" in done.stdout
-    assert not [p for p in _native.compiled_files(tmp_path / "ocapn") if p.exists()]
+    assert "/bin/false" in done.stdout and "the modules stay pure Python" in done.stdout
+    assert not [p for p in _native.compiled_files(tmp_path) if p.exists()]
     script = "from ocapn import syrup; print(syrup.COMPILED, syrup.decode(b'1+'))"
     check = subprocess.run(
         [sys.executable, "-c", script],

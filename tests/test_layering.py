@@ -53,6 +53,7 @@ TEST_PLUGINS = {
 OPTIONAL = {
     "captp/confine/_worker.py": {"uvloop"},  # a compartment worker's loop (spec-notes/0034)
     "ocapn/compile.py": {"mypyc"},  # the optional compiled build, when run (spec-notes/0040)
+    "captp/_typing.py": {"mypy_extensions"},  # mypyc's class options, with a fallback (0040)
 }
 
 

@@ -1,0 +1,232 @@
+"""Which build of the hot modules runs: compiled (mypyc) or pure Python.
+
+``python -m ocapn.compile`` compiles the modules in :data:`MODULES` (the
+engine's here in :mod:`captp`, the codec's and the wire's in :mod:`ocapn`)
+in place: each ``.py`` gets a ``.so`` beside it, which Python's import system
+prefers.  This module, imported first by :mod:`captp` (the lowest layer, so
+a process that imports only :mod:`captp` chooses too), decides once per
+process, for all of them together:
+
+* compiled, if every module's ``.so`` for this interpreter exists and every
+  source is unchanged since the build (the manifest ``captp/_native.sums``
+  holds their sizes, times and CRC-32s);
+* pure Python otherwise, or when ``OCAPN_PURE`` is set to anything but
+  ``""`` / ``"0"``: an import hook then loads the ``.py`` files even where
+  ``.so`` files exist.  A stale build warns once (``RuntimeWarning``).
+
+:data:`COMPILED` and :data:`REASON` say which and why (also as
+``ocapn.syrup.COMPILED`` and ``ocapn.cbor.COMPILED``).  A process that starts
+another Python with an environment of its own (a compartment's worker) passes
+:func:`child_environment` on, so the child chooses as this one did.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import os
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = [
+    "COMPILED",
+    "GROUP",
+    "MANIFEST",
+    "MODULES",
+    "PURE_ENV",
+    "REASON",
+    "child_environment",
+    "compiled_files",
+    "describe",
+    "pure_requested",
+    "source_files",
+    "write_manifest",
+]
+
+MODULES: Final = (
+    "captp.engine",
+    "ocapn._syrup_encode",
+    "ocapn._syrup_decode",
+    "ocapn._syrup_stream",
+    "ocapn._cbor_codec",
+    "ocapn.wire",
+)
+"""The modules ``python -m ocapn.compile`` compiles, by qualified name, lowest layer first."""
+
+GROUP: Final = "captp._native_lib"
+"""The mypyc group: one shared library, ``captp/_native_lib__mypyc*.so``, holds the code
+of every module (so calls between them are direct C calls); it lives in :mod:`captp`,
+the lowest layer, which every compiled module's package imports anyway."""
+
+MANIFEST: Final = "captp/_native.sums"
+"""The build's record of its sources, relative to the directory holding the packages
+(one line each: qualified name, size, mtime_ns, CRC-32).
+
+A CRC, not a cryptographic hash: it notices edits, and ``zlib`` imports in a
+fraction of the time ``hashlib`` takes (this runs on every ``import captp``)."""
+
+PURE_ENV: Final = "OCAPN_PURE"
+"""The environment variable that asks for pure Python (anything but ``""`` / ``"0"``)."""
+
+_SUFFIX: Final = importlib.machinery.EXTENSION_SUFFIXES[0]
+_ROOT: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _relative(name: str) -> str:
+    return name.replace(".", os.sep)
+
+
+def source_files(root: str | Path) -> list[Path]:
+    """The sources of :data:`MODULES` under ``root`` (the directory holding the packages)."""
+    from pathlib import Path
+
+    return [Path(root) / f"{_relative(name)}.py" for name in MODULES]
+
+
+def compiled_files(root: str | Path) -> list[Path]:
+    """Every file a build makes under ``root``: the ``.so`` files for this Python, the manifest."""
+    from pathlib import Path
+
+    base = Path(root)
+    names = [*MODULES, f"{GROUP}__mypyc"]
+    return [base / f"{_relative(name)}{_SUFFIX}" for name in names] + [base / MANIFEST]
+
+
+def _checksum(path: str) -> str:
+    import zlib
+
+    with open(path, "rb") as f:
+        return f"{zlib.crc32(f.read()):08x}"
+
+
+def write_manifest(root: str | Path) -> None:
+    """Record the sources a build compiled, so that a later edit is noticed."""
+    lines = []
+    for name, path in zip(MODULES, source_files(root), strict=True):
+        st = path.stat()
+        lines.append(f"{name} {st.st_size} {st.st_mtime_ns} {_checksum(str(path))}\n")
+    with open(os.path.join(root, MANIFEST), "w", encoding="utf-8") as f:
+        f.write("".join(lines))
+
+
+def _stale_sources(root: str) -> list[str] | None:
+    """Sources changed since the build (empty: none), or None if there is no manifest."""
+    try:
+        with open(os.path.join(root, MANIFEST), encoding="utf-8") as f:
+            entries = [line.split() for line in f if line.strip()]
+    except OSError:
+        return None
+    recorded = {entry[0]: entry[1:] for entry in entries if len(entry) == 4}
+    stale = []
+    for name in MODULES:
+        source = os.path.join(root, f"{_relative(name)}.py")
+        entry = recorded.get(name)
+        try:
+            st = os.stat(source)
+        except OSError:
+            stale.append(name)
+            continue
+        if entry is None:
+            stale.append(name)
+        elif entry[0] == str(st.st_size) and entry[1] == str(st.st_mtime_ns):
+            continue  # unchanged by its size and time: no need to read it
+        elif _checksum(source) != entry[2]:
+            stale.append(name)
+    return stale
+
+
+class _PureFinder:
+    """An import hook that loads the pure-Python source of the compiled modules."""
+
+    def __init__(self, sources: dict[str, str]) -> None:
+        self.sources = sources
+
+    def find_spec(
+        self, name: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        source = self.sources.get(name)
+        if source is None:
+            return None
+        loader = importlib.machinery.SourceFileLoader(name, source)
+        spec = importlib.machinery.ModuleSpec(name, loader, origin=source)
+        spec.has_location = True  # sets __file__, as for any source module
+        return spec
+
+
+def _decide(root: str, pure_asked: bool) -> tuple[bool, str, bool]:
+    """(compiled?, why, whether compiled files exist that must be stepped around)."""
+    wanted = [*MODULES, f"{GROUP}__mypyc"]
+    built = [n for n in wanted if os.path.exists(os.path.join(root, f"{_relative(n)}{_SUFFIX}"))]
+    if not built:
+        return False, "pure Python (no compiled build; `python -m ocapn.compile` makes one)", False
+    if pure_asked:
+        return False, f"pure Python ({PURE_ENV} is set)", True
+    if len(built) < len(wanted):
+        missing = [name for name in wanted if name not in built]
+        return False, f"pure Python (the compiled build lacks {', '.join(missing)})", True
+    stale = _stale_sources(root)
+    if stale is None:
+        return False, f"pure Python (the compiled build has no {MANIFEST})", True
+    if stale:
+        return False, f"pure Python (the compiled build is stale: {', '.join(stale)} changed)", True
+    return True, "compiled with mypyc", False
+
+
+_finder: _PureFinder | None = None
+
+
+def _select(root: str, pure_asked: bool) -> tuple[bool, str]:
+    """Decide, and make Python load the pure modules if compiled ones are there but not wanted."""
+    global _finder
+    compiled, reason, step_around = _decide(root, pure_asked)
+    if step_around:
+        if not pure_asked and "ocapn.compile" not in sys.orig_argv:
+            warnings.warn(
+                f"captp: {reason}; run `python -m ocapn.compile` to rebuild it, or"
+                " `python -m ocapn.compile clean` to remove it",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        sources = {name: os.path.join(root, f"{_relative(name)}.py") for name in MODULES}
+        _finder = _PureFinder(sources)
+        sys.meta_path.insert(0, _finder)
+    return compiled, reason
+
+
+def pure_requested(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether ``environ`` asks for pure Python (:data:`PURE_ENV`)."""
+    return environ.get(PURE_ENV, "") not in ("", "0")
+
+
+_PURE_ASKED: Final = pure_requested()
+COMPILED, REASON = _select(_ROOT, _PURE_ASKED)
+"""Whether the compiled modules are in use in this process, and why (or why not)."""
+
+
+def child_environment() -> dict[str, str]:
+    """What a child Python's environment needs to choose the build this process chose.
+
+    ``{"OCAPN_PURE": "1"}`` when this process was asked for pure Python, else
+    nothing (the child then decides from the same files, as this one did).
+    """
+    return {PURE_ENV: "1"} if _PURE_ASKED else {}
+
+
+def _origin(name: str) -> str:
+    """The file the import system loads ``name`` from, found without importing anything."""
+    if _finder is not None and name in _finder.sources:
+        return _finder.sources[name]
+    package, _, module = name.rpartition(".")
+    spec = importlib.machinery.PathFinder.find_spec(module, [os.path.join(_ROOT, package)])
+    return (spec.origin if spec is not None else None) or "?"
+
+
+def describe() -> str:
+    """One line: the build in use and why, and where the modules come from."""
+    return f"{REASON}: {', '.join(os.path.relpath(_origin(name), _ROOT) for name in MODULES)}"
