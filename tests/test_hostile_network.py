@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import pytest
 import sniffio
+from _freed_util import Freed
 from endo_node import node_server, requires_node
 from rawpeer import RawPeer, deliver, desc, sym
 
@@ -188,30 +189,6 @@ async def test_a_closed_connection_frees_its_session_at_once() -> None:
         assert [r() for r in refs] == [None, None]
 
 
-class _Freed:
-    """Sees objects freed: by a weak reference where their type takes one, else by their
-    ids among the objects the cycle collector tracks (a compiled engine or wire is a
-    native object that takes no weak reference: spec-notes/0040)."""
-
-    def __init__(self) -> None:
-        self.refs: list[weakref.ref[Any]] = []
-        self.ids: dict[int, type] = {}
-
-    def watch(self, x: object) -> None:
-        if type(x).__weakrefoffset__:
-            self.refs.append(weakref.ref(x))
-        else:
-            assert gc.is_tracked(x), x  # or the search below could not see it
-            self.ids[id(x)] = type(x)
-
-    def all_freed(self) -> bool:
-        if any(r() is not None for r in self.refs):
-            return False
-        # An id is reused only once its object is freed; every session has ended, so
-        # no new engine or wire is made in the meantime.
-        return not self.ids or not any(self.ids.get(id(x)) is type(x) for x in gc.get_objects())
-
-
 async def test_a_closed_connection_is_freed_without_the_cycle_collector() -> None:
     """Engine, wire, gate and channel let go of each other when a session ends, and its
     timers are cancelled: reference counting frees it at once.  (Cycles left each one
@@ -221,11 +198,10 @@ async def test_a_closed_connection_is_freed_without_the_cycle_collector() -> Non
     try:
         async with Node(tcp_testing_only()) as server, Node(tcp_testing_only()) as client:
             server.publish(Waiter(), b"waiter")
-            freed = _Freed()
+            freed = Freed()
 
             def watch(session: OCapNSession) -> None:
-                for x in (session, session.connection, session.engine, session.wire):
-                    freed.watch(x)
+                freed.watch(session, session.connection, session.engine, session.wire)
 
             # never says hello; says hello and leaves; sends bytes that do not decode; aborts
             # in the middle of a read (its decoder is left half-way)

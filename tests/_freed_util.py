@@ -1,0 +1,39 @@
+"""Watching objects get freed, compiled or not (spec-notes/0040).
+
+A weak reference sees an object freed; but a compiled (mypyc) engine or wire is
+a native object that takes none.  Those are watched by their ids among the
+objects the cycle collector tracks (every native object is tracked).
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from typing import Any
+
+
+class Freed:
+    """Objects being watched until they are freed."""
+
+    def __init__(self) -> None:
+        self.refs: list[weakref.ref[Any]] = []
+        self.ids: dict[int, type] = {}
+
+    def watch(self, *objects: object) -> None:
+        """Watch each of ``objects`` (without keeping it alive)."""
+        for x in objects:
+            if type(x).__weakrefoffset__:
+                self.refs.append(weakref.ref(x))
+            else:
+                assert gc.is_tracked(x), x  # or all_freed could not see it
+                self.ids[id(x)] = type(x)
+
+    def all_freed(self) -> bool:
+        """Whether every watched object has been freed.
+
+        An id is reused only once its object is freed: callers stop making
+        objects of the watched types before they ask.
+        """
+        if any(r() is not None for r in self.refs):
+            return False
+        return not self.ids or not any(self.ids.get(id(x)) is type(x) for x in gc.get_objects())
