@@ -14,6 +14,10 @@ process, for all of them together:
   ``""`` / ``"0"``: an import hook then loads the ``.py`` files even where
   ``.so`` files exist.  A stale build warns once (``RuntimeWarning``).
 
+A compiled module that no build makes now (an older build's, beside its
+source) is always stepped around, with a warning; ``python -m ocapn.compile
+clean`` removes it.
+
 :data:`COMPILED` and :data:`REASON` say which and why (also as
 ``ocapn.syrup.COMPILED`` and ``ocapn.cbor.COMPILED``).  A process that starts
 another Python with an environment of its own (a compartment's worker) passes
@@ -44,12 +48,15 @@ __all__ = [
     "child_environment",
     "compiled_files",
     "describe",
+    "leftover_files",
     "pure_requested",
     "source_files",
     "write_manifest",
 ]
 
 MODULES: Final = (
+    "captp.messages",
+    "captp._eventual",
     "captp.engine",
     "ocapn._syrup_encode",
     "ocapn._syrup_decode",
@@ -96,6 +103,40 @@ def compiled_files(root: str | Path) -> list[Path]:
     base = Path(root)
     names = [*MODULES, f"{GROUP}__mypyc"]
     return [base / f"{_relative(name)}{_SUFFIX}" for name in names] + [base / MANIFEST]
+
+
+def _strays(root: str) -> dict[str, str]:
+    """Compiled modules beside a source that are not in :data:`MODULES` (an older build's):
+    qualified name -> source.  The import system would load them; they are stepped around."""
+    strays = {}
+    for package in sorted({name.partition(".")[0] for name in MODULES}):
+        directory = os.path.join(root, package)
+        try:
+            files = os.listdir(directory)
+        except OSError:
+            continue
+        for file in files:
+            if file.endswith(_SUFFIX):
+                stem = file[: -len(_SUFFIX)]
+                name = f"{package}.{stem}"
+                source = os.path.join(directory, f"{stem}.py")
+                if name not in MODULES and os.path.exists(source):
+                    strays[name] = source
+    return strays
+
+
+def leftover_files(root: str | Path) -> list[Path]:
+    """Compiled files under ``root`` that no build of :data:`MODULES` makes (an older
+    build's modules, group libraries and manifest), for ``python -m ocapn.compile clean``."""
+    from pathlib import Path
+
+    base = Path(root)
+    mine = set(compiled_files(base))
+    found = [base / f"{_relative(name)}{_SUFFIX}" for name in _strays(str(base))]
+    for package in sorted({name.partition(".")[0] for name in MODULES}):
+        found += sorted((base / package).glob(f"*__mypyc{_SUFFIX}"))
+        found.append(base / package / "_native.sums")
+    return [path for path in found if path not in mine and path.exists()]
 
 
 def _checksum(path: str) -> str:
@@ -185,15 +226,26 @@ def _select(root: str, pure_asked: bool) -> tuple[bool, str]:
     """Decide, and make Python load the pure modules if compiled ones are there but not wanted."""
     global _finder
     compiled, reason, step_around = _decide(root, pure_asked)
-    if step_around:
-        if not pure_asked and "ocapn.compile" not in sys.orig_argv:
-            warnings.warn(
-                f"captp: {reason}; run `python -m ocapn.compile` to rebuild it, or"
-                " `python -m ocapn.compile clean` to remove it",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        sources = {name: os.path.join(root, f"{_relative(name)}.py") for name in MODULES}
+    strays = _strays(root)
+    quiet = pure_asked or "ocapn.compile" in sys.orig_argv
+    if step_around and not quiet:
+        warnings.warn(
+            f"captp: {reason}; run `python -m ocapn.compile` to rebuild it, or"
+            " `python -m ocapn.compile clean` to remove it",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    if strays and not quiet:
+        warnings.warn(
+            f"captp: ignoring compiled modules no build makes now ({', '.join(sorted(strays))});"
+            " `python -m ocapn.compile clean` removes them",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    if step_around or strays:
+        sources = dict(strays)
+        if step_around:
+            sources.update({n: os.path.join(root, f"{_relative(n)}.py") for n in MODULES})
         _finder = _PureFinder(sources)
         sys.meta_path.insert(0, _finder)
     return compiled, reason

@@ -4,7 +4,11 @@ They are immutable by convention, not frozen: a frozen dataclass costs four
 times as much to build (each field goes through ``object.__setattr__``), and
 a round trip builds four messages and two or three descriptors
 (``spec-notes/0041-message-path-speed.md``).  Nobody changes a message once
-it is made.
+it is made.  The messages built once per call or more (``Deliver``,
+``Listen``, ``Get``, ``Return``, ``Resolve``, ``Desc``) write their own
+``__init__``: compiled (``python -m ocapn.compile``), the one the dataclass
+decorator generates would stay interpreted Python, and it cost a tenth of a
+compiled round trip (``spec-notes/0040``).
 
 Values inside messages are live Python values: far objects, imported
 references and promises appear as themselves.  A wire dialect turns them into
@@ -57,6 +61,20 @@ class Deliver:
     answer: Position | None = None
     resolver: Any = None
 
+    def __init__(
+        self,
+        target: Any,
+        method: str | None,
+        args: tuple[Any, ...],
+        answer: Position | None = None,
+        resolver: Any = None,
+    ) -> None:
+        self.target = target
+        self.method = method
+        self.args = args
+        self.answer = answer
+        self.resolver = resolver
+
 
 @dataclass(slots=True)
 class Listen:
@@ -65,6 +83,11 @@ class Listen:
     target: Any
     resolver: Any
     wants_partial: bool = False
+
+    def __init__(self, target: Any, resolver: Any, wants_partial: bool = False) -> None:
+        self.target = target
+        self.resolver = resolver
+        self.wants_partial = wants_partial
 
 
 @dataclass(slots=True)
@@ -80,6 +103,14 @@ class Get:
     kind: Literal["get", "index", "untag"]
     key: Any
     answer: Position
+
+    def __init__(
+        self, target: Any, kind: Literal["get", "index", "untag"], key: Any, answer: Position
+    ) -> None:
+        self.target = target
+        self.kind = kind
+        self.key = key
+        self.answer = answer
 
 
 @dataclass(slots=True)
@@ -119,6 +150,11 @@ class Return:
     ok: bool
     value: Any
 
+    def __init__(self, answer: Position, ok: bool, value: Any) -> None:
+        self.answer = answer
+        self.ok = ok
+        self.value = value
+
 
 @dataclass(slots=True)
 class Resolve:
@@ -127,6 +163,11 @@ class Resolve:
     position: Position
     ok: bool
     value: Any
+
+    def __init__(self, position: Position, ok: bool, value: Any) -> None:
+        self.position = position
+        self.ok = ok
+        self.value = value
 
 
 Message = (
@@ -149,3 +190,8 @@ class Desc:
     kind: DescKind
     position: Position
     first: bool = False
+
+    def __init__(self, kind: DescKind, position: Position, first: bool = False) -> None:
+        self.kind = kind
+        self.position = position
+        self.first = first

@@ -33,8 +33,10 @@ def _root() -> Path:
 
 
 def clean() -> list[Path]:
-    """Remove the compiled modules and the manifest; returns what was removed."""
-    removed = [path for path in _native.compiled_files(_root()) if path.exists()]
+    """Remove the compiled modules and the manifest (an older build's too); returns them."""
+    root = _root()
+    removed = [path for path in _native.compiled_files(root) if path.exists()]
+    removed += _native.leftover_files(root)
     for path in removed:
         path.unlink()
     return removed

@@ -31,9 +31,14 @@ class Freed:
     def all_freed(self) -> bool:
         """Whether every watched object has been freed.
 
-        An id is reused only once its object is freed: callers stop making
-        objects of the watched types before they ask.
+        An id is reused once its object is freed: ask before making more objects
+        of the watched types (a new one could take a freed one's id).
         """
-        if any(r() is not None for r in self.refs):
-            return False
-        return not self.ids or not any(self.ids.get(id(x)) is type(x) for x in gc.get_objects())
+        return not self.alive()
+
+    def alive(self) -> list[object]:
+        """The watched objects still alive (to say what was not freed)."""
+        alive = [x for r in self.refs if (x := r()) is not None]
+        if alive or not self.ids:
+            return alive
+        return [x for x in gc.get_objects() if self.ids.get(id(x)) is type(x)]

@@ -9,22 +9,28 @@ that a run with the compiled build (CI's compiled step) checks both.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
 import shutil
 import subprocess
 import sys
 import warnings
 from pathlib import Path
+from types import FunctionType
 
 import pytest
 
+import captp._eventual
 import captp.engine
+import captp.messages
 import ocapn._cbor_codec
 import ocapn._syrup_decode
 import ocapn._syrup_encode
 import ocapn._syrup_stream
 import ocapn.wire
 from captp import _native
+from captp import messages as m
 from ocapn import _native as ocapn_native
 from ocapn import cbor, syrup
 
@@ -32,6 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CODEC_TESTS = [
     "tests/test_engine.py",
     "tests/test_atomic.py",
+    "tests/test_pipe.py",
+    "tests/test_lifecycle.py",
     "tests/test_syrup.py",
     "tests/test_syrup_properties.py",
     "tests/test_syrup_stream.py",
@@ -41,6 +49,8 @@ CODEC_TESTS = [
     "tests/test_ocapn_wire.py",
 ]
 MODULES = [
+    captp.messages,
+    captp._eventual,
     captp.engine,
     ocapn._syrup_encode,
     ocapn._syrup_decode,
@@ -68,6 +78,18 @@ def test_the_flags_say_which_modules_are_loaded() -> None:
         origin = module.__file__ or ""
         assert origin.endswith(".so" if _native.COMPILED else ".py"), origin
     assert _native.REASON.startswith("compiled" if _native.COMPILED else "pure")
+
+
+def test_the_messages_of_every_call_are_built_by_compiled_code() -> None:
+    """Their own ``__init__`` (the dataclass one stays interpreted, compiled: 0040)."""
+    hot: list[type] = [m.Deliver, m.Listen, m.Get, m.Return, m.Resolve, m.Desc]
+    for cls in hot:
+        init = vars(cls)["__init__"]
+        assert isinstance(init, FunctionType) is not _native.COMPILED, cls
+        fields = [f.name for f in dataclasses.fields(cls)]
+        assert list(inspect.signature(cls).parameters) == fields, cls
+    deliver = m.Deliver("t", "go", (1,))
+    assert dataclasses.replace(deliver, answer=3) == m.Deliver("t", "go", (1,), 3)
 
 
 def test_ocapn_pure_selects_pure_python_even_when_a_build_exists() -> None:
@@ -149,7 +171,7 @@ def _fake_build(tmp_path: Path) -> Path:
 
 def test_the_build_spans_both_packages() -> None:
     files = [p.relative_to(ROOT).as_posix() for p in _native.compiled_files(ROOT)]
-    assert files[0].startswith("captp/engine.") and files[-1] == "captp/_native.sums"
+    assert files[0].startswith("captp/messages.") and files[-1] == "captp/_native.sums"
     assert any(f.startswith("captp/_native_lib__mypyc.") for f in files)
     assert any(f.startswith("ocapn/wire.") for f in files)
 
@@ -186,6 +208,30 @@ def test_an_incomplete_build_is_stepped_around(tmp_path: Path) -> None:
     for path in _native.compiled_files(root):
         path.unlink(missing_ok=True)
     assert _native._decide(str(root), False)[0] is False
+
+
+def test_a_compiled_module_no_build_makes_is_stepped_around_and_cleaned(tmp_path: Path) -> None:
+    """An older build's ``.so`` (a module since dropped from MODULES) is never loaded."""
+    root = _fake_build(tmp_path)
+    suffix = _native.compiled_files(root)[0].name.removeprefix("messages")
+    (root / "captp" / "_promise.py").write_text("# a module this build does not compile\n")
+    stray = root / "captp" / f"_promise{suffix}"
+    stray.touch()
+    old_group = root / "ocapn" / f"_codec_native__mypyc{suffix}"
+    old_group.touch()
+    (root / "ocapn" / "_native.sums").touch()
+    finders = list(sys.meta_path)
+    try:
+        with pytest.warns(RuntimeWarning, match="captp._promise"):
+            assert _native._select(str(root), False) == (True, "compiled with mypyc")
+        spec = sys.meta_path[0].find_spec("captp._promise")  # type: ignore[call-arg]
+        assert spec is not None and spec.origin == str(root / "captp" / "_promise.py")
+    finally:
+        sys.meta_path[:] = finders
+    assert set(_native.leftover_files(root)) == {
+        stray, old_group, root / "ocapn" / "_native.sums"
+    }
+    assert not set(_native.leftover_files(root)) & set(_native.compiled_files(root))
 
 
 def test_a_stale_build_warns_once_in_a_fresh_process(tmp_path: Path) -> None:

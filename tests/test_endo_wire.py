@@ -406,13 +406,15 @@ async def test_a_closed_endo_connection_is_freed_without_the_cycle_collector() -
     gc.collect()
     gc.disable()
     try:
-        freed = Freed()  # (a compiled engine takes no weak reference: spec-notes/0040)
-
-        def watch(conn: EndoConnection) -> None:
-            freed.watch(conn, conn._connection, conn.engine, conn.wire, conn.wire.marshal)
-
         async with open_vat() as vat, serve_tcp(PeerBootstrap(), port=0) as server:
             for _ in range(2):
+                # (A compiled engine takes no weak reference: spec-notes/0040.  Checked
+                # before the next connection: a new engine may take a freed one's id.)
+                freed = Freed()
+
+                def watch(conn: EndoConnection, freed: Freed = freed) -> None:
+                    freed.watch(conn, conn._connection, conn.engine, conn.wire, conn.wire.marshal)
+
                 async with connect_tcp("127.0.0.1", server.port, vat=vat) as conn:
                     boot = await conn.bootstrap()
                     counter = await E(boot).makeCounter(1)  # references both ways
@@ -426,8 +428,8 @@ async def test_a_closed_endo_connection_is_freed_without_the_cycle_collector() -
                     watch(served)
                     del boot, counter, served
                 del conn
-            with anyio.fail_after(10):
-                while not freed.all_freed():
-                    await anyio.sleep(0.02)
+                with anyio.fail_after(10):
+                    while not freed.all_freed():
+                        await anyio.sleep(0.02)
     finally:
         gc.enable()

@@ -189,6 +189,15 @@ async def test_a_closed_connection_frees_its_session_at_once() -> None:
         assert [r() for r in refs] == [None, None]
 
 
+async def _until_freed(freed: Freed) -> None:
+    try:
+        await _until(freed.all_freed, "freed without gc.collect()")
+    except TimeoutError:
+        left = freed.alive()
+        holders = [[type(r).__name__ for r in gc.get_referrers(x)][:8] for x in left]
+        raise AssertionError(f"not freed: {left!r}, held by {holders}") from None
+
+
 async def test_a_closed_connection_is_freed_without_the_cycle_collector() -> None:
     """Engine, wire, gate and channel let go of each other when a session ends, and its
     timers are cancelled: reference counting frees it at once.  (Cycles left each one
@@ -221,6 +230,10 @@ async def test_a_closed_connection_is_freed_without_the_cycle_collector() -> Non
                         await raw.send(abort + encode_value(_deliver_only(desc("export", 0), [])))
                     if how in ("malformed", "abort"):
                         await _until(lambda: not server._all, "the node ended the session")
+            await _until(lambda: not server._all, "every session ended")
+            # Checked before more sessions are made: a new engine may take a freed one's id.
+            await _until_freed(freed)
+            freed = Freed()
             # a session this node dialed, used, and closed; and the far end of it
             ref = await client.enliven(server.sturdyref(b"waiter"))
             assert await E(ref).echo(5) == 5
@@ -233,7 +246,7 @@ async def test_a_closed_connection_is_freed_without_the_cycle_collector() -> Non
             dialed.abort("done")
             del ref, dialed
             await _until(lambda: not server._all and not client._all, "every session ended")
-            await _until(freed.all_freed, "freed without gc.collect()")
+            await _until_freed(freed)
     finally:
         gc.enable()
 
