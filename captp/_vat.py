@@ -164,6 +164,8 @@ class Vat:
         """Stop accepting turns and cancel every task this vat owns."""
         self._closed = True
         self._task_group.cancel_scope.cancel()
+        # The context names this vat (a cycle); no turn enters it any more.
+        self._context = contextvars.Context()
 
 
 class _NoTimer:
