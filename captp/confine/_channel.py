@@ -286,13 +286,13 @@ async def rehearse(bootstrap: Any) -> None:
 
 
 def host_build() -> str:
-    """``"compiled"`` when this process runs the compiled (mypyc) codec and wire, else ``"pure"``.
+    """``"compiled"`` when this process runs the compiled (mypyc) build, else ``"pure"``.
 
     A worker starts with an empty environment, so ``OCAPN_PURE`` cannot reach
     it; the host passes this on its command line instead, and the worker loads
     the same build (``spec-notes/0034``).
     """
-    from ocapn._native import COMPILED
+    from captp._native import COMPILED
 
     return "compiled" if COMPILED else "pure"
 

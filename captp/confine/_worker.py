@@ -54,7 +54,7 @@ EXIT_STRICT: Final = 78
 STRICT_FAILED: Final = "captp.confine: strict confinement failed:"
 
 
-# The switch the codec's build chooser reads (ocapn/_native.py).  A worker's
+# The switch the build chooser reads (captp/_native.py).  A worker's
 # environment is empty: :func:`program` sets it from the host's argument before
 # the first import, and :func:`preload_runtime` removes it once the choice is made.
 _PURE_SWITCH: Final = "OCAPN_PURE"
