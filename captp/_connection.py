@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Final, Protocol
 
@@ -343,6 +342,7 @@ class Connection:
         receive = self._channel.receive
         gate = self._gate
         push = getattr(self._channel, "push", None)
+        error: BaseException | None = None
         try:
             if gate is not None:
                 gate.start(self)
@@ -374,13 +374,26 @@ class Connection:
                         rest, self._rest = self._rest, None
                         self._handle(rest)
                     self._rest = None
-        finally:
-            if session.dead is None:
-                session.connection_lost("connection closed")
-            with anyio.CancelScope(shield=True):
-                with contextlib.suppress(*TRANSPORT_ERRORS):
-                    await self._channel.aclose()
-            self._release()
+        except BaseException as exc:
+            error = exc
+        # Not in a `finally` or an `except`: closing awaits, and a compiled
+        # coroutine that suspends inside one re-raises, when it resumes, the
+        # exception the thread handles then (mypyc keeps no exception state
+        # per coroutine), not its own.
+        await self._close()
+        if error is not None:
+            try:
+                raise error
+            finally:
+                error = None  # no cycle through this frame
+
+    async def _close(self) -> None:
+        if self.engine.dead is None:
+            self.engine.connection_lost("connection closed")
+        with anyio.CancelScope(shield=True):
+            with contextlib.suppress(*TRANSPORT_ERRORS):
+                await self._channel.aclose()
+        self._release()
 
     def _release(self) -> None:
         # The session is over and its channel closed.  The engine, the wire, the
@@ -407,7 +420,7 @@ class Connection:
             self._handle(data)
             if self._budget is not None:
                 self._account()
-            if self._rest is not None:
+            if self._waiting():
                 self._later()
 
     def _on_end(self, exc: BaseException) -> None:
@@ -415,6 +428,12 @@ class Connection:
             self._end = exc  # after what was received before it
             return
         self.engine.connection_lost(lost_reason(exc))
+
+    def _waiting(self) -> bool:
+        # Whether a read's messages wait for a later turn.  A method, not an
+        # inline test: mypy keeps `self._rest` narrowed to None across the
+        # `_handle` that sets it, and the compiled build would check that type.
+        return self._rest is not None
 
     def _later(self) -> None:
         # Push mode: the rest of a read waits for a later turn; the transport
@@ -434,7 +453,7 @@ class Connection:
                 break
             if self._budget is not None:
                 self._account()
-            if self._rest is not None:
+            if self._waiting():
                 self._vat.call_soon(self._go_on)
                 return
         self._rest = None
@@ -499,7 +518,9 @@ class Connection:
         periods = [t for t in (limits.liveness_timeout, limits.idle_timeout) if t is not None]
         if periods and self.engine.dead is None:
             period = min(periods) / 4
-            self._timer = self._vat.call_later(period, _tick, weakref.ref(self), period)
+            # The timer holds the connection until _lost cancels it (a compiled
+            # Connection takes no weak reference).
+            self._timer = self._vat.call_later(period, _tick, self, period)
 
     def tick(self) -> bool:
         """Check liveness and idleness now; False once the session is over."""
@@ -657,10 +678,9 @@ class BufferBudget:
         self.hits = 0
 
 
-def _tick(ref: weakref.ref[Connection], period: float) -> None:
-    connection = ref()
-    if connection is not None and connection.tick():
-        connection._timer = connection._vat.call_later(period, _tick, ref, period)
+def _tick(connection: Connection, period: float) -> None:
+    if connection.tick():
+        connection._timer = connection._vat.call_later(period, _tick, connection, period)
 
 
 class _Closed:

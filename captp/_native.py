@@ -58,6 +58,7 @@ MODULES: Final = (
     "captp.messages",
     "captp._eventual",
     "captp.engine",
+    "captp._connection",
     "ocapn._syrup_encode",
     "ocapn._syrup_decode",
     "ocapn._syrup_stream",

@@ -21,6 +21,7 @@ from types import FunctionType
 
 import pytest
 
+import captp._connection
 import captp._eventual
 import captp.engine
 import captp.messages
@@ -52,6 +53,7 @@ MODULES = [
     captp.messages,
     captp._eventual,
     captp.engine,
+    captp._connection,
     ocapn._syrup_encode,
     ocapn._syrup_decode,
     ocapn._syrup_stream,
