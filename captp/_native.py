@@ -19,9 +19,9 @@ source) is always stepped around, with a warning; ``python -m ocapn.compile
 clean`` removes it.
 
 :data:`COMPILED` and :data:`REASON` say which and why (also as
-``ocapn.syrup.COMPILED`` and ``ocapn.cbor.COMPILED``).  A process that starts
-another Python with an environment of its own (a compartment's worker) passes
-:func:`child_environment` on, so the child chooses as this one did.
+``ocapn.syrup.COMPILED`` and ``ocapn.cbor.COMPILED``).  A compartment's
+worker, whose environment is empty, is told the host's build on its command
+line (``captp.confine``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ __all__ = [
     "MODULES",
     "PURE_ENV",
     "REASON",
-    "child_environment",
     "compiled_files",
     "describe",
     "leftover_files",
@@ -257,18 +256,8 @@ def pure_requested(environ: Mapping[str, str] = os.environ) -> bool:
     return environ.get(PURE_ENV, "") not in ("", "0")
 
 
-_PURE_ASKED: Final = pure_requested()
-COMPILED, REASON = _select(_ROOT, _PURE_ASKED)
+COMPILED, REASON = _select(_ROOT, pure_requested())
 """Whether the compiled modules are in use in this process, and why (or why not)."""
-
-
-def child_environment() -> dict[str, str]:
-    """What a child Python's environment needs to choose the build this process chose.
-
-    ``{"OCAPN_PURE": "1"}`` when this process was asked for pure Python, else
-    nothing (the child then decides from the same files, as this one did).
-    """
-    return {PURE_ENV: "1"} if _PURE_ASKED else {}
 
 
 def _origin(name: str) -> str:

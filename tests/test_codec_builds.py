@@ -124,14 +124,7 @@ def test_a_process_that_imports_only_captp_chooses_too(pure: bool) -> None:
     assert done.stdout.split() == [str(compiled), str(compiled), "False"]
 
 
-def test_the_child_environment_carries_the_switch() -> None:
-    script = "from captp import _native; print(_native.child_environment())"
-    for pure, expected in ((True, "{'OCAPN_PURE': '1'}"), (False, "{}")):
-        done = subprocess.run(
-            [sys.executable, "-c", script], env=_child_env(pure=pure), cwd=ROOT,
-            capture_output=True, text=True, timeout=120, check=True,
-        )  # fmt: skip
-        assert done.stdout.strip() == expected
+def test_the_pure_switch_reads_like_a_flag() -> None:
     assert _native.pure_requested({"OCAPN_PURE": "yes"})
     assert not _native.pure_requested({"OCAPN_PURE": "0"})
     assert not _native.pure_requested({})
