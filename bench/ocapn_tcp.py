@@ -69,7 +69,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
 TARGET_RATIO: Final = 0.60  # of the Protocol ping-pong
@@ -208,19 +208,30 @@ async def _plain_client(port: int, buffered: bool) -> None:
 async def _serve_commands(call: Any, burst: Any) -> None:
     """Warm up, then run what the driver asks on stdin: ``seq SECONDS``, ``burst``, ``quit``."""
     await _sequential(call, 0.3)
+
+    async def seq(seconds: str) -> dict[str, Any]:
+        return {"rt_per_s": await _sequential(call, float(seconds))}
+
+    async def timed_burst() -> dict[str, Any]:
+        start = time.perf_counter()
+        await burst()
+        return {"burst_s": time.perf_counter() - start}
+
+    await _answer({"seq": seq, "burst": timed_burst})
+
+
+async def _answer(commands: Mapping[str, Callable[..., Awaitable[dict[str, Any]]]]) -> None:
+    """Print ``ready``, then answer each line on stdin (a command and its arguments) with
+    the one JSON line its handler returns; any other command (``quit``) ends."""
     print("ready", flush=True)
     loop = asyncio.get_running_loop()
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
-        command, *rest = line.split() or ["quit"]
-        if command == "seq":
-            print(json.dumps({"rt_per_s": await _sequential(call, float(rest[0]))}), flush=True)
-        elif command == "burst":
-            start = time.perf_counter()
-            await burst()
-            print(json.dumps({"burst_s": time.perf_counter() - start}), flush=True)
-        else:
+        command, *args = line.split() or ["quit"]
+        handler = commands.get(command)
+        if handler is None:
             return
+        print(json.dumps(await handler(*args)), flush=True)
 
 
 async def _sequential(call: Any, seconds: float) -> float:
@@ -517,21 +528,18 @@ def _side_client(uri: str) -> None:
             ref = await node.enliven(uri)
             for _ in range(500):
                 await E(ref).ping()
-            print("ready", flush=True)
-            loop = asyncio.get_running_loop()
-            while True:
-                line = await loop.run_in_executor(None, sys.stdin.readline)
-                command, *rest = line.split() or ["quit"]
-                if command != "seq":
-                    return
-                n = int(rest[0])
+
+            async def seq(count: str) -> dict[str, Any]:
+                n = int(count)
                 before = _counters(selector)
                 start = time.perf_counter()
                 for _ in range(n):
                     await E(ref).ping()
                 wall = time.perf_counter() - start
                 figures = _per_round_trip(before, _counters(selector), n)
-                print(json.dumps({**figures, "wall_us": round(wall / n * 1e6, 1)}), flush=True)
+                return {**figures, "wall_us": round(wall / n * 1e6, 1)}
+
+            await _answer({"seq": seq})
 
     anyio.run(main, backend="asyncio", backend_options=_counting_loop(selector))
 
@@ -645,14 +653,11 @@ def _ocapn_bulk_client(uri: str, generic: bool) -> None:
                 return n * BULK / 1e6 / (time.perf_counter() - start)
 
             await series(0.3)
-            print("ready", flush=True)
-            loop = asyncio.get_running_loop()
-            while True:
-                line = await loop.run_in_executor(None, sys.stdin.readline)
-                command, *rest = line.split() or ["quit"]
-                if command != "seq":
-                    return
-                print(json.dumps({"mb_per_s": await series(float(rest[0]))}), flush=True)
+
+            async def seq(seconds: str) -> dict[str, Any]:
+                return {"mb_per_s": await series(float(seconds))}
+
+            await _answer({"seq": seq})
 
     anyio.run(main)
 
