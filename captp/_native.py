@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 MODULES: Final = (
+    "captp._passable",
     "captp.messages",
     "captp._eventual",
     "captp.engine",

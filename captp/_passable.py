@@ -35,8 +35,9 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections.abc import Callable
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, ClassVar, Final, Literal, TypeVar
 
+from captp._typing import mypyc_attr
 from captp.errors import DecodeError, EncodeError
 
 __all__ = [
@@ -83,10 +84,22 @@ PassStyle = Literal[
 ]
 
 
+# Compiled (``python -m ocapn.compile``), the value classes stay ordinary Python
+# classes with compiled methods (``native_class=False``): their slots stay member
+# descriptors (the codecs build records through them), they take interpreted
+# subclasses and keep their ``__setattr__`` guard, and ``PassStyleError``
+# subclasses an interpreted exception.  What compiling gains is the module's
+# functions (``is_remotable`` on every message) and the compiled modules'
+# references to these classes, read from C statics instead of a dictionary.
+# ``Null`` has no such needs: it is a native class.
+
+
+@mypyc_attr(native_class=False)
 class PassStyleError(EncodeError):
     """A value cannot be passed over CapTP (or is malformed for its style)."""
 
 
+@mypyc_attr(native_class=False)
 class Symbol:
     """A symbol (OCapN *selector*, JS registered symbol): a name, distinct from a string.
 
@@ -120,6 +133,7 @@ class Symbol:
         return (Symbol, (self.name,))
 
 
+@mypyc_attr(native_class=False)
 class Record:
     """A record: a label (usually a :class:`Symbol`) and a tuple of fields.
 
@@ -155,6 +169,7 @@ class Record:
         return (Record, (self.label, self.fields))
 
 
+@mypyc_attr(native_class=False)
 class Tagged:
     """A tagged value: a string tag and a passable payload (Endo's ``makeTagged``)."""
 
@@ -189,7 +204,7 @@ class Null:
     """The type of :data:`null`, the passable ``null`` (distinct from ``None``)."""
 
     __slots__ = ()
-    _instance: Null | None = None
+    _instance: ClassVar[Null | None] = None
 
     def __new__(cls) -> Null:
         if cls._instance is None:

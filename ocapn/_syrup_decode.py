@@ -61,7 +61,7 @@ _DIGITS: Final = re.compile(rb"[0-9]*")
 # are 5 to 30 bytes), and the cache is emptied when full.
 _SYMBOL_CACHE_MAX: Final = 4096
 _SYMBOL_CACHE_BYTES: Final = 64
-_symbols: dict[bytes, Symbol] = {}
+_symbols: Final[dict[bytes, Symbol]] = {}
 
 # Building a Record through its slot descriptors skips the Python-level
 # __init__ (and the immutability guard of __setattr__), about half the cost.

@@ -36,8 +36,8 @@ _SMALL_INTS: Final = tuple(b"%d+" % i for i in range(_SMALL_INT_LIMIT))
 # emptied when full.
 _CACHE_MAX: Final = 4096
 _CACHE_NAME_LENGTH: Final = 64
-_symbol_cache: dict[str, bytes] = {}
-_key_cache: dict[str, bytes] = {}
+_symbol_cache: Final[dict[str, bytes]] = {}
+_key_cache: Final[dict[str, bytes]] = {}
 
 # CPython refuses to format ints above this many digits with %d / str()
 # (sys.int_info.str_digits_check_threshold is 640; the default limit is 4300).
@@ -219,8 +219,9 @@ _SYRUP_BASES: Final = (
 def _enc_other(v: Any, append: _Append, opts: _Options, depth: int) -> None:
     """Encode a subclass of a Syrup type, a bytes-like object, or ask ``default``."""
     default = opts.default
-    if default is not None and not isinstance(v, _SYRUP_BASES):
-        # The common case in CapTP: None, references, promises (one test, not thirteen).
+    if default is not None and (v is None or not isinstance(v, _SYRUP_BASES)):
+        # The common case in CapTP: None, references, promises (one test, not thirteen;
+        # None, the commonest, not even that).
         replacement = default(v)
         if replacement is v:
             raise SyrupEncodeError(f"default() returned the {_type_name(v)} it was given")

@@ -452,7 +452,7 @@ NULL: Final = RecordType("null", [], "the null value")
 
 
 # Method names as symbols, made once each (bounded: names may come from peers).
-_METHOD_SYMBOLS: dict[str, Symbol] = {}
+_METHOD_SYMBOLS: Final[dict[str, Symbol]] = {}
 
 
 _ERROR_NAME: Final = re.compile(
