@@ -40,6 +40,14 @@ system CPU time (``getrusage``) and context switches per round trip, for this
 checkout and any ``--base`` / ``--other``, their series interleaved
 (``--seconds`` sets nothing here: each series is ``--round-trips`` calls).
 
+``--instructions`` counts instead the instructions each side executes per
+round trip (both pinned): one side runs under ``valgrind --tool=callgrind``,
+counting switched on after the warm-up, for ``--round-trips`` calls; then
+the other side, for this checkout and any ``--base`` / ``--other``.  Unlike
+time, the count does not move with the load of a shared machine (two runs
+agree within 0.2%), so it shows a small change that timing cannot; it does
+not see cache misses or the kernel.  Needs valgrind.
+
 ``--idle N`` measures the memory an idle session holds on the server: a
 server node in its own process, N client nodes in another each open one
 session to it, and the growth of the server's resident memory (and of the
@@ -64,10 +72,12 @@ import json
 import os
 import resource
 import selectors
+import shutil
 import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
@@ -300,20 +310,22 @@ def _ocapn_client(uri: str, generic: bool) -> None:
 
 
 def _child(
-    args: list[str], cpu: int | None, generic: bool, cwd: str | None = None
+    args: list[str], cpu: int | None, generic: bool, cwd: str | None = None,
+    wrapper: Sequence[str] = (),
 ) -> subprocess.Popen[str]:
     """This module in a child process (using the packages of the checkout at ``cwd``, if given).
 
     For another checkout the child runs this file, so that it can play roles
     that checkout's own copy of the benchmark may not know (through runpy, so
     that this file's folder does not go first on ``sys.path``: ``bench``
-    holds modules named like the project's packages).
+    holds modules named like the project's packages).  ``wrapper`` goes
+    before the interpreter (a profiler's command line).
     """
     here = ["-m", "bench.ocapn_tcp"]
     if cwd is not None:
         run_file = "import runpy, sys; runpy.run_path(sys.argv.pop(1), run_name='__main__')"
         here = ["-c", run_file, os.path.abspath(__file__)]
-    command = [sys.executable, *here, *args]
+    command = [*wrapper, sys.executable, *here, *args]
     if cpu is not None:
         command += ["--cpu", str(cpu)]
     if generic:
@@ -329,12 +341,15 @@ def _child(
 class _Pair:
     """A server process and a client process that runs series on request."""
 
-    def __init__(self, kind: str, cpu: int | None, generic: bool, cwd: str | None = None) -> None:
-        self.server = _child(["--role", f"{kind}-server"], cpu, generic, cwd)
+    def __init__(
+        self, kind: str, cpu: int | None, generic: bool, cwd: str | None = None,
+        server_wrapper: Sequence[str] = (), client_wrapper: Sequence[str] = (),
+    ) -> None:
+        self.server = _child(["--role", f"{kind}-server"], cpu, generic, cwd, server_wrapper)
         assert self.server.stdout is not None
         address = self.server.stdout.readline().strip()
         self.client = _child(
-            ["--role", f"{kind}-client", "--address", address], cpu, generic, cwd
+            ["--role", f"{kind}-client", "--address", address], cpu, generic, cwd, client_wrapper
         )
         assert self.client.stdout is not None and self.client.stdin is not None
         self._in, self._out = self.client.stdin, self.client.stdout
@@ -575,6 +590,52 @@ def _measure_per_side(
         }
         for name, sides in series.items()
     }
+
+
+def _measure_instructions(
+    cpu: int, round_trips: int, base: str | None, others: Sequence[str]
+) -> dict[str, dict[str, int]]:
+    """Each checkout's instructions per round trip on each side (callgrind, one side at a time)."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("--instructions needs valgrind (Debian: apt-get install valgrind)")
+    checkouts: dict[str, str | None] = {"this": None}
+    if base is not None:
+        checkouts["base"] = base
+    checkouts.update((other, other) for other in others)
+    counts: dict[str, dict[str, int]] = {}
+    with tempfile.TemporaryDirectory(prefix="ocapn-callgrind-") as tmp:
+        for name, cwd in checkouts.items():
+            counts[name] = {}
+            for side in ("server", "client"):
+                out = os.path.join(tmp, f"{len(counts)}-{side}.%p")
+                valgrind = ["valgrind", "-q", "--tool=callgrind", "--instr-atstart=no",
+                            f"--callgrind-out-file={out}"]
+                wrappers = {f"{side}_wrapper": valgrind}
+                pair = _Pair("side", cpu, False, cwd, **wrappers)
+                try:
+                    pid = (pair.server if side == "server" else pair.client).pid
+                    pair.ask("seq 200")  # more warm-up, now under valgrind's translation
+                    control = ["callgrind_control", "-i", "on", str(pid)]
+                    subprocess.run(control, check=True, capture_output=True)
+                    pair.ask(f"seq {round_trips}")
+                    dump = ["callgrind_control", "-d", str(pid)]
+                    subprocess.run(dump, check=True, capture_output=True)
+                    counts[name][side] = _callgrind_total(out.replace("%p", str(pid)) + ".1")
+                    control[2] = "off"
+                    subprocess.run(control, check=True, capture_output=True)
+                finally:
+                    pair.close()
+            counts[name] = {side: n // round_trips for side, n in counts[name].items()}
+    return counts
+
+
+def _callgrind_total(path: str) -> int:
+    """The instruction count a callgrind dump records."""
+    with open(path) as dump:
+        for line in dump:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise RuntimeError(f"no total in {path}")
 
 
 # == a 1 MB bytes argument against a raw socket copy =========================================
@@ -880,8 +941,10 @@ def run() -> None:
                         help="profile round trips in this process; each layer's share of the CPU")
     parser.add_argument("--per-side", action="store_true",
                         help="loop iterations, CPU and context switches per round trip, each side")
+    parser.add_argument("--instructions", action="store_true",
+                        help="instructions per round trip on each side (callgrind)")
     parser.add_argument("--round-trips", type=int, default=3000,
-                        help="round trips per series with --per-side")
+                        help="round trips per series with --per-side (per count: --instructions)")
     parser.add_argument("--idle", type=int, metavar="N",
                         help="measure the server's memory per idle session, over N sessions")
     parser.add_argument("--role", help=argparse.SUPPRESS)
@@ -943,6 +1006,19 @@ def run() -> None:
                       f" {it['user_us']:6.1f} {it['sys_us']:5.1f} {it['voluntary_switches']:9.2f}"
                       f"/{it['involuntary_switches']:.2f}")
             print(f"  {'':28s} wall per round trip {per_side['client']['wall_us']:.1f} us")
+        print(json.dumps(figures))
+        return
+    if args.instructions:
+        figures["bench"] = "ocapn_tcp instructions"
+        n = args.round_trips
+        counts = figures["instructions_per_round_trip"] = _measure_instructions(
+            cpu, n, base, [os.path.abspath(other) for other in args.other]
+        )
+        print(f"instructions per round trip of await E(ref).ping(), both sides on CPU {cpu}"
+              f" (callgrind, {n} round trips after warm-up):")
+        print(f"  {'checkout':40s} {'server':>9s} {'client':>9s}")
+        for name, sides in counts.items():
+            print(f"  {name[-40:]:40s} {sides['server']:9d} {sides['client']:9d}")
         print(json.dumps(figures))
         return
     if args.layers:
