@@ -559,14 +559,20 @@ def _side_client(uri: str) -> None:
     anyio.run(main, backend="asyncio", backend_options=_counting_loop(selector))
 
 
-def _measure_per_side(
-    cpu: int, round_trips: int, base: str | None, others: Sequence[str]
-) -> dict[str, Any]:
-    """Each checkout's per-side figures: medians of interleaved series."""
+def _checkouts(base: str | None, others: Sequence[str]) -> dict[str, str | None]:
+    """The checkouts a per-side mode runs, by name: this one (None), the base, the others."""
     checkouts: dict[str, str | None] = {"this": None}
     if base is not None:
         checkouts["base"] = base
     checkouts.update((other, other) for other in others)
+    return checkouts
+
+
+def _measure_per_side(
+    cpu: int, round_trips: int, base: str | None, others: Sequence[str]
+) -> dict[str, Any]:
+    """Each checkout's per-side figures: medians of interleaved series."""
+    checkouts = _checkouts(base, others)
     pairs = {name: _Pair("side", cpu, False, cwd) for name, cwd in checkouts.items()}
     series: dict[str, dict[str, list[dict[str, float]]]] = {
         name: {"server": [], "client": []} for name in pairs
@@ -598,10 +604,7 @@ def _measure_instructions(
     """Each checkout's instructions per round trip on each side (callgrind, one side at a time)."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("--instructions needs valgrind (Debian: apt-get install valgrind)")
-    checkouts: dict[str, str | None] = {"this": None}
-    if base is not None:
-        checkouts["base"] = base
-    checkouts.update((other, other) for other in others)
+    checkouts = _checkouts(base, others)
     counts: dict[str, dict[str, int]] = {}
     with tempfile.TemporaryDirectory(prefix="ocapn-callgrind-") as tmp:
         for name, cwd in checkouts.items():
@@ -615,18 +618,19 @@ def _measure_instructions(
                 try:
                     pid = (pair.server if side == "server" else pair.client).pid
                     pair.ask("seq 200")  # more warm-up, now under valgrind's translation
-                    control = ["callgrind_control", "-i", "on", str(pid)]
-                    subprocess.run(control, check=True, capture_output=True)
+                    _callgrind_control(pid, "-i", "on")
                     pair.ask(f"seq {round_trips}")
-                    dump = ["callgrind_control", "-d", str(pid)]
-                    subprocess.run(dump, check=True, capture_output=True)
+                    _callgrind_control(pid, "-d")
                     counts[name][side] = _callgrind_total(out.replace("%p", str(pid)) + ".1")
-                    control[2] = "off"
-                    subprocess.run(control, check=True, capture_output=True)
+                    _callgrind_control(pid, "-i", "off")
                 finally:
                     pair.close()
             counts[name] = {side: n // round_trips for side, n in counts[name].items()}
     return counts
+
+
+def _callgrind_control(pid: int, *args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
 
 
 def _callgrind_total(path: str) -> int:

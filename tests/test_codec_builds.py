@@ -75,6 +75,14 @@ def _child_env(pure: bool) -> dict[str, str]:
     return env
 
 
+def _run(args: list[str], pure: bool) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` in the repository, with the pure switch set or cleared; must succeed."""
+    return subprocess.run(
+        [sys.executable, *args], env=_child_env(pure=pure), cwd=ROOT,
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+
+
 def test_the_flags_say_which_modules_are_loaded() -> None:
     assert syrup.COMPILED is cbor.COMPILED is ocapn_native.COMPILED is _native.COMPILED
     assert [module.__name__ for module in MODULES] == list(_native.MODULES)
@@ -103,10 +111,7 @@ def test_ocapn_pure_selects_pure_python_even_when_a_build_exists() -> None:
         "print(syrup.COMPILED, cbor.COMPILED, d.__file__.endswith('.py'),"
         " c.__file__.endswith('.py'), e.__file__.endswith('.py'))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=_child_env(pure=True), cwd=ROOT,
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
+    done = _run(["-c", script], pure=True)
     assert done.stdout.split() == ["False", "False", "True", "True", "True"]
     assert "RuntimeWarning" not in done.stderr  # asked for: no warning
 
@@ -118,10 +123,7 @@ def test_a_process_that_imports_only_captp_chooses_too(pure: bool) -> None:
         "import sys, captp, captp.engine as e\n"
         "print(captp._native.COMPILED, e.__file__.endswith('.so'), 'ocapn' in sys.modules)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=_child_env(pure=pure), cwd=ROOT,
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
+    done = _run(["-c", script], pure=pure)
     compiled = not pure and _native._decide(str(ROOT), False)[0]  # a fresh build exists
     assert done.stdout.split() == [str(compiled), str(compiled), "False"]
 
@@ -139,18 +141,12 @@ def test_a_pure_install_needs_no_mypy_extensions() -> None:
         "from captp.endo import EndoPositions\n"
         "p = EndoPositions(); print(p.next_export(False), p.next_question())\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=_child_env(pure=True), cwd=ROOT,
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
+    done = _run(["-c", script], pure=True)
     assert done.stdout.split() == ["o+1", "q-1"]
 
 
 def test_status_command_names_the_build() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "ocapn.compile", "status"], env=_child_env(pure=True), cwd=ROOT,
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
+    done = _run(["-m", "ocapn.compile", "status"], pure=True)
     assert done.stdout.startswith("pure Python")
     assert "ocapn/_syrup_decode.py" in done.stdout and "captp/engine.py" in done.stdout
 
