@@ -20,7 +20,7 @@ import inspect
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any, Final, Generic
+from typing import Any, Final, Generic, Protocol
 
 import anyio
 
@@ -336,6 +336,15 @@ def reason_to_exception(reason: Any) -> BaseException:
     return BrokenPromise(reason)
 
 
+class Settles(Protocol):
+    """What :func:`deliver_local` settles with a call's outcome: a :class:`Resolver`, or
+    the engine's record of a peer's call (which makes a promise only if one is asked for)."""
+
+    def resolve(self, value: Any) -> None: ...
+
+    def break_(self, reason: Any) -> None: ...
+
+
 class Resolver:
     """The right to settle one promise.  It is a far object: it can be sent to peers.
 
@@ -457,7 +466,7 @@ def send_into(
 
 def deliver_local(
     vat: Scheduler, target: Any, method: str | None, args: tuple[Any, ...],
-    resolver: Resolver | None,
+    resolver: Settles | None,
 ) -> None:
     """Run ``target.method(*args)`` now (in a turn of ``vat``) and settle ``resolver``.
 
@@ -512,7 +521,7 @@ def _report(target: Any, method: str | None, exc: Exception) -> None:
 
 
 async def _await_into(
-    awaitable: Awaitable[Any], resolver: Resolver | None,
+    awaitable: Awaitable[Any], resolver: Settles | None,
     label: tuple[Any, str | None] | None = None,
 ) -> None:
     try:

@@ -13,7 +13,9 @@ The four tables (``spec/ocapn.md`` section 8), named by who owns the position:
 * imports: positions the *peer* chose, with the number of times each arrived
   (sent back as the drop delta when our last proxy dies);
 * questions: answer positions *we* chose, waiting for a result;
-* answers: answer positions the *peer* chose, holding our result promises.
+* answers: answer positions the *peer* chose, holding our results (a call
+  of one of our objects keeps a :class:`_LocalAnswer`, which becomes a
+  promise only if something asks for one).
 """
 
 from __future__ import annotations
@@ -197,8 +199,75 @@ class _RemoteHandler(PromiseHandler):
         return self.engine.send_get(promise, kind, key)
 
 
+class _LocalAnswer:
+    """A peer's call of one of our objects: where its answer goes, until it settles.
+
+    ``deliver_local`` settles it as it would a resolver.  Its promise is made
+    only if something asks for it (the peer names the answer in a later
+    message, or the result is itself a promise to follow): a call that
+    returns a value makes none, and the peer is told at once.
+    """
+
+    __slots__ = ("_settle", "answer", "done", "engine", "ok", "promise", "resolver", "value")
+
+    def __init__(self, session: Engine, answer: Position | None, resolver: Any) -> None:
+        self.engine = session
+        self.answer = answer
+        self.resolver = resolver  # the peer's resolve-me-desc (None: none)
+        self.promise: Promise | None = None
+        self._settle: Resolver | None = None  # settles self.promise while it is pending
+        self.done = False
+        self.ok = True
+        self.value: Any = None
+
+    def as_promise(self) -> Promise:
+        """The answer as a promise (made on first use; from then on it carries the outcome)."""
+        promise = self.promise
+        if promise is None:
+            if self.done:  # settled, and the peer told, before anyone asked
+                promise = fulfilled(self.value) if self.ok else broken(self.value)
+            else:
+                promise, self._settle = make_promise()
+                self.engine._when_answered(self.answer, self.resolver, promise)
+                self.resolver = None  # (the reaction keeps it until it has told it)
+            self.promise = promise
+        return promise
+
+    def resolve(self, value: Any) -> None:
+        """The call returned ``value`` (a promise: the answer follows it)."""
+        if self.done:
+            return
+        if self._settle is None and not isinstance(value, Promise):
+            self._settled(True, value)
+            return
+        self.as_promise()
+        settle, self._settle = self._settle, None
+        self.done = True
+        assert settle is not None
+        settle.resolve(value)
+
+    def break_(self, reason: Any) -> None:
+        """The call raised (or could not be made): the answer is broken with ``reason``."""
+        if self.done:
+            return
+        settle, self._settle = self._settle, None
+        if settle is None:
+            self._settled(False, reason)
+            return
+        self.done = True
+        settle.break_(reason)
+
+    def _settled(self, ok: bool, value: Any) -> None:
+        self.done = True
+        self.ok = ok
+        self.value = value
+        resolver, self.resolver = self.resolver, None  # told once: the import may go
+        self.engine._answered(self.answer, resolver, ok, value)
+
+
 def _run_calls(
-    vat: Scheduler, calls: list[tuple[Any, str | None, tuple[Any, ...], Resolver | None]]
+    vat: Scheduler,
+    calls: list[tuple[Any, str | None, tuple[Any, ...], _LocalAnswer | None]],
 ) -> None:
     # The calls one read brought, in one turn of the vat: deliver_local keeps
     # each call's error to that call, so they behave as turns of their own.
@@ -275,7 +344,7 @@ class Engine:
         self._export_ids: dict[int, Position] = {}
         self._imports: dict[Position, _Import] = {}
         self._questions: dict[Position, Resolver] = {}
-        self._answers: dict[Position, Promise] = {}
+        self._answers: dict[Position, Promise | _LocalAnswer] = {}
         self._gc_exports: dict[Position, int] = {}
         self._gc_imports: list[_Import] = []
         self._gc_answers: list[Position] = []
@@ -297,7 +366,7 @@ class Engine:
         self._on_receipt: list[Callable[[], None]] = []
         # Calls from the peer to our objects, run after the read that brought
         # them (see run_local_calls), in the order they arrived.
-        self._local_calls: list[tuple[Any, str | None, tuple[Any, ...], Resolver | None]] = []
+        self._local_calls: list[tuple[Any, str | None, tuple[Any, ...], _LocalAnswer | None]] = []
         # Called with a reference from another session that is about to be sent
         # here; returns (what to write instead, what to do once it is sent),
         # e.g. an OCapN handoff and its deposit, or None to export a proxy.
@@ -546,6 +615,9 @@ class Engine:
         answer = self._answers.get(position)
         if answer is None:
             raise ProtocolError(f"no answer at position {position!r}")
+        if type(answer) is _LocalAnswer:
+            return answer.as_promise()
+        assert type(answer) is Promise
         return answer
 
     # == sending ===================================================================
@@ -719,9 +791,12 @@ class Engine:
 
     def _notify(self, resolver: Any, settled: Promise) -> None:
         """Tell a resolver how a promise settled (``fulfill`` / ``break``)."""
+        ok, value = settled.outcome()
+        self._tell(resolver, ok, value)
+
+    def _tell(self, resolver: Any, ok: bool, value: Any) -> None:
         if self.dead is not None:
             return
-        ok, value = settled.outcome()
         method = "fulfill" if ok else "break"
         if type(resolver) is not RemoteRef or resolver._session is not self:
             eventual_send(resolver, method, (value,), False, self._vat)
@@ -741,10 +816,9 @@ class Engine:
         except EncodeError as exc:
             self._emit(Resolve(pos, False, exc))
 
-    def _send_return(self, answer: Position, settled: Promise) -> None:
+    def _send_return(self, answer: Position, ok: bool, value: Any) -> None:
         if self.dead is not None:
             return
-        ok, value = settled.outcome()
         try:
             self._emit(Return(answer, ok, value))
         except EncodeError as exc:
@@ -799,14 +873,18 @@ class Engine:
             self._new_answer(answer)
         if type(target) is RemoteRef or isinstance(target, Promise) or not is_remotable(target):
             result = eventual_send(target, msg.method, msg.args, want, self._vat)
-        else:  # our own object: the call runs once the read that brought it is handled
-            result, call_resolver = make_promise() if want else (None, None)
-            if not self._local_calls and not self._driven:
-                self._vat.call_soon(self.run_local_calls)
-            self._local_calls.append((target, msg.method, msg.args, call_resolver))
-        if want:
-            assert result is not None
-            self._keep_answer(answer, result, resolver)
+            if want:
+                assert result is not None
+                self._keep_answer(answer, result, resolver)
+            return
+        # Our own object: the call runs once the read that brought it is handled.
+        slot = _LocalAnswer(self, answer, resolver) if want else None
+        if answer is not None:
+            assert slot is not None
+            self._answers[answer] = slot
+        if not self._local_calls and not self._driven:
+            self._vat.call_soon(self.run_local_calls)
+        self._local_calls.append((target, msg.method, msg.args, slot))
 
     def run_local_calls(self) -> None:
         """Run the calls the peer made to our objects, in order (each in a turn of the vat).
@@ -823,10 +901,19 @@ class Engine:
     def _keep_answer(self, answer: Position | None, result: Promise, resolver: Any) -> None:
         if answer is not None:
             self._answers[answer] = result
+        self._when_answered(answer, resolver, result)
+
+    def _when_answered(self, answer: Position | None, resolver: Any, result: Promise) -> None:
+        # Tell the peer how the answer settles, once it has.
+        if resolver is not None or (answer is not None and self.policy.implicit_returns):
+            result.when_settled(lambda p: self._answered(answer, resolver, *p.outcome()))
+
+    def _answered(self, answer: Position | None, resolver: Any, ok: bool, value: Any) -> None:
+        """An answer settled: tell the peer's resolver, or (Endo) return it to the peer."""
         if resolver is not None:
-            result.when_settled(lambda p: self._notify(resolver, p))
+            self._tell(resolver, ok, value)
         elif answer is not None and self.policy.implicit_returns:
-            result.when_settled(lambda p: self._send_return(answer, p))
+            self._send_return(answer, ok, value)
 
     def _recv_listen(self, msg: Listen) -> None:
         target, resolver = msg.target, msg.resolver

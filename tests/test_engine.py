@@ -491,6 +491,76 @@ def test_an_import_cannot_change_between_object_and_promise() -> None:
     assert kept is s.import_promise(3) and ref is s.import_object(4)
 
 
+def _fed(bootstrap: Any) -> tuple[ManualVat, list[Any], Engine, Any]:
+    """A session fed by hand: its vat, what it sends, itself, and a resolver the peer gave it."""
+    vat = ManualVat()
+    out: list[Any] = []
+    s = Engine(out.append, vat, bootstrap=bootstrap, name="s")
+    return vat, out, s, s.import_object(4)
+
+
+def _promises() -> int:
+    return sum(1 for o in gc.get_objects() if type(o) is Promise)
+
+
+def test_a_call_answered_at_once_makes_no_promise() -> None:
+    # The peer hears the result at once; the answer becomes a promise only
+    # when the peer names it afterwards, and then it is the same one each time.
+    vat, out, s, resolver = _fed(Greeter())
+    gc.collect()
+    before = _promises()
+    with vat:
+        s.receive(Deliver(s.lookup_export(0), "hello", ("fed",), 0, resolver))
+    vat.run()
+    assert out == [Deliver(resolver, "fulfill", ("hello fed",))]
+    assert _promises() == before
+    answer = s.lookup_answer(0)
+    assert answer.done() and answer.result() == "hello fed"
+    assert s.lookup_answer(0) is answer
+
+
+def test_an_answer_named_before_its_call_runs_follows_the_call() -> None:
+    # A message in the same read pipelines on the answer before the call has
+    # run: it waits for the result, and the resolver still hears first.
+    vat, out, s, resolver = _fed(Greeter())
+    with vat:
+        s.receive(Deliver(s.lookup_export(0), "make_counter", (5,), 0, resolver))
+        s.receive(Deliver(s.lookup_answer(0), "incr", (), 1, resolver))
+    vat.run()
+    assert [m.method for m in out] == ["fulfill", "fulfill"]
+    assert isinstance(out[0].args[0], Counter) and out[1].args == (6,)
+
+
+def test_a_failed_call_breaks_its_answer_and_tells_the_resolver() -> None:
+    vat, out, s, resolver = _fed(Greeter())
+    with vat:
+        s.receive(Deliver(s.lookup_export(0), "fail", ("no",), 0, resolver))
+    vat.run()
+    [told] = out
+    assert told.method == "break" and isinstance(told.args[0], TypeError)
+    answer = s.lookup_answer(0)
+    assert answer.is_broken() and isinstance(answer.reason(), TypeError)
+
+
+def test_a_call_that_returns_a_promise_answers_when_it_settles() -> None:
+    promise, settle = make_promise()
+
+    @far
+    class Later:
+        def value(self) -> Promise:
+            return promise
+
+    vat, out, s, resolver = _fed(Later())
+    with vat:
+        s.receive(Deliver(s.lookup_export(0), "value", (), 0, resolver))
+    vat.run()
+    assert out == [] and not s.lookup_answer(0).done()
+    settle.resolve(42)
+    vat.run()
+    assert out == [Deliver(resolver, "fulfill", (42,))]
+    assert s.lookup_answer(0).result() == 42
+
+
 def test_a_driven_engine_runs_the_peers_calls_when_the_driver_says() -> None:
     vat = ManualVat()
     out: list[Any] = []
