@@ -353,7 +353,6 @@ def _items(
     is most of the decoder's time.
     """
     items: list[Any] = []
-    append = items.append
     n = len(data)
     while True:
         c = data[pos]
@@ -366,7 +365,7 @@ def _items(
             j = pos + 1
             m = data[j]
             if m == 43:  # a one-digit integer, the commonest token of all
-                append(c - 48)
+                items.append(c - 48)
                 pos += 2
                 continue
             num = c - 48
@@ -380,10 +379,10 @@ def _items(
                     m = data[j]
                 if c == 48 or 47 < m < 58:
                     v, pos = _digit_atom(data, pos, config)
-                    append(v)
+                    items.append(v)
                     continue
             if m == 43:  # +
-                append(num)
+                items.append(num)
                 pos = j + 1
                 continue
             start = j + 1
@@ -397,14 +396,14 @@ def _items(
                 sym = _symbols.get(raw)
                 if sym is None:
                     sym = _new_symbol(raw, start)
-                append(sym)
+                items.append(sym)
                 pos = end
             elif m == 34:  # " string
                 if end > n:
                     raise _past_end("string", pos, num, start, n)
                 raw = data[start:end]
                 try:
-                    append(raw.decode() if type(raw) is bytes else str(raw, "utf-8"))
+                    items.append(raw.decode() if type(raw) is bytes else str(raw, "utf-8"))
                 except UnicodeDecodeError as exc:
                     raise _bad_utf8("string", exc, start) from None
                 pos = end
@@ -412,11 +411,11 @@ def _items(
                 if end > n:
                     raise _past_end("bytestring", pos, num, start, n)
                 raw = data[start:end]
-                append(raw if type(raw) is bytes else bytes(raw))  # the one copy
+                items.append(raw if type(raw) is bytes else bytes(raw))  # the one copy
                 pos = end
             else:  # '-' and malformed input
                 v, pos = _digit_atom(data, pos, config)
-                append(v)
+                items.append(v)
         elif c == 60:  # < record
             if depth >= config.depth_bound:
                 raise _too_deep(pos, config)
@@ -429,7 +428,7 @@ def _items(
                 _set_label(rec, sub[0])
                 del sub[0]
                 _set_fields(rec, tuple(sub))
-                append(rec)
+                items.append(rec)
             elif sub and config.hook is not None and not config.hook_results:
                 # _record inlined for the hook's usual case (nothing to look up).
                 label = sub[0]
@@ -441,9 +440,9 @@ def _items(
                 log = config.hook_log
                 if log is not None:
                     log.append((config.base + pos, result))
-                append(result)
+                items.append(result)
             else:
-                append(_record(sub, pos, config))
+                items.append(_record(sub, pos, config))
             pos = end
         elif c == 91:  # [ list
             if depth >= config.depth_bound:
@@ -452,7 +451,7 @@ def _items(
                 sub, pos = _items(data, pos + 1, 93, depth + 1, config)
             except RecursionError:
                 raise TooDeep(pos) from None
-            append(sub)
+            items.append(sub)
         elif c == 123:  # { dictionary
             if depth >= config.depth_bound:
                 raise _too_deep(pos, config)
@@ -461,13 +460,13 @@ def _items(
                 sub, end = _items(data, pos + 1, 125, depth + 1, config, key_offsets)
             except RecursionError:
                 raise TooDeep(pos) from None
-            append(_dict(data, sub, key_offsets, end, config))
+            items.append(_dict(data, sub, key_offsets, end, config))
             pos = end
         elif c == 116:  # t
-            append(True)
+            items.append(True)
             pos += 1
         elif c == 102:  # f
-            append(False)
+            items.append(False)
             pos += 1
         elif config.lenient and c in WHITESPACE:
             pos += 1
@@ -475,7 +474,7 @@ def _items(
                 offsets.pop()  # not an item
         else:
             v, pos = _one(data, pos, depth, config)
-            append(v)
+            items.append(v)
 
 
 def _record(sub: list[Any], pos: int, config: Config) -> Any:

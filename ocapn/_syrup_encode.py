@@ -20,7 +20,6 @@ __all__ = ["Encoder", "KeyOrder", "encode"]
 
 Default = Callable[[object], object] | None
 KeyOrder = Literal["syrup", "js"]
-_Append = Callable[[bytes], None]
 
 # Per width: marker, packer, the canonical NaN, +0.0.
 _FLOAT64: Final = (b"D", struct.Struct(">d").pack, b"D\x7f\xf8" + bytes(6), b"D" + bytes(8))
@@ -76,7 +75,7 @@ def encode(
         opts = _options(default, key_order, negative_zero)
     out: list[bytes] = []
     try:
-        _enc(value, out.append, opts, 0)
+        _enc(value, out, opts, 0)
     except RecursionError:
         raise SyrupEncodeError(_TOO_DEEP) from None
     return b"".join(out)
@@ -102,7 +101,7 @@ class Encoder:
         """The canonical Syrup bytes of ``value``."""
         out: list[bytes] = []
         try:
-            _enc(value, out.append, self._options, 0)
+            _enc(value, out, self._options, 0)
         except RecursionError:
             raise SyrupEncodeError(_TOO_DEEP) from None
         return b"".join(out)
@@ -130,59 +129,59 @@ def _options(default: Default, key_order: KeyOrder, negative_zero: bool) -> _Opt
     return _Options(default, key_order == "js", bool(negative_zero))
 
 
-def _enc(v: Any, append: _Append, opts: _Options, depth: int) -> None:
+def _enc(v: Any, out: list[bytes], opts: _Options, depth: int) -> None:
     """Append the encoding of ``v``, found inside ``depth`` containers."""
     t = type(v)
     if t is Record:
-        append(b"<")
+        out.append(b"<")
         label = v.label
         if type(label) is Symbol:  # nearly always: op: and desc: records
             data = _symbol_cache.get(label.name)
-            append(_symbol_bytes(label.name) if data is None else data)
+            out.append(_symbol_bytes(label.name) if data is None else data)
         else:
-            _enc(label, append, opts, depth)
-        _enc_items(v.fields, append, opts, depth + 1)
-        append(b">")
+            _enc(label, out, opts, depth)
+        _enc_items(v.fields, out, opts, depth + 1)
+        out.append(b">")
     elif t is Symbol:
         name = v.name
         data = _symbol_cache.get(name)
         if data is None:
             data = _symbol_bytes(name)
-        append(data)
+        out.append(data)
     elif t is int:
         if 0 <= v < _SMALL_INT_LIMIT:
-            append(_SMALL_INTS[v])
+            out.append(_SMALL_INTS[v])
         else:
-            append(_int_bytes(v))
+            out.append(_int_bytes(v))
     elif t is str:
         try:
             data = v.encode()
         except UnicodeEncodeError as exc:
             raise _bad_string(v, exc) from None
-        append(b'%d"' % len(data))
-        append(data)
+        out.append(b'%d"' % len(data))
+        out.append(data)
     elif t is list or t is tuple:
-        append(b"[")
-        _enc_items(v, append, opts, depth + 1)
-        append(b"]")
+        out.append(b"[")
+        _enc_items(v, out, opts, depth + 1)
+        out.append(b"]")
     elif t is bytes:
-        append(b"%d:" % len(v))
-        append(v)
+        out.append(b"%d:" % len(v))
+        out.append(v)
     elif t is bool:
-        append(b"t" if v else b"f")
+        out.append(b"t" if v else b"f")
     elif t is float:
-        append(_float_bytes(v, _FLOAT64, opts))
+        out.append(_float_bytes(v, _FLOAT64, opts))
     elif t is dict:
-        _enc_dict(v, append, opts, depth + 1)
+        _enc_dict(v, out, opts, depth + 1)
     elif t is Float32:
-        append(_float_bytes(v, _FLOAT32, opts))
+        out.append(_float_bytes(v, _FLOAT32, opts))
     elif t is frozenset or t is set:
-        _enc_set(v, append, opts, depth + 1)
+        _enc_set(v, out, opts, depth + 1)
     else:
-        _enc_other(v, append, opts, depth)
+        _enc_other(v, out, opts, depth)
 
 
-def _enc_items(items: Any, append: _Append, opts: _Options, depth: int) -> None:
+def _enc_items(items: Any, out: list[bytes], opts: _Options, depth: int) -> None:
     """Encode the items of a list or record (the commonest atoms inline)."""
     if depth > MAX_NESTING:
         raise SyrupEncodeError(_TOO_DEEP)
@@ -190,23 +189,23 @@ def _enc_items(items: Any, append: _Append, opts: _Options, depth: int) -> None:
         t = type(x)
         if t is int:
             if 0 <= x < _SMALL_INT_LIMIT:
-                append(_SMALL_INTS[x])
+                out.append(_SMALL_INTS[x])
             else:
-                append(_int_bytes(x))
+                out.append(_int_bytes(x))
         elif t is Symbol:
             data = _symbol_cache.get(x.name)
             if data is None:
                 data = _symbol_bytes(x.name)
-            append(data)
+            out.append(data)
         elif t is str:
             try:
                 data = x.encode()
             except UnicodeEncodeError as exc:
                 raise _bad_string(x, exc) from None
-            append(b'%d"' % len(data))
-            append(data)
+            out.append(b'%d"' % len(data))
+            out.append(data)
         else:
-            _enc(x, append, opts, depth)
+            _enc(x, out, opts, depth)
 
 
 # What _enc_other can encode itself: subclasses of these and bytes-likes.
@@ -216,7 +215,7 @@ _SYRUP_BASES: Final = (
 )  # fmt: skip
 
 
-def _enc_other(v: Any, append: _Append, opts: _Options, depth: int) -> None:
+def _enc_other(v: Any, out: list[bytes], opts: _Options, depth: int) -> None:
     """Encode a subclass of a Syrup type, a bytes-like object, or ask ``default``."""
     default = opts.default
     if default is not None and (v is None or not isinstance(v, _SYRUP_BASES)):
@@ -227,35 +226,35 @@ def _enc_other(v: Any, append: _Append, opts: _Options, depth: int) -> None:
             raise SyrupEncodeError(f"default() returned the {_type_name(v)} it was given")
         if depth > MAX_NESTING:
             raise SyrupEncodeError(_TOO_DEEP)
-        _enc(replacement, append, opts, depth + 1)
+        _enc(replacement, out, opts, depth + 1)
     elif isinstance(v, bool):
-        append(b"t" if v else b"f")
+        out.append(b"t" if v else b"f")
     # A subclass's own value, whatever its dunder methods say.
     elif isinstance(v, int):
-        append(_int_bytes(int.__int__(v)))
+        out.append(_int_bytes(int.__int__(v)))
     elif isinstance(v, Float32):
-        _enc(Float32(float.__float__(v)), append, opts, depth)
+        _enc(Float32(float.__float__(v)), out, opts, depth)
     elif isinstance(v, float):
-        _enc(float.__float__(v), append, opts, depth)
+        _enc(float.__float__(v), out, opts, depth)
     elif isinstance(v, str):
-        _enc(str.__str__(v), append, opts, depth)
+        _enc(str.__str__(v), out, opts, depth)
     elif isinstance(v, (bytes, bytearray)):
-        append(b"%d:" % len(v))
-        append(bytes(v))
+        out.append(b"%d:" % len(v))
+        out.append(bytes(v))
     elif isinstance(v, memoryview):
         data = v.tobytes()
-        append(b"%d:" % len(data))
-        append(data)
+        out.append(b"%d:" % len(data))
+        out.append(data)
     elif isinstance(v, Symbol):
-        append(_symbol_bytes(v.name))
+        out.append(_symbol_bytes(v.name))
     elif isinstance(v, Record):
-        _enc(Record(v.label, v.fields), append, opts, depth)
+        _enc(Record(v.label, v.fields), out, opts, depth)
     elif isinstance(v, (list, tuple)):
-        _enc(list(v), append, opts, depth)
+        _enc(list(v), out, opts, depth)
     elif isinstance(v, dict):
-        _enc_dict(v, append, opts, depth + 1)
+        _enc_dict(v, out, opts, depth + 1)
     elif isinstance(v, (set, frozenset)):
-        _enc_set(v, append, opts, depth + 1)
+        _enc_set(v, out, opts, depth + 1)
     elif opts.default is None:
         raise SyrupEncodeError(f"cannot encode {_type_name(v)} as Syrup (no default given)")
     else:
@@ -264,10 +263,10 @@ def _enc_other(v: Any, append: _Append, opts: _Options, depth: int) -> None:
             raise SyrupEncodeError(f"default() returned the {_type_name(v)} it was given")
         if depth > MAX_NESTING:
             raise SyrupEncodeError(_TOO_DEEP)
-        _enc(replacement, append, opts, depth + 1)
+        _enc(replacement, out, opts, depth + 1)
 
 
-def _enc_dict(v: dict[Any, Any], append: _Append, opts: _Options, depth: int) -> None:
+def _enc_dict(v: dict[Any, Any], out: list[bytes], opts: _Options, depth: int) -> None:
     # Canonical order: by the full encoded bytes of each key (spec section 2.1);
     # or JavaScript's order of strings, when asked and every key is a string.
     if depth > MAX_NESTING:
@@ -285,45 +284,45 @@ def _enc_dict(v: dict[Any, Any], append: _Append, opts: _Options, depth: int) ->
             pairs.append((_to_bytes(key, opts, depth), value))
     if not js_order:
         pairs.sort(key=_key0)
-    append(b"{")
+    out.append(b"{")
     previous = None
     for key_bytes, value in pairs:
         if key_bytes == previous:
             raise _duplicate("dictionary key", key_bytes)
         previous = key_bytes
-        append(key_bytes)
+        out.append(key_bytes)
         t = type(value)
         if t is str:
             try:
                 data = value.encode()
             except UnicodeEncodeError as exc:
                 raise _bad_string(value, exc) from None
-            append(b'%d"' % len(data))
-            append(data)
+            out.append(b'%d"' % len(data))
+            out.append(data)
         elif t is int and 0 <= value < _SMALL_INT_LIMIT:
-            append(_SMALL_INTS[value])
+            out.append(_SMALL_INTS[value])
         else:
-            _enc(value, append, opts, depth)
-    append(b"}")
+            _enc(value, out, opts, depth)
+    out.append(b"}")
 
 
-def _enc_set(v: set[Any] | frozenset[Any], append: _Append, opts: _Options, depth: int) -> None:
+def _enc_set(v: set[Any] | frozenset[Any], out: list[bytes], opts: _Options, depth: int) -> None:
     if depth > MAX_NESTING:
         raise SyrupEncodeError(_TOO_DEEP)
     items = sorted(_to_bytes(x, opts, depth) for x in v)
-    append(b"#")
+    out.append(b"#")
     previous = None
     for data in items:
         if data == previous:
             raise _duplicate("set item", data)
         previous = data
-        append(data)
-    append(b"$")
+        out.append(data)
+    out.append(b"$")
 
 
 def _to_bytes(v: object, opts: _Options, depth: int) -> bytes:
     out: list[bytes] = []
-    _enc(v, out.append, opts, depth)
+    _enc(v, out, opts, depth)
     return b"".join(out)
 
 
