@@ -615,9 +615,8 @@ class Engine:
         answer = self._answers.get(position)
         if answer is None:
             raise ProtocolError(f"no answer at position {position!r}")
-        if type(answer) is _LocalAnswer:
+        if isinstance(answer, _LocalAnswer):
             return answer.as_promise()
-        assert type(answer) is Promise
         return answer
 
     # == sending ===================================================================
