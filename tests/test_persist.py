@@ -622,8 +622,18 @@ async def test_a_damaged_page_breaks_the_sturdyrefs_on_it_and_nothing_else(
     page = 4096
     assert not (tmp_path / (DATABASE_NAME + "-wal")).exists() and len(data) % page == 0
     # A sturdyref whose swiss number sits on leaf pages only (index and table, twice).
-    victim = next(r for r in refs[1000:] if data.count(r.swiss_num) == 2)
-    pages = {data.find(victim.swiss_num) // page, data.rfind(victim.swiss_num) // page}
+    # An index b-tree keeps some keys in its interior pages: zeroing one of those
+    # would cut off every key under it, so the page's type byte must say "leaf".
+    def on_leaves(swiss: bytes) -> set[int] | None:
+        if data.count(swiss) != 2:
+            return None
+        numbers = {data.find(swiss) // page, data.rfind(swiss) // page}
+        leaf = all(data[n * page + (100 if n == 0 else 0)] in (0x0A, 0x0D) for n in numbers)
+        return numbers if leaf else None
+
+    victim = next(r for r in refs[1000:] if on_leaves(r.swiss_num))
+    pages = on_leaves(victim.swiss_num)
+    assert pages is not None
     for number in pages:
         data[number * page:(number + 1) * page] = bytes(page)
     (tmp_path / DATABASE_NAME).write_bytes(bytes(data))
