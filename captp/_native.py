@@ -47,6 +47,7 @@ __all__ = [
     "REASON",
     "compiled_files",
     "describe",
+    "interpreted",
     "leftover_files",
     "pure_requested",
     "source_files",
@@ -259,6 +260,40 @@ def pure_requested(environ: Mapping[str, str] = os.environ) -> bool:
 
 COMPILED, REASON = _select(_ROOT, pure_requested())
 """Whether the compiled modules are in use in this process, and why (or why not)."""
+
+
+_twins: dict[str, ModuleType] = {}
+
+
+def interpreted(name: str) -> ModuleType:
+    """Module ``name`` as interpreted Python: itself if pure, else its source run once more.
+
+    For the rare input a compiled module's strict types refuse but its source
+    handles as it is (the Syrup parser reads ``bytes``; its source reads a
+    ``memoryview`` alike).  The twin is loaded once, as ``<name>__interpreted``;
+    what it shares with the compiled module (its imports) stays shared, and
+    the classes it defines are its own.
+    """
+    if not COMPILED or name not in MODULES:
+        return sys.modules[name]
+    twin = _twins.get(name)
+    if twin is None:
+        import importlib.util
+
+        twin_name = f"{name}__interpreted"
+        source = os.path.join(_ROOT, f"{_relative(name)}.py")
+        loader = importlib.machinery.SourceFileLoader(twin_name, source)
+        spec = importlib.machinery.ModuleSpec(twin_name, loader, origin=source)
+        spec.has_location = True  # sets __file__
+        twin = importlib.util.module_from_spec(spec)
+        sys.modules[twin_name] = twin  # while it runs, as for any import
+        try:
+            loader.exec_module(twin)
+        except BaseException:
+            del sys.modules[twin_name]
+            raise
+        _twins[name] = twin
+    return twin
 
 
 def _origin(name: str) -> str:

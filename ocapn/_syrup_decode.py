@@ -5,6 +5,13 @@ of every container are parsed by :func:`_items`, which handles the common
 atoms (integers, strings, symbols, bytestrings, booleans) and lists, records
 and dictionaries inline; everything else goes through :func:`_one`.
 
+A large input (64 KiB and more, not ``bytes``) is parsed where it is, through
+a ``memoryview``, so that each bytestring in it is copied once.  The source
+reads a view as it reads ``bytes``; compiled (mypyc), the parser takes
+``bytes`` only, which is what makes its byte reads cheap, so views go to the
+module's interpreted twin (:func:`captp._native.interpreted`), whose cost is
+small beside that of copying such an input.
+
 Reading past the end of the input raises ``IndexError`` (or :class:`Truncated`
 for a length prefix that claims more bytes than there are); the callers turn
 that into "truncated" (one-shot decoding) or "wait for more" (stream
@@ -19,9 +26,19 @@ import types
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
+from captp._native import interpreted
 from captp._passable import Record, Symbol
 from ocapn._syrup_encode import MAX_NESTING, encode
-from ocapn._syrup_types import DEFAULT_LIMITS, Float32, Limits, SyrupDecodeError, SyrupEncodeError
+from ocapn._syrup_types import (
+    DEFAULT_LIMITS,
+    Float32,
+    HookFailed,
+    Limits,
+    SyrupDecodeError,
+    SyrupEncodeError,
+    TooDeep,
+    Truncated,
+)
 
 __all__ = [
     "Config",
@@ -41,8 +58,8 @@ __all__ = [
 ]
 
 RecordHook = Callable[[object, list[object]], object]
-_Data = bytes | memoryview
-"""What the parser reads: ``bytes``, or a one-dimensional byte ``memoryview``."""
+_Data = bytes
+"""What the parser reads (its interpreted form reads a byte ``memoryview`` alike)."""
 DecodeKeyOrder = Literal["syrup", "js", "either"]
 _KEY_ORDERS: Final = ("syrup", "js", "either")
 
@@ -84,21 +101,6 @@ else:  # pragma: no cover - depends on captp's Record layout
     _set_fields = _set_label
     _FAST_RECORDS = False
 _new_object: Final = object.__new__
-
-
-class Truncated(Exception):
-    """Internal: a length prefix claims bytes past the end of the buffer.
-
-    Arguments: the prefix's offset, a message, and the claimed length.
-    """
-
-
-class TooDeep(Exception):
-    """Internal: the Python stack ran out while nesting; carries the offset."""
-
-
-class HookFailed(Exception):
-    """Internal: carries an exception raised by ``record_hook`` out unchanged."""
 
 
 class Config:
@@ -236,7 +238,10 @@ def _decode_whole(data: bytes | bytearray | memoryview, config: Config) -> objec
         )
     failure: BaseException | None = None
     try:
-        value, pos = _one(data, 0, 0, config)
+        if type(data) is bytes:
+            value, pos = _one(data, 0, 0, config)
+        else:
+            value, pos = _parse_view(data, 0, config)
         if pos != n and config.lenient:
             pos = _skip_whitespace(data, pos)
         if pos != n:
@@ -268,7 +273,7 @@ def _decode_whole(data: bytes | bytearray | memoryview, config: Config) -> objec
 VIEW_THRESHOLD: Final = 64 * 1024
 
 
-def as_parsable(data: bytes | bytearray | memoryview) -> _Data:
+def as_parsable(data: bytes | bytearray | memoryview) -> bytes | memoryview:
     """``data`` as the parser reads it: small inputs as ``bytes``, large ones as a view."""
     if type(data) is bytes:
         return data
@@ -282,13 +287,29 @@ def as_parsable(data: bytes | bytearray | memoryview) -> _Data:
     return view
 
 
-def decode_one(data: _Data, pos: int, config: Config) -> tuple[object, int]:
+def decode_one(data: bytes | memoryview, pos: int, config: Config) -> tuple[object, int]:
     """Decode the value that starts at ``pos``; return it and the offset just past it.
 
     Raises ``IndexError`` or :class:`Truncated` if the value is incomplete,
     :class:`HookFailed` and :class:`TooDeep` as described there.
     """
-    return _one(data, pos, 0, config)
+    if type(data) is bytes:
+        return _one(data, pos, 0, config)
+    return _parse_view(data, pos, config)
+
+
+_view_parser: Callable[[bytes, int, int, Config], tuple[Any, int]] | None = None
+
+
+def _parse_view(data: bytes | memoryview, pos: int, config: Config) -> tuple[Any, int]:
+    """:func:`_one` on a byte view, by the parser's interpreted form (see the module's notes)."""
+    global _view_parser
+    if _view_parser is None:
+        _view_parser = interpreted(__name__)._one
+    # Not cast(bytes, data): compiled, a cast is checked.  The interpreted
+    # parser only indexes, slices and measures its input.
+    view: Any = data
+    return _view_parser(view, pos, 0, config)
 
 
 # -- the parser ----------------------------------------------------------------
@@ -391,7 +412,7 @@ def _items(
                 if end > n:
                     raise _past_end("symbol", pos, num, start, n)
                 raw = data[start:end]
-                if type(raw) is not bytes:  # parsing a memoryview
+                if type(raw) is not bytes:  # a view (the interpreted form)
                     raw = bytes(raw)
                 sym = _symbols.get(raw)
                 if sym is None:
@@ -704,7 +725,7 @@ def _fingerprint(value: object) -> object:
         return (type(value), value)
 
 
-def _skip_whitespace(data: _Data, pos: int) -> int:
+def _skip_whitespace(data: bytes | memoryview, pos: int) -> int:
     n = len(data)
     while pos < n and data[pos] in WHITESPACE:
         pos += 1

@@ -84,3 +84,23 @@ class SyrupDecodeError(DecodeError):
 
 class SyrupEncodeError(EncodeError):
     """A value that cannot be written as Syrup (an unsupported type, a lone surrogate, ...)."""
+
+
+# The parser's internal signals.  They live here, not in the parser's module,
+# so that the parser's interpreted twin (which reads memoryviews, see
+# ``ocapn._syrup_decode``) raises the very classes its callers catch.
+
+
+class Truncated(Exception):
+    """Internal: a length prefix claims bytes past the end of the buffer.
+
+    Arguments: the prefix's offset, a message, and the claimed length.
+    """
+
+
+class TooDeep(Exception):
+    """Internal: the Python stack ran out while nesting; carries the offset."""
+
+
+class HookFailed(Exception):
+    """Internal: carries an exception raised by ``record_hook`` out unchanged."""

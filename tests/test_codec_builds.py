@@ -104,6 +104,36 @@ def test_the_messages_of_every_call_are_built_by_compiled_code() -> None:
     assert dataclasses.replace(deliver, answer=3) == m.Deliver("t", "go", (1,), 3)
 
 
+def test_a_large_view_is_parsed_by_the_interpreted_form_with_the_shared_signals() -> None:
+    """Compiled, the parser takes ``bytes``; a view goes to the module's source, run as Python."""
+    twin = _native.interpreted("ocapn._syrup_decode")
+    if _native.COMPILED:
+        assert twin is not ocapn._syrup_decode and twin.__name__.endswith("__interpreted")
+        assert isinstance(twin._one, FunctionType)
+        assert _native.interpreted("ocapn._syrup_decode") is twin  # loaded once
+    else:
+        assert twin is ocapn._syrup_decode
+    assert twin.Truncated is ocapn._syrup_decode.Truncated  # what its callers catch
+    assert twin.HookFailed is ocapn._syrup_decode.HookFailed
+    blob = bytes(range(256)) * 300
+    data = syrup.encode([captp._passable.Record(captp._passable.Symbol("x"), (blob,)), 7])
+    assert len(data) >= ocapn._syrup_decode.VIEW_THRESHOLD
+
+    class Refused(Exception):
+        pass
+
+    def hook(label: object, fields: list[object]) -> object:
+        raise Refused(label)
+
+    for source in (memoryview(data), bytearray(data)):
+        got = syrup.decode(source)
+        assert got == [captp._passable.Record(captp._passable.Symbol("x"), (blob,)), 7]
+        with pytest.raises(Refused):  # the hook's own exception, unchanged
+            syrup.decode(source, record_hook=hook)
+        with pytest.raises(syrup.SyrupDecodeError, match="middle of a value"):
+            syrup.decode(source[:-3])
+
+
 def test_ocapn_pure_selects_pure_python_even_when_a_build_exists() -> None:
     script = (
         "import ocapn._syrup_decode as d, ocapn._cbor_codec as c, captp.engine as e\n"
