@@ -26,7 +26,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from captp._passable import PassStyleError, encode_custom, is_remotable, unpassable_message
 from captp._promise import (
@@ -265,6 +265,46 @@ class _LocalAnswer:
         self.engine._answered(self.answer, resolver, ok, value)
 
 
+class _Question:
+    """One of our questions: the resolver of its promise (the one the peer gets, in OCapN).
+
+    Settling it, by whatever route (the peer's ``fulfill`` or ``break``, an
+    Endo return, expiry, the end of the session, a message that cannot be
+    sent), releases the question first; only the first settlement counts.
+    It is a far object as :class:`~captp.Resolver` is, and so a peer may
+    also pass it on or call it as any far object.
+    """
+
+    _captp_far_: ClassVar[str] = "Resolver"
+    __slots__ = ("_engine", "_position", "_promise")
+
+    def __init__(self, session: Engine, position: Position, promise: Promise) -> None:
+        self._engine = session
+        self._position = position
+        self._promise: Promise | None = promise
+
+    def resolve(self, value: Any) -> None:
+        """Resolve the question's promise with ``value`` (another promise: follow it)."""
+        promise, self._promise = self._promise, None
+        if promise is not None:
+            self._engine._question_settled(self._position, self)
+            promise.resolve_with(value)
+
+    def fulfill(self, value: Any) -> None:
+        """The peer's name for :meth:`resolve`."""
+        self.resolve(value)
+
+    def break_(self, reason: Any) -> None:
+        """Break the question's promise with ``reason``."""
+        promise, self._promise = self._promise, None
+        if promise is not None:
+            self._engine._question_settled(self._position, self)
+            promise.break_with(reason)
+
+    def __repr__(self) -> str:
+        return f"<Resolver of question {self._position!r}>"
+
+
 def _run_calls(
     vat: Scheduler,
     calls: list[tuple[Any, str | None, tuple[Any, ...], _LocalAnswer | None]],
@@ -343,7 +383,7 @@ class Engine:
         self._exports: dict[Position, _Export] = {}
         self._export_ids: dict[int, Position] = {}
         self._imports: dict[Position, _Import] = {}
-        self._questions: dict[Position, Resolver] = {}
+        self._questions: dict[Position, _Question] = {}
         self._answers: dict[Position, Promise | _LocalAnswer] = {}
         self._gc_exports: dict[Position, int] = {}
         self._gc_imports: list[_Import] = []
@@ -724,7 +764,7 @@ class Engine:
             self._listen(promise)  # OCapN's op:get names no resolver: listen on the answer
         return promise
 
-    def _ask(self, build: Callable[[Position, Resolver], Message]) -> Promise:
+    def _ask(self, build: Callable[[Position, _Question], Message]) -> Promise:
         pos = self._positions.next_question()
         if pos in self._questions:
             raise RuntimeError(f"question position {pos!r} is still in use")
@@ -733,15 +773,14 @@ class Engine:
             error = self._over("max_questions", limits.max_questions, "calls awaiting answers")
             self._over_later(error)
             return broken(error)
-        promise, resolver = make_promise(_RemoteHandler(self, "answer", pos))
-        self._questions[pos] = resolver
+        promise = Promise(_RemoteHandler(self, "answer", pos))
+        question = _Question(self, pos, promise)
+        self._questions[pos] = question
         try:
-            self._emit(build(pos, resolver))
+            self._emit(build(pos, question))
         except EncodeError as exc:
             del self._questions[pos]
-            resolver.break_(exc)
-            return promise
-        promise.when_settled(lambda p: self._question_settled(pos))
+            question.break_(exc)
         return promise
 
     def exported_pending(self) -> list[Promise]:
@@ -774,8 +813,12 @@ class Engine:
         resolver.break_(reason)
         return True
 
-    def _question_settled(self, pos: Position) -> None:
-        if self._questions.pop(pos, None) is not None and not self.policy.implicit_returns:
+    def _question_settled(self, pos: Position, question: _Question) -> None:
+        # The answer is in (or the question given up): the peer may forget it.
+        if self._questions.get(pos) is not question:
+            return  # released already (a return, expiry, the end of the session)
+        del self._questions[pos]
+        if not self.policy.implicit_returns:
             self._gc_answers.append(pos)
             self._schedule_gc()
 
@@ -862,11 +905,20 @@ class Engine:
         target = msg.target
         answer = msg.answer
         resolver = msg.resolver
-        if type(target) is Resolver and answer is None and resolver is None:
-            settle = RESOLVER_METHODS.get(msg.method)  # type: ignore[arg-type]
-            if settle is not None and len(msg.args) == 1:
-                settle(target, msg.args[0])  # settling runs no user code: do it now
-                return
+        if answer is None and resolver is None and len(msg.args) == 1:
+            # Settling a resolver runs no user code: do it now.
+            if type(target) is _Question:
+                if msg.method == "fulfill" or msg.method == "resolve":
+                    target.resolve(msg.args[0])
+                    return
+                if msg.method == "break":
+                    target.break_(msg.args[0])
+                    return
+            elif type(target) is Resolver:
+                settle = RESOLVER_METHODS.get(msg.method)  # type: ignore[arg-type]
+                if settle is not None:
+                    settle(target, msg.args[0])
+                    return
         want = answer is not None or resolver is not None
         if want:
             self._new_answer(answer)

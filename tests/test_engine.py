@@ -579,3 +579,43 @@ def test_a_driven_engine_runs_the_peers_calls_when_the_driver_says() -> None:
         Deliver(resolver, "fulfill", ("hello one",)),
         Deliver(resolver, "fulfill", ("hello two",)),
     ]
+
+
+def _asked() -> tuple[ManualVat, list[Any], Engine, Promise, Any]:
+    """A session that has asked one question of an import: its promise, and the resolver
+    the peer got (what the session sent, so the peer's messages can name it)."""
+    vat, out, s, target = _fed(None)
+    with vat:
+        promise = s.send_deliver(target, "go", ())
+    assert promise is not None and s.questions_waiting == 1
+    (sent,) = out
+    out.clear()
+    return vat, out, s, promise, sent.resolver
+
+
+def test_a_question_resolved_with_a_promise_is_released_and_follows_it() -> None:
+    vat, out, s, promise, resolver = _asked()
+    later, settle = make_promise()
+    with vat:
+        s.receive(Deliver(resolver, "resolve", (later,)))
+    # The peer has answered: it may forget the answer now, not when `later` settles.
+    assert s.questions_waiting == 0 and not promise.done()
+    s.flush_gc()
+    assert [m for m in out if type(m) is GcAnswers] == [GcAnswers((0,))]
+    settle.resolve(5)
+    assert promise.result() == 5
+    with vat:
+        s.receive(Deliver(resolver, "fulfill", (6,)))  # only the first settlement counts
+    assert promise.result() == 5 and s.questions_waiting == 0
+
+
+def test_a_peer_may_call_a_questions_resolver_as_any_far_object() -> None:
+    # Not the quick path (it asks for an answer): the resolver's methods run in a turn.
+    for method, args, outcome in [("fulfill", (7,), (True, 7)), ("break", ("no",), (False, "no"))]:
+        vat, _out, s, promise, resolver = _asked()
+        with vat:
+            s.receive(Deliver(resolver, method, args, 3))
+        assert not promise.done()
+        vat.run()
+        assert promise.outcome() == outcome and s.questions_waiting == 0
+        assert s.lookup_answer(3).result() is None
