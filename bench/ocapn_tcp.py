@@ -46,9 +46,11 @@ counting switched on after the warm-up, for ``--round-trips`` calls; then
 the other side, for this checkout and any ``--base`` / ``--other``.  Unlike
 time, the count does not move with the load of a shared machine, so it
 shows a small change that timing cannot; it does not see cache misses or the
-kernel.  It still moves by 1-3% between runs (valgrind's slowness changes how
-reads coalesce and how often garbage-collection messages go): compare builds
-within one run.  Needs valgrind.
+kernel, and a change in it need not show in time (cheap, cache-hot
+instructions removed: spec-notes/0041 "Time, not instructions").  It still
+moves by 1-3% between runs (valgrind's slowness changes how reads coalesce
+and how often garbage-collection messages go): compare builds within one
+run.  Needs valgrind.
 
 ``--idle N`` measures the memory an idle session holds on the server: a
 server node in its own process, N client nodes in another each open one
