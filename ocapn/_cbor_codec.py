@@ -35,8 +35,6 @@ _NAN: Final = b"\xfb\x7f\xf8\x00\x00\x00\x00\x00\x00"
 _TAG_RECORD: Final = b"\xd8\x1b"
 _TAG_SYMBOL: Final = b"\xd9\x01\x18"
 
-_Append = Callable[[bytes], object]
-
 
 def _head(major: int, n: int) -> bytes:
     """The shortest head of major type ``major`` with argument ``n``."""
@@ -130,7 +128,7 @@ def encode(
     )
     out: list[bytes] = []
     try:
-        _enc(value, out.append, opts, 0)
+        _enc(value, out, opts, 0)
     except RecursionError:
         raise CBOREncodeError(_TOO_DEEP) from None
     return b"".join(out)
@@ -139,7 +137,7 @@ def encode(
 _TOO_DEEP: Final = "value nests too deeply to encode (or contains itself)"
 
 
-def _enc(v: Any, append: _Append, opts: _Options, depth: int) -> None:
+def _enc(v: Any, out: list[bytes], opts: _Options, depth: int) -> None:
     """Append the encoding of ``v``, found inside ``depth`` containers (at most MAX_NESTING)."""
     t = type(v)
     if t is Record:
@@ -152,98 +150,98 @@ def _enc(v: Any, append: _Append, opts: _Options, depth: int) -> None:
             )
         fields = v.fields
         n = len(fields) + 1
-        append(_TAG_RECORD)
-        append(_ARRAY_HEADS[n] if n < 256 else _head(4, n))
+        out.append(_TAG_RECORD)
+        out.append(_ARRAY_HEADS[n] if n < 256 else _head(4, n))
         name = label.name
         data = _text_cache.get(name)
         if data is None:
             data = _text(name)
             if len(_text_cache) < 4096 and len(name) <= 64:
                 _text_cache[name] = data
-        append(data)
+        out.append(data)
         for item in fields:
-            _enc(item, append, opts, depth + 1)
+            _enc(item, out, opts, depth + 1)
     elif t is Symbol:
         data = _symbol_cache.get(v.name)
-        append(data if data is not None else _symbol_bytes(v.name))
+        out.append(data if data is not None else _symbol_bytes(v.name))
     elif t is str:
-        append(_text(v))
+        out.append(_text(v))
     elif t is int:
-        _enc_int(v, append)
+        _enc_int(v, out)
     elif t is list or t is tuple:
         if depth >= MAX_NESTING:
             raise CBOREncodeError(_TOO_DEEP)
         n = len(v)
-        append(_ARRAY_HEADS[n] if n < 256 else _head(4, n))
+        out.append(_ARRAY_HEADS[n] if n < 256 else _head(4, n))
         for item in v:
-            _enc(item, append, opts, depth + 1)
+            _enc(item, out, opts, depth + 1)
     elif t is bool:
-        append(b"\xf5" if v else b"\xf4")
+        out.append(b"\xf5" if v else b"\xf4")
     elif t is bytes:
         n = len(v)
-        append(_BYTES_HEADS[n] if n < 256 else _head(2, n))
-        append(v)
+        out.append(_BYTES_HEADS[n] if n < 256 else _head(2, n))
+        out.append(v)
     elif t is dict:
-        _enc_map(v, append, opts, depth)
+        _enc_map(v, out, opts, depth)
     elif t is float:
-        _enc_float(v, append, opts)
+        _enc_float(v, out, opts)
     else:
-        _enc_other(v, t, append, opts, depth)
+        _enc_other(v, t, out, opts, depth)
 
 
-def _enc_int(v: int, append: _Append) -> None:
+def _enc_int(v: int, out: list[bytes]) -> None:
     if v >= 0:
         if v < 256:
-            append(_SMALL_INTS[v])
+            out.append(_SMALL_INTS[v])
             return
-        append(b"\xc2")
+        out.append(b"\xc2")
     else:
         v = -1 - v
         if v < 256:
-            append(_SMALL_NEGS[v])
+            out.append(_SMALL_NEGS[v])
             return
-        append(b"\xc3")
+        out.append(b"\xc3")
     raw = v.to_bytes((v.bit_length() + 7) >> 3, "big")
     n = len(raw)
-    append(_BYTES_HEADS[n] if n < 256 else _head(2, n))
-    append(raw)
+    out.append(_BYTES_HEADS[n] if n < 256 else _head(2, n))
+    out.append(raw)
 
 
-def _enc_float(v: float, append: _Append, opts: _Options) -> None:
+def _enc_float(v: float, out: list[bytes], opts: _Options) -> None:
     if v != v:
-        append(_NAN)
+        out.append(_NAN)
     elif v == 0.0 and not opts.negative_zero:
-        append(b"\xfb\x00\x00\x00\x00\x00\x00\x00\x00")
+        out.append(b"\xfb\x00\x00\x00\x00\x00\x00\x00\x00")
     else:
-        append(b"\xfb" + _F64.pack(v))
+        out.append(b"\xfb" + _F64.pack(v))
 
 
-def _enc_map(v: dict[Any, Any], append: _Append, opts: _Options, depth: int) -> None:
+def _enc_map(v: dict[Any, Any], out: list[bytes], opts: _Options, depth: int) -> None:
     if depth >= MAX_NESTING:
         raise CBOREncodeError(_TOO_DEEP)
     for key in v:
         if not isinstance(key, str):
             raise CBOREncodeError(f"a CBOR map key is a string, not {type(key).__name__}")
     n = len(v)
-    append(_MAP_HEADS[n] if n < 256 else _head(5, n))
+    out.append(_MAP_HEADS[n] if n < 256 else _head(5, n))
     # Code-point order is the order of UTF-8 bytes (the draft's rule).
     keys = sorted(v, key=_utf16_key) if opts.js_keys else sorted(v)
     for key in keys:
-        append(_text(str(key)))
-        _enc(v[key], append, opts, depth + 1)
+        out.append(_text(str(key)))
+        _enc(v[key], out, opts, depth + 1)
 
 
-def _enc_other(v: Any, t: type, append: _Append, opts: _Options, depth: int) -> None:
+def _enc_other(v: Any, t: type, out: list[bytes], opts: _Options, depth: int) -> None:
     if isinstance(v, bool):
-        append(b"\xf5" if v else b"\xf4")
+        out.append(b"\xf5" if v else b"\xf4")
     elif isinstance(v, int):
-        _enc_int(int(v), append)
+        _enc_int(int(v), out)
     elif isinstance(v, float):  # Float32 too: OCapN has only doubles, and it is exact
-        _enc_float(float(v), append, opts)
+        _enc_float(float(v), out, opts)
     elif isinstance(v, str):
-        append(_text(str(v)))
+        out.append(_text(str(v)))
     elif isinstance(v, (bytearray, memoryview)):
-        _enc(bytes(v), append, opts, depth)
+        _enc(bytes(v), out, opts, depth)
     elif isinstance(v, (set, frozenset)):
         raise CBOREncodeError("OCapN CBOR has no sets")
     elif opts.default is not None:
@@ -252,7 +250,7 @@ def _enc_other(v: Any, t: type, append: _Append, opts: _Options, depth: int) -> 
             raise CBOREncodeError(f"default() returned the {t.__name__} it was given")
         if depth >= MAX_NESTING:
             raise CBOREncodeError(_TOO_DEEP)
-        _enc(replacement, append, opts, depth + 1)
+        _enc(replacement, out, opts, depth + 1)
     else:
         raise CBOREncodeError(f"{t.__name__} is not an OCapN CBOR value")
 
