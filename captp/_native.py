@@ -194,12 +194,15 @@ class _PureFinder:
         self, name: str, path: Sequence[str] | None = None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
         source = self.sources.get(name)
-        if source is None:
-            return None
-        loader = importlib.machinery.SourceFileLoader(name, source)
-        spec = importlib.machinery.ModuleSpec(name, loader, origin=source)
-        spec.has_location = True  # sets __file__, as for any source module
-        return spec
+        return None if source is None else _source_spec(name, source)
+
+
+def _source_spec(name: str, source: str) -> ModuleSpec:
+    """How to load the Python file ``source`` as module ``name``."""
+    loader = importlib.machinery.SourceFileLoader(name, source)
+    spec = importlib.machinery.ModuleSpec(name, loader, origin=source)
+    spec.has_location = True  # sets __file__, as for any source module
+    return spec
 
 
 def _decide(root: str, pure_asked: bool) -> tuple[bool, str, bool]:
@@ -281,10 +284,9 @@ def interpreted(name: str) -> ModuleType:
         import importlib.util
 
         twin_name = f"{name}__interpreted"
-        source = os.path.join(_ROOT, f"{_relative(name)}.py")
-        loader = importlib.machinery.SourceFileLoader(twin_name, source)
-        spec = importlib.machinery.ModuleSpec(twin_name, loader, origin=source)
-        spec.has_location = True  # sets __file__
+        spec = _source_spec(twin_name, os.path.join(_ROOT, f"{_relative(name)}.py"))
+        loader = spec.loader
+        assert loader is not None  # (_source_spec gives one)
         twin = importlib.util.module_from_spec(spec)
         sys.modules[twin_name] = twin  # while it runs, as for any import
         try:

@@ -402,15 +402,6 @@ def fulfilled(value: Any) -> Promise:
     return p
 
 
-# Methods a peer may call on a resolver, by wire name.  Settling a resolver
-# runs no user code, so the engine may do it at once instead of in a new turn.
-RESOLVER_METHODS: Final[dict[str, Callable[[Resolver, Any], None]]] = {
-    "fulfill": Resolver.resolve,
-    "resolve": Resolver.resolve,
-    "break": Resolver.break_,
-}
-
-
 # == eventual send ====================================================================
 
 

@@ -30,7 +30,6 @@ from typing import Any, ClassVar, Final
 
 from captp._passable import PassStyleError, encode_custom, is_remotable, unpassable_message
 from captp._promise import (
-    RESOLVER_METHODS,
     Promise,
     PromiseHandler,
     Resolver,
@@ -905,20 +904,18 @@ class Engine:
         target = msg.target
         answer = msg.answer
         resolver = msg.resolver
-        if answer is None and resolver is None and len(msg.args) == 1:
-            # Settling a resolver runs no user code: do it now.
-            if type(target) is _Question:
-                if msg.method == "fulfill" or msg.method == "resolve":
-                    target.resolve(msg.args[0])
-                    return
-                if msg.method == "break":
-                    target.break_(msg.args[0])
-                    return
-            elif type(target) is Resolver:
-                settle = RESOLVER_METHODS.get(msg.method)  # type: ignore[arg-type]
-                if settle is not None:
-                    settle(target, msg.args[0])
-                    return
+        if (
+            answer is None and resolver is None and len(msg.args) == 1
+            and (type(target) is _Question or type(target) is Resolver)
+        ):
+            # Settling a resolver (ours, or a question's) runs no user code: do it now.
+            method = msg.method
+            if method == "fulfill" or method == "resolve":
+                target.resolve(msg.args[0])
+                return
+            if method == "break":
+                target.break_(msg.args[0])
+                return
         want = answer is not None or resolver is not None
         if want:
             self._new_answer(answer)

@@ -238,10 +238,7 @@ def _decode_whole(data: bytes | bytearray | memoryview, config: Config) -> objec
         )
     failure: BaseException | None = None
     try:
-        if type(data) is bytes:
-            value, pos = _one(data, 0, 0, config)
-        else:
-            value, pos = _parse_view(data, 0, config)
+        value, pos = decode_one(data, 0, config)
         if pos != n and config.lenient:
             pos = _skip_whitespace(data, pos)
         if pos != n:
