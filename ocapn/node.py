@@ -93,10 +93,11 @@ _MISSING: Final = object()
 class _Dial:
     """An outbound connection in progress, and who waits for its session."""
 
-    __slots__ = ("done", "error", "result", "session")
+    __slots__ = ("connected", "done", "error", "result", "session")
 
     def __init__(self) -> None:
         self.done = anyio.Event()
+        self.connected = anyio.Event()  # set once `session` is (or the dial failed)
         self.session: OCapNSession | None = None  # the outbound session, once connected
         self.result: OCapNSession | None = None  # the session that came of it
         self.error: BaseException | None = None
@@ -492,6 +493,7 @@ class Node:
                     limits=self.limits, budget=self._budget, trace=self._trace,
                 )
                 dial.session = session
+                dial.connected.set()
                 await self._run_session(session, channel)
                 if not session.established:
                     error = session.engine.dead
@@ -502,6 +504,7 @@ class Node:
                 del self._dials[location.key]
             if dial.result is None:
                 dial.error = error or PeerUnreachable("the connection ended before the handshake")
+            dial.connected.set()
             dial.done.set()
 
     async def _accepted(self, netlayer: Netlayer, channel: Channel) -> None:
@@ -550,6 +553,15 @@ class Node:
                 return
             self._establish(session)
             return
+        dial = self._dials.get(key)
+        if dial is not None and dial.session is None:
+            # Our dial to this peer is still connecting: its hello will cross
+            # this one, and both sides must settle the crossing alike, which
+            # takes its rank.  Wait for it (or for the dial to fail).
+            with anyio.move_on_after(DUPLICATE_GRACE_SECONDS):
+                await dial.connected.wait()
+            if not session.alive:
+                return
         existing = self._sessions.get(key)
         if existing is not None and existing.alive:
             # Perhaps the peer is replacing a session whose end is still in flight.

@@ -161,12 +161,12 @@ class OCapNSession:
         self.session_id = b""
         self.established = False
         stream = netlayer.framing == "stream"
-        self._stream = stream
-        # The side that accepted answers: it sends its hello once the dialer's
-        # first bytes arrive (on a stream, in the framing they use).  So on
-        # crossed hellos each side sees the other's hello on the connection it
-        # accepted first, and both settle them the same way.
-        self._mirror = not outbound
+        # The side that accepted answers: it sends its hello once the node has
+        # let the dialer's hello stand (on a stream, in the framing the dialer's
+        # first bytes use).  So a dialer's session is established only once the
+        # other side has admitted it, and on crossed hellos both sides decide
+        # between the same two connections, neither of which is established.
+        self._framing_unknown = not outbound and stream
         self._handshake_timer: Timer | None = None
         self._handoff_counts = itertools.count()
         self.used_handoff_counts: set[int] = set()
@@ -249,8 +249,8 @@ class OCapNSession:
         return self.established
 
     def start(self, connection: Connection) -> None:
-        """Speak first (unless we wait to mirror the peer's framing); start the clock."""
-        if not self._mirror:
+        """Speak first (the dialer; the other side answers); start the clock."""
+        if self.outbound:
             self._send_hello()
         # Cancelled once the handshake is done or the session ends (most end
         # sooner): a timer waiting 30 s per connection kept megabytes.
@@ -261,11 +261,9 @@ class OCapNSession:
 
     def received(self, connection: Connection, data: bytes) -> None:
         """Bytes before the handshake is done: the first ones tell a stream's framing."""
-        if self._mirror:
-            self._mirror = False
-            if self._stream:
-                self.wire.out_framing = self.wire.detect(data)
-            self._send_hello()
+        if self._framing_unknown:
+            self._framing_unknown = False
+            self.wire.out_framing = self.wire.detect(data)
 
     def _send_hello(self) -> None:
         location = self.my_location.to_record()
@@ -318,6 +316,8 @@ class OCapNSession:
         self.session_id = session_id(self.my_public_id, message.public_key.public_id)
         await self.node.admit_session(self)
         if self.engine.dead is None:
+            if not self.outbound:
+                self._send_hello()  # the answer: the node let the session stand
             self.established = True
             self._stop_handshake_timer()
 

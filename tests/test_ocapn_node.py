@@ -18,7 +18,7 @@ from _far_util import Counter
 
 from captp import E, Promise, RemoteError, RemoteRef, far, make_promise
 from captp.errors import ConnectionLost
-from netlayers import MemoryNetwork, tcp_testing_only
+from netlayers import MemoryNetwork, TcpTestingNetlayer, tcp_testing_only
 from ocapn import (
     HandoffError,
     Node,
@@ -147,6 +147,38 @@ async def test_crossed_hellos_leave_one_session(
             assert await E(found["a"]).echo(1) == 1
             assert await E(found["b"]).echo(2) == 2
     assert "crossed hellos mitigated" in caplog.text
+
+
+async def test_crossed_hellos_settle_alike_when_one_dial_connects_late() -> None:
+    """A peer's hello that arrives while our own dial to it is still connecting
+    waits for that dial: both nodes must compare the same two connections."""
+
+    class SlowDial(TcpTestingNetlayer):
+        @asynccontextmanager
+        async def _connect(self, location: PeerLocation) -> AsyncIterator[Any]:
+            await anyio.sleep(0.2)  # the peer's hello reaches us meanwhile
+            async with TcpTestingNetlayer.connect(self, location) as channel:
+                yield channel
+
+        def connect(self, location: PeerLocation) -> Any:
+            return self._connect(location)
+
+    async with Node(SlowDial()) as a, Node(tcp_testing_only()) as b:
+        a.publish(Holder(), b"h")
+        b.publish(Holder(), b"h")
+        found: dict[str, Any] = {}
+
+        async def enliven(name: str, node: Node, other: Node) -> None:
+            found[name] = await node.enliven(Sturdyref(other.location, b"h"))
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:  # both dial at once
+                tg.start_soon(enliven, "a", a, b)
+                tg.start_soon(enliven, "b", b, a)
+            assert len(a.sessions) == 1 and len(b.sessions) == 1
+            assert a.sessions[0].session_id == b.sessions[0].session_id
+            assert await E(found["a"]).echo(1) == 1
+            assert await E(found["b"]).echo(2) == 2
 
 
 async def test_closing_a_node_aborts_its_sessions() -> None:
