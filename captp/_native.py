@@ -1,11 +1,11 @@
 """Which build of the hot modules runs: compiled (mypyc) or pure Python.
 
 ``python -m ocapn.compile`` compiles the modules in :data:`MODULES` (the
-engine's here in :mod:`captp`, the codec's and the wire's in :mod:`ocapn`)
-in place: each ``.py`` gets a ``.so`` beside it, which Python's import system
-prefers.  This module, imported first by :mod:`captp` (the lowest layer, so
-a process that imports only :mod:`captp` chooses too), decides once per
-process, for all of them together:
+engine's here in :mod:`captp`, the codec's and the wire's in :mod:`ocapn`, the
+asyncio socket channel in :mod:`netlayers`) in place: each ``.py`` gets a
+``.so`` beside it, which Python's import system prefers. This module, imported
+first by :mod:`captp` (the lowest layer, so a process that imports only
+:mod:`captp` chooses too), decides once per process, for all of them together:
 
 * compiled, if every module's ``.so`` for this interpreter exists and every
   source is unchanged since the build (the manifest ``captp/_native.sums``
@@ -65,6 +65,7 @@ MODULES: Final = (
     "ocapn._syrup_stream",
     "ocapn._cbor_codec",
     "ocapn.wire",
+    "netlayers.asyncio_tcp",
 )
 """The modules ``python -m ocapn.compile`` compiles, by qualified name, lowest layer first."""
 

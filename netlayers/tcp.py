@@ -1,7 +1,7 @@
 """TCP channels, dialled or accepted: the one place that picks the fast path or the generic one.
 
-Under asyncio a connection is a :class:`~netlayers.asyncio_tcp.ProtocolChannel`
-(an asyncio protocol writing straight to its transport); under trio, or with
+Under asyncio a connection is a :class:`~netlayers.asyncio_tcp.SocketChannel`
+(a socket the event loop watches, written straight from ``send_nowait``); under trio, or with
 ``fast_path=False``, it is an anyio socket stream in a
 :class:`~netlayers.stream.StreamChannel`.  Both behave the same: sends never
 block, each accepted connection is served in its own task (no connection can
@@ -10,7 +10,6 @@ hold up another), and closing is graceful (FIN, not RST).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -38,7 +37,7 @@ ChannelHandler = Callable[[Channel], Awaitable[None]]
 
 
 def use_fast_path(fast_path: bool = True) -> bool:
-    """True when the asyncio protocol channel can be used here (asyncio or uvloop)."""
+    """True when the asyncio socket channel can be used here (asyncio or uvloop)."""
     return fast_path and running_loop() is not None
 
 
@@ -87,19 +86,13 @@ async def serve_channels(
                     await channel.aclose()
 
         if use_fast_path(fast_path):
-            loop = asyncio.get_running_loop()
-
-            def accepted() -> asyncio_tcp.ProtocolChannel:
-                channel = asyncio_tcp.ProtocolChannel()
-                tg.start_soon(run, channel)
-                return channel
-
-            server = await loop.create_server(accepted, host, port, backlog=backlog)
+            accepting = await asyncio_tcp.listen(host, port, backlog)
             try:
-                task_status.started(server.sockets[0].getsockname()[1])
-                await anyio.sleep_forever()
+                task_status.started(accepting.port)
+                while True:
+                    tg.start_soon(run, await accepting.accept())
             finally:
-                server.close()
+                accepting.close()
         else:
             listener = await anyio.create_tcp_listener(
                 local_host=host, local_port=port, backlog=backlog

@@ -1,15 +1,15 @@
-"""Build, check or remove the optional compiled (mypyc) engine, codec and wire modules.
+"""Build, check or remove the optional compiled (mypyc) engine, codec, wire and channel.
 
 Run ``python -m ocapn.compile`` to compile the CapTP engine, the codec's hot
-modules and the wire's ``op:``/``desc:`` mapping (:data:`captp._native.MODULES`)
-in place (``build``, the default), ``python -m ocapn.compile status`` to see which
-build is in use, and ``python -m ocapn.compile clean`` to remove the compiled
-files.  Building needs ``mypy`` (which brings mypyc), ``setuptools``, a C
-compiler and the Python headers; the pure-Python modules stay where they are
-and are used whenever the compiled ones are missing, stale (their source
-changed since the build) or switched off with ``OCAPN_PURE=1``
-(:mod:`captp._native`).  If compiling fails, nothing changes: the modules
-stay pure.  Decisions and figures: ``spec-notes/0040``.
+modules, the wire's ``op:``/``desc:`` mapping and the asyncio socket channel
+(:data:`captp._native.MODULES`) in place (``build``, the default), ``python -m
+ocapn.compile status`` to see which build is in use, and ``python -m
+ocapn.compile clean`` to remove the compiled files. Building needs ``mypy``
+(which brings mypyc), ``setuptools``, a C compiler and the Python headers; the
+pure-Python modules stay where they are and are used whenever the compiled
+ones are missing, stale (their source changed since the build) or switched off
+with ``OCAPN_PURE=1`` (:mod:`captp._native`). If compiling fails, nothing
+changes: the modules stay pure. Decisions and figures: ``spec-notes/0040``.
 """
 
 from __future__ import annotations

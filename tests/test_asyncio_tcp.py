@@ -1,11 +1,13 @@
-"""The asyncio protocol channel: bytes in order, end of stream, graceful close."""
+"""The asyncio socket channel: bytes in order, end of stream, graceful close, flow control."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import anyio
 import pytest
 
-from netlayers.asyncio_tcp import Listener, ProtocolChannel, connect, listen
+from netlayers.asyncio_tcp import Listener, SocketChannel, connect, listen
 
 
 @pytest.fixture(params=["asyncio", ("asyncio", {"use_uvloop": True})], ids=["asyncio", "uvloop"])
@@ -13,14 +15,14 @@ def anyio_backend(request: pytest.FixtureRequest) -> object:
     return request.param  # this channel exists only under asyncio (and uvloop)
 
 
-async def pair() -> tuple[ProtocolChannel, ProtocolChannel, Listener]:
+async def pair() -> tuple[SocketChannel, SocketChannel, Listener]:
     listener = await listen("127.0.0.1", 0)
     client = await connect("127.0.0.1", listener.port)
     server = await listener.accept()
     return client, server, listener
 
 
-async def read_all(channel: ProtocolChannel) -> bytes:
+async def read_all(channel: SocketChannel) -> bytes:
     data = b""
     try:
         while True:
@@ -78,77 +80,67 @@ async def test_listen_picks_a_free_port() -> None:
     b.close()
 
 
-def fill(channel: ProtocolChannel, data: bytes) -> int:
-    """Play the transport: one read of ``data`` (at most the room offered); its length."""
-    room = channel.get_buffer(-1)
-    n = min(len(room), len(data))
-    room[:n] = data[:n]
-    room.release()
-    channel.buffer_updated(n)
-    return n
+async def wait_until(condition: Callable[[], bool]) -> None:
+    with anyio.fail_after(30):
+        while not condition():
+            await anyio.sleep(0.001)
 
 
 @pytest.mark.anyio
-async def test_the_receive_buffer_starts_small_grows_for_bulk_data_and_shrinks_back() -> None:
-    from netlayers.asyncio_tcp import INITIAL_BUFFER, MAX_READ
+async def test_reads_ask_for_more_while_bulk_data_fills_them_and_for_little_again_after() -> None:
+    from netlayers.asyncio_tcp import INITIAL_READ, MAX_READ
 
-    channel = ProtocolChannel()
+    client, server, listener = await pair()
     got: list[bytes] = []
-    channel.push(got.append, lambda exc: None)
-    assert channel.buffer_size == INITIAL_BUFFER  # an idle connection holds little
-    # Small messages: the buffer stays as it is.
-    for _ in range(10):
-        assert fill(channel, b"<4'ping>") == 8
-    assert channel.buffer_size == INITIAL_BUFFER
-    # Bulk data: while reads fill the room they are offered, the room doubles.
-    steps = (MAX_READ // INITIAL_BUFFER).bit_length() - 1  # doublings up to MAX_READ
-    ramp = INITIAL_BUFFER * (2**steps - 1)  # then every read is offered MAX_READ
-    bulk = bytes(range(256)) * ((ramp + 16 * MAX_READ) // 256)
-    offered, sizes = [], []
-    pos = 0
-    while pos < len(bulk):
-        offered.append(len(channel.get_buffer(-1)))
-        pos += fill(channel, bulk[pos:])
-        sizes.append(channel.buffer_size)
-    assert offered[:steps] == [INITIAL_BUFFER * 2**k for k in range(steps)]
-    assert offered[steps:] == [MAX_READ] * 16 and sizes[-1] == MAX_READ
-    # A burst of messages that each hand over a few KiB keeps the buffer (no
-    # shrinking and growing again for every read).
-    for _ in range(10):
-        fill(channel, b"<4'ping>" * 512)
-        assert channel.buffer_size == MAX_READ
-    # A small read after the bulk data: the big buffer is given back.
-    fill(channel, b"<4'ping>")
-    assert channel.buffer_size == INITIAL_BUFFER and len(channel.get_buffer(-1)) == INITIAL_BUFFER
-    assert b"".join(got) == b"<4'ping>" * 10 + bulk + b"<4'ping>" * 5120 + b"<4'ping>"
+    server.push(got.append, lambda exc: None)
+    assert server.read_size == INITIAL_READ  # an idle connection holds no buffer
+    for i in range(1, 11):  # small messages: reads stay small
+        client.send_nowait(b"<4'ping>")
+        await wait_until(lambda: sum(map(len, got)) == 8 * i)  # noqa: B023 - awaited here
+    assert server.read_size == INITIAL_READ
+    # Bulk data, queued in the kernel before the server reads it: a read that
+    # fills what it asked for is followed by one that asks for twice as much.
+    server.pause_reading()
+    got.clear()
+    bulk = bytes(range(256)) * (4 * MAX_READ // 256)
+    client.send_nowait(bulk)
+    await anyio.sleep(0.1)
+    server.resume_reading()
+    await wait_until(lambda: sum(map(len, got)) == len(bulk))
+    sizes = [len(chunk) for chunk in got]
+    assert sizes[:3] == [INITIAL_READ, 2 * INITIAL_READ, 4 * INITIAL_READ]
+    assert max(sizes) <= MAX_READ
+    assert b"".join(got) == bulk
+    # A small read after it: the next read asks for little again.
+    client.send_nowait(b"<4'ping>")
+    await wait_until(lambda: got[-1] == b"<4'ping>")
+    assert server.read_size == INITIAL_READ
+    await client.aclose()
+    await server.aclose()
+    listener.close()
 
 
 @pytest.mark.anyio
-async def test_a_consumer_that_is_behind_makes_the_buffer_grow_and_reading_pause() -> None:
-    from netlayers.asyncio_tcp import BUFFER_SIZE
+async def test_a_consumer_that_is_behind_makes_reading_pause_and_tcp_push_back() -> None:
+    from netlayers.asyncio_tcp import BUFFER_SIZE, MAX_READ
 
-    class Transport:
-        paused = False
-
-        def pause_reading(self) -> None:
-            self.paused = True
-
-        def resume_reading(self) -> None:
-            self.paused = False
-
-    channel = ProtocolChannel()
-    transport = Transport()
-    channel._transport = transport  # type: ignore[assignment]
-    data = bytes(range(256)) * 1024
-    sent = 0
-    while not transport.paused:
-        sent += fill(channel, data[sent % len(data) :] or data)
-    assert channel.buffered == sent >= BUFFER_SIZE and channel.buffer_size >= sent
-    received = await channel.receive()  # everything at once, and reading resumes
-    assert len(received) == sent and not transport.paused
-    fill(channel, b"x")
-    assert await channel.receive() == b"x"
-    assert channel.buffer_size < BUFFER_SIZE  # and the buffer was given back
+    client, server, listener = await pair()
+    data = bytes(range(251)) * (64 * BUFFER_SIZE // 251)  # more than the kernels hold
+    client.send_nowait(data)
+    # Nobody calls receive: the server reads up to BUFFER_SIZE, then stops,
+    # and what the kernels cannot hold stays queued on the client.
+    await wait_until(lambda: server.buffered >= BUFFER_SIZE)
+    await anyio.sleep(0.1)
+    assert BUFFER_SIZE <= server.buffered < BUFFER_SIZE + MAX_READ
+    assert client.unsent > 0
+    received = bytearray()
+    with anyio.fail_after(30):
+        while len(received) < len(data):  # taking it resumes reading
+            received += await server.receive()
+    assert bytes(received) == data and client.unsent == 0
+    await client.aclose()
+    await server.aclose()
+    listener.close()
 
 
 @pytest.mark.anyio
@@ -225,3 +217,49 @@ async def test_replies_from_a_pushed_read_to_a_peer_that_does_not_read_are_cappe
     client.abort()
     await server.aclose()
     listener.close()
+
+
+@pytest.mark.anyio
+async def test_a_consumer_that_fails_on_a_read_ends_the_connection() -> None:
+    client, server, listener = await pair()
+    ended: list[BaseException] = []
+
+    def on_data(data: bytes) -> None:
+        raise ValueError("the consumer is broken")
+
+    server.push(on_data, ended.append)
+    client.send_nowait(b"hello")
+    await wait_until(lambda: bool(ended))
+    assert type(ended[0]) is anyio.BrokenResourceError and "consumer is broken" in str(ended[0])
+    with pytest.raises(anyio.BrokenResourceError) as refused:
+        server.send_nowait(b"more")
+    assert type(refused.value.__cause__) is ValueError
+    with anyio.fail_after(10):  # the client sees the end of the stream
+        with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+            while True:
+                await client.receive()
+    await client.aclose()
+    await server.aclose()
+    listener.close()
+
+
+@pytest.mark.anyio
+async def test_a_listener_accepts_for_one_caller_at_a_time_and_close_ends_the_wait() -> None:
+    listener = await listen("127.0.0.1", 0)
+    async with anyio.create_task_group() as tg:
+        outcome: list[BaseException] = []
+
+        async def accept() -> None:
+            try:
+                await listener.accept()
+            except anyio.ClosedResourceError as exc:
+                outcome.append(exc)
+
+        tg.start_soon(accept)
+        await anyio.sleep(0.01)
+        with pytest.raises(anyio.BusyResourceError):
+            await listener.accept()
+        listener.close()
+    assert len(outcome) == 1
+    with pytest.raises(anyio.ClosedResourceError):
+        await listener.accept()

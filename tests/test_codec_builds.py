@@ -26,6 +26,7 @@ import captp._eventual
 import captp._passable
 import captp.engine
 import captp.messages
+import netlayers.asyncio_tcp
 import ocapn._cbor_codec
 import ocapn._syrup_decode
 import ocapn._syrup_encode
@@ -49,6 +50,7 @@ CODEC_TESTS = [
     "tests/test_cbor_properties.py",
     "tests/test_float32.py",
     "tests/test_ocapn_wire.py",
+    "tests/test_asyncio_tcp.py",
 ]
 MODULES = [
     captp._passable,
@@ -61,6 +63,7 @@ MODULES = [
     ocapn._syrup_stream,
     ocapn._cbor_codec,
     ocapn.wire,
+    netlayers.asyncio_tcp,
 ]
 
 
@@ -274,7 +277,7 @@ def test_a_stale_build_warns_once_in_a_fresh_process(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_codec_suite_passes_under_the_other_build() -> None:
-    """The engine's, codec's and wire's tests, in a child process, under the other build."""
+    """The engine's, codec's, wire's and channel's tests, in a child, under the other build."""
     if not _built():
         pytest.skip("no compiled build here (`python -m ocapn.compile`; CI's compiled step)")
     other_is_pure = _native.COMPILED
@@ -290,7 +293,7 @@ def test_codec_suite_passes_under_the_other_build() -> None:
 @pytest.mark.slow
 def test_a_failed_build_leaves_the_codec_pure(tmp_path: Path) -> None:
     """``python -m ocapn.compile`` without a working C compiler: exit 1, nothing left, pure."""
-    for name in ("captp", "ocapn"):
+    for name in ("captp", "ocapn", "netlayers"):
         shutil.copytree(
             ROOT / name, tmp_path / name,
             ignore=shutil.ignore_patterns("*.so", "_native.sums", "__pycache__"),
