@@ -385,7 +385,9 @@ def decode_tagged(tag: str, payload: Any) -> Any:
     try:
         return entry[1](payload)
     except Exception as exc:
-        raise DecodeError(f"tagged {tag!r}: the registered decoder refused it: {exc!r}") from exc
+        error = DecodeError(f"tagged {tag!r}: the registered decoder refused it: {exc!r}")
+        error.__cause__ = exc  # (as `from exc` does, which the compiled build ignores)
+        raise error from exc
 
 
 def check_passable(value: object, *, max_depth: int = 1000) -> PassStyle:

@@ -784,15 +784,19 @@ class OCapNWire:
 
     def _named(self, exc: syrup.SyrupDecodeError) -> Exception:
         # A decoding limit was hit: say which of the node's Limits it was.
+        # (The cause is set here too: the compiled build ignores `raise ... from`.)
+        named: Exception = exc
         if self._skipped and exc.offset is not None:
             # Offsets in the whole stream, with the reads decoded at once.
-            exc = syrup.SyrupDecodeError(exc.message, exc.offset + self._skipped)
-        text = str(exc)
+            named = syrup.SyrupDecodeError(exc.message, exc.offset + self._skipped)
+        text = str(named)
         if "size limit" in text:
-            return LimitExceeded("max_message_bytes", self._limits.max_size, text)
-        if "nesting deeper" in text:
-            return LimitExceeded("max_depth", self._limits.max_depth, text)
-        return exc
+            named = LimitExceeded("max_message_bytes", self._limits.max_size, text)
+        elif "nesting deeper" in text:
+            named = LimitExceeded("max_depth", self._limits.max_depth, text)
+        if named is not exc:
+            named.__cause__ = exc
+        return named
 
     def _feed(self, data: bytes) -> Iterator[Any]:
         # One generator (with the limit naming of feed) per read of a stream.

@@ -71,8 +71,9 @@ def test_a_peer_without_the_registration_sees_a_tagged_value(registered: None) -
 
 def test_a_payload_the_decoder_refuses_is_a_decode_error(registered: None) -> None:
     body, slots = Marshal().encode(Tagged("datetime", "not a date"))
-    with pytest.raises(DecodeError, match=r"'datetime'.*refused"):
+    with pytest.raises(DecodeError, match=r"'datetime'.*refused") as info:
         Marshal().decode(body, slots)
+    assert type(info.value.__cause__) is ValueError  # (in the compiled build too)
 
 
 def test_registered_types_are_tagged_passables(registered: None) -> None:

@@ -21,6 +21,7 @@ from captp import (
 from captp._promise import Promise, Resolver
 from captp._vat import ManualVat
 from captp.engine import Engine
+from captp.limits import LimitExceeded
 from captp.messages import Abort, Deliver, GcAnswers, GcExports, Get, Listen
 from ocapn import syrup
 from ocapn.wire import ENDO_PROFILE, SPEC_PROFILE, OCapNWire, WireProfile
@@ -190,6 +191,15 @@ def test_malformed_messages_are_protocol_errors(data: bytes, complaint: str) -> 
     wire, _ = make()
     with pytest.raises(ProtocolError, match=complaint):
         list(wire.feed(data))
+
+
+def test_a_decoding_limit_is_named_and_caused_by_the_decoders_error() -> None:
+    engine = make()[0].engine
+    wire = OCapNWire(engine, SPEC_PROFILE, limits=syrup.Limits(max_size=16))
+    with pytest.raises(LimitExceeded) as info:
+        list(wire.feed(b"<10'op:deliver<11'desc:export0+>[4'ping]ff>"))
+    assert info.value.limit == "max_message_bytes"
+    assert type(info.value.__cause__) is syrup.SyrupDecodeError  # (in the compiled build too)
 
 
 def test_bad_syrup_is_a_decode_error_with_offset() -> None:
