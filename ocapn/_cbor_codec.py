@@ -11,7 +11,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
-from captp._passable import Record, Symbol
+from captp._passable import Record, Symbol, make_record
 from ocapn._cbor_errors import CBORDecodeError, CBOREncodeError, HookFailed, Truncated
 from ocapn._syrup_encode import MAX_NESTING
 from ocapn._syrup_types import DEFAULT_LIMITS, Limits
@@ -582,10 +582,6 @@ def _count(data: bytes, pos: int, ai: int) -> tuple[int, int]:
 # Symbols (and record labels) by the bytes of their short names, made once each
 # (bounded: names come from peers).
 _symbols: Final[dict[bytes, Symbol]] = {}
-_new_object: Final = object.__new__
-_set_label: Final = Record.__dict__["label"].__set__
-_set_fields: Final = Record.__dict__["fields"].__set__
-_RECORD_TYPE: Final[Any] = Record  # Final: compiled, read once rather than from the module's dict
 
 
 def _symbol(data: bytes, pos: int, config: _Config) -> tuple[Symbol, int]:
@@ -611,11 +607,7 @@ def _symbol(data: bytes, pos: int, config: _Config) -> tuple[Symbol, int]:
 def _finish_record(label: Symbol, fields: list[Any], config: _Config) -> Any:
     hook = config.hook
     if hook is None:
-        # Record.__init__'s checks are for user code; set the two slots directly.
-        record = _new_object(_RECORD_TYPE)
-        _set_label(record, label)
-        _set_fields(record, tuple(fields))
-        return record
+        return make_record(label, tuple(fields))
     try:
         return hook(label, fields)
     except Exception as exc:

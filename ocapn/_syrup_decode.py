@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import re
 import struct
-import types
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
 from captp._native import interpreted
-from captp._passable import Record, Symbol
+from captp._passable import Symbol, make_record
 from ocapn._syrup_encode import MAX_NESTING, encode
 from ocapn._syrup_types import (
     DEFAULT_LIMITS,
@@ -80,27 +79,6 @@ _SYMBOL_CACHE_MAX: Final = 4096
 _SYMBOL_CACHE_BYTES: Final = 64
 _symbols: Final[dict[bytes, Symbol]] = {}
 
-# Building a Record through its slot descriptors skips the Python-level
-# __init__ (and the immutability guard of __setattr__), about half the cost.
-# Fall back to the constructor if Record ever stops using __slots__.
-_label_slot = Record.__dict__.get("label")
-_fields_slot = Record.__dict__.get("fields")
-_set_label: Callable[[Any, Any], None]
-_set_fields: Callable[[Any, Any], None]
-if isinstance(_label_slot, types.MemberDescriptorType) and isinstance(
-    _fields_slot, types.MemberDescriptorType
-):
-    _set_label = _label_slot.__set__
-    _set_fields = _fields_slot.__set__
-    _FAST_RECORDS = True
-else:  # pragma: no cover - depends on captp's Record layout
-
-    def _set_label(record: Any, value: Any) -> None:
-        raise NotImplementedError
-
-    _set_fields = _set_label
-    _FAST_RECORDS = False
-_new_object: Final = object.__new__
 
 
 class Config:
@@ -151,8 +129,8 @@ class Config:
         # itself (at most 18, never more than the limit); longer ones go to
         # _digit_atom, which enforces the limit.
         self.inline_digits = min(18, limits.max_int_digits) - 1
-        # Records become Record objects, built the fast way.
-        self.plain_records = hook is None and _FAST_RECORDS
+        # Records become Record objects (no hook to ask).
+        self.plain_records = hook is None
         self.hook_log: list[tuple[int, object]] | None = None
         self.hook_results: dict[int, object] = {}
         self.base = 0
@@ -442,11 +420,9 @@ def _items(
             except RecursionError:
                 raise TooDeep(pos) from None
             if config.plain_records and sub:
-                rec = _new_object(Record)
-                _set_label(rec, sub[0])
+                label = sub[0]
                 del sub[0]
-                _set_fields(rec, tuple(sub))
-                items.append(rec)
+                items.append(make_record(label, tuple(sub)))
             elif sub and config.hook is not None and not config.hook_results:
                 # _record inlined for the hook's usual case (nothing to look up).
                 label = sub[0]
@@ -502,12 +478,7 @@ def _record(sub: list[Any], pos: int, config: Config) -> Any:
     del sub[0]
     hook = config.hook
     if hook is None:
-        if config.plain_records:
-            record = _new_object(Record)
-            _set_label(record, label)
-            _set_fields(record, tuple(sub))
-            return record
-        return Record(label, sub)  # pragma: no cover - depends on captp's Record layout
+        return make_record(label, tuple(sub))
     log = config.hook_log
     if log is not None:
         key = config.base + pos

@@ -37,6 +37,7 @@ from captp._passable import (
     decode_tagged,
     describe_error,
     is_remotable,
+    make_record,
     null,
 )
 from captp._promise import Promise
@@ -160,20 +161,6 @@ class StartSession:
 # ``make``; decoding reads one with ``read``, which checks the arity and every
 # field and names the field in its complaint.
 
-# Records are built many times per message: skip Record.__init__ (its checks
-# are for user code) and set the two slots directly, as the Syrup decoder does.
-_new_object: Final = object.__new__
-_set_label: Final = Record.__dict__["label"].__set__
-_set_fields: Final = Record.__dict__["fields"].__set__
-
-
-def _record(label: Any, fields: tuple[Any, ...]) -> Record:
-    record: Record = _new_object(Record)
-    _set_label(record, label)
-    _set_fields(record, fields)
-    return record
-
-
 Reader = Callable[["OCapNWire", Any, str], Any]
 """Checks one field a peer sent (``what`` names it) and gives its value; ProtocolError if bad."""
 
@@ -202,7 +189,7 @@ class RecordType:
 
     def make(self, *values: Any) -> Record:
         """The record with these field values (live values; the codec converts them)."""
-        return _record(self.label, values)
+        return make_record(self.label, values)
 
     def read(self, wire: OCapNWire, fields: Sequence[Any]) -> Sequence[Any]:
         """The checked values of the fields a peer sent."""
@@ -657,7 +644,7 @@ class OCapNWire:
 
     def _target(self, target: Any) -> Record:
         desc = self.engine.describe_target(target)
-        return _record(_DESC_LABELS[desc.kind], (desc.position,))
+        return make_record(_DESC_LABELS[desc.kind], (desc.position,))
 
     def _default(self, value: Any) -> Any:
         if value is None:
@@ -677,7 +664,7 @@ class OCapNWire:
                 return replacement
         desc = self.engine.describe(value)
         if type(desc) is Desc:
-            return _record(_DESC_LABELS[desc.kind], (desc.position,))
+            return make_record(_DESC_LABELS[desc.kind], (desc.position,))
         return desc
 
     def _enc_deliver(self, msg: Deliver) -> Record:
@@ -892,7 +879,7 @@ class OCapNWire:
             convert = self._records.get(label.name)
             if convert is not None:
                 return convert(fields)
-        return _record(label, tuple(fields))
+        return make_record(label, tuple(fields))
 
     def _in_import_object(self, fields: list[Any]) -> Any:
         if len(fields) == 1 and type(fields[0]) is int and fields[0] >= 0:  # the usual case
@@ -973,7 +960,7 @@ class OCapNWire:
             give = self._gives.pop(id(value), None)
             return value if give is None else give[1]
         if t is Record:
-            return _record(value.label, tuple(self._ungive(f) for f in value.fields))
+            return make_record(value.label, tuple(self._ungive(f) for f in value.fields))
         if t is list:
             return [self._ungive(v) for v in value]
         if t is dict:
