@@ -132,18 +132,23 @@ def _options(default: Default, key_order: KeyOrder, negative_zero: bool) -> _Opt
 def _enc(v: Any, out: list[bytes], opts: _Options, depth: int) -> None:
     """Append the encoding of ``v``, found inside ``depth`` containers."""
     t = type(v)
+    # (Typed locals below: compiled, a Record's or Symbol's fields are then read
+    # directly, not looked up by name.)
     if t is Record:
+        record: Record = v
         out.append(b"<")
-        label = v.label
+        label = record.label
         if type(label) is Symbol:  # nearly always: op: and desc: records
-            data = _symbol_cache.get(label.name)
-            out.append(_symbol_bytes(label.name) if data is None else data)
+            symbol: Symbol = label
+            data = _symbol_cache.get(symbol.name)
+            out.append(_symbol_bytes(symbol.name) if data is None else data)
         else:
             _enc(label, out, opts, depth)
-        _enc_items(v.fields, out, opts, depth + 1)
+        _enc_items(record.fields, out, opts, depth + 1)
         out.append(b">")
     elif t is Symbol:
-        name = v.name
+        symbol = v
+        name = symbol.name
         data = _symbol_cache.get(name)
         if data is None:
             data = _symbol_bytes(name)
@@ -193,9 +198,10 @@ def _enc_items(items: Any, out: list[bytes], opts: _Options, depth: int) -> None
             else:
                 out.append(_int_bytes(x))
         elif t is Symbol:
-            data = _symbol_cache.get(x.name)
+            symbol: Symbol = x
+            data = _symbol_cache.get(symbol.name)
             if data is None:
-                data = _symbol_bytes(x.name)
+                data = _symbol_bytes(symbol.name)
             out.append(data)
         elif t is str:
             try:
