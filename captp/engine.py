@@ -73,6 +73,9 @@ _WATCH_IDS = itertools.count()
 GC_DELAY_SECONDS: Final = 0.01
 GC_BATCH: Final = 256
 
+# A table cap where no Limits are given (more than any table can hold).
+_UNBOUNDED: Final = 1 << 62
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:
@@ -365,8 +368,14 @@ class Engine:
         limits: Limits | None = None,
     ) -> None:
         self._encode = encode
-        # Per-session caps on the tables (None: unbounded, as for local tools).
+        # Per-session caps on the tables (None: unbounded, as for local tools),
+        # and the four checked on every message, as ints (compiled, an int field
+        # is read directly; a Limits field is looked up by name).
         self.limits = limits
+        self._max_exports = limits.max_exports if limits is not None else _UNBOUNDED
+        self._max_imports = limits.max_imports if limits is not None else _UNBOUNDED
+        self._max_questions = limits.max_questions if limits is not None else _UNBOUNDED
+        self._max_answers = limits.max_answers if limits is not None else _UNBOUNDED
         self.limit_hits = 0
         self._driven = driven
         self._on_output = on_output
@@ -529,9 +538,8 @@ class Engine:
         entry.count = staged.count
         self._exports[pos] = entry
         self._export_ids[id(value)] = pos
-        limits = self.limits
-        if limits is not None and len(self._exports) > limits.max_exports:
-            self._over_later(self._over("max_exports", limits.max_exports, "exports"))
+        if len(self._exports) > self._max_exports:
+            self._over_later(self._over("max_exports", self._max_exports, "exports"))
 
     def _report_settlement(self, staged: _Staged) -> None:
         # Endo: the exporter of a promise reports how it settles, unasked (now,
@@ -638,9 +646,8 @@ class Engine:
                 # OCapN: ask to hear how it settles, once the message carrying it is in.
                 self._to_listen.append(value)
         arrivals.clear()
-        limits = self.limits
-        if limits is not None and len(self._imports) > limits.max_imports:
-            raise self._over("max_imports", limits.max_imports, "references the peer gave us")
+        if len(self._imports) > self._max_imports:
+            raise self._over("max_imports", self._max_imports, "references the peer gave us")
 
     def lookup_export(self, position: Position) -> Any:
         """Our object at export ``position``, named by the peer; ProtocolError if none."""
@@ -767,9 +774,8 @@ class Engine:
         pos = self._positions.next_question()
         if pos in self._questions:
             raise RuntimeError(f"question position {pos!r} is still in use")
-        limits = self.limits
-        if limits is not None and len(self._questions) >= limits.max_questions:
-            error = self._over("max_questions", limits.max_questions, "calls awaiting answers")
+        if len(self._questions) >= self._max_questions:
+            error = self._over("max_questions", self._max_questions, "calls awaiting answers")
             self._over_later(error)
             return broken(error)
         promise = Promise(_RemoteHandler(self, "answer", pos))
@@ -896,9 +902,8 @@ class Engine:
     def _new_answer(self, answer: Position | None) -> None:
         if answer is not None and answer in self._answers:
             raise ProtocolError(f"answer position {answer!r} is already in use")
-        limits = self.limits
-        if limits is not None and len(self._answers) >= limits.max_answers:
-            raise self._over("max_answers", limits.max_answers, "answers the peer holds")
+        if len(self._answers) >= self._max_answers:
+            raise self._over("max_answers", self._max_answers, "answers the peer holds")
 
     def _recv_deliver(self, msg: Deliver) -> None:
         target = msg.target

@@ -864,10 +864,12 @@ class OCapNWire:
         """The engine message for a decoded top-level ``op:`` record."""
         if type(value) is not Record or type(value.label) is not Symbol:
             raise ProtocolError(f"expected an op: record, got {type(value).__name__}")
-        decoder = _DECODERS.get(value.label.name)
+        record: Record = value  # (typed: compiled, its fields are read directly)
+        label: Symbol = record.label
+        decoder = _DECODERS.get(label.name)
         if decoder is None:
-            raise ProtocolError(f"unknown operation <{value.label.name}>")
-        message = decoder(self, value.fields)
+            raise ProtocolError(f"unknown operation <{label.name}>")
+        message = decoder(self, record.fields)
         if self._gives:  # the message is whole: its gives start once it is received
             for _, _, start in self._gives.values():
                 self.engine.when_received(start)
@@ -876,7 +878,8 @@ class OCapNWire:
 
     def _hook(self, label: Any, fields: list[Any]) -> Any:
         if type(label) is Symbol:
-            convert = self._records.get(label.name)
+            symbol: Symbol = label  # (typed: compiled, its name is read directly)
+            convert = self._records.get(symbol.name)
             if convert is not None:
                 return convert(fields)
         return make_record(label, tuple(fields))
