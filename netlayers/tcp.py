@@ -1,8 +1,8 @@
 """TCP channels, dialled or accepted: the one place that picks the fast path or the generic one.
 
 Under asyncio a connection is a :class:`~netlayers.asyncio_tcp.SocketChannel`
-(a socket the event loop watches, written straight from ``send_nowait``); under trio, or with
-``fast_path=False``, it is an anyio socket stream in a
+(a socket the event loop watches, written straight from ``send_nowait``);
+under trio, or with ``fast_path=False``, it is an anyio socket stream in a
 :class:`~netlayers.stream.StreamChannel`.  Both behave the same: sends never
 block, each accepted connection is served in its own task (no connection can
 hold up another), and closing is graceful (FIN, not RST).

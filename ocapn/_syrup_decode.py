@@ -80,7 +80,6 @@ _SYMBOL_CACHE_BYTES: Final = 64
 _symbols: Final[dict[bytes, Symbol]] = {}
 
 
-
 class Config:
     """The decoding options, gathered once per call (or per stream).
 
