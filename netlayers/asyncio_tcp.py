@@ -40,8 +40,10 @@ __all__ = ["Listener", "SocketChannel", "connect", "listen"]
 log = logging.getLogger("netlayers")
 
 # How long a graceful close waits for the peer to finish after our FIN
-# (the same grace as StreamChannel).
-CLOSE_GRACE_SECONDS: Final = 2.0
+# (the same grace as StreamChannel).  This and MAX_WRITE_BUFFER are not Final,
+# which compiled code would read as constants: the tests change them, in both
+# builds; neither is read on the path of a message.
+CLOSE_GRACE_SECONDS = 2.0
 
 # How much one read asks for.  It starts small; while reads fill what they
 # asked for (bulk data) it doubles, up to MAX_READ, and a small read brings it
@@ -59,7 +61,7 @@ BUFFER_SIZE: Final = 256 * 1024
 
 # Bytes queued for a peer that does not read before the connection is given
 # up: a peer that stops reading must not make us buffer without bound.
-MAX_WRITE_BUFFER: Final = 64 * 1024 * 1024
+MAX_WRITE_BUFFER = 64 * 1024 * 1024
 
 # Connections a listening socket accepts per loop callback (a burst of them
 # is taken without a loop iteration each).
