@@ -103,7 +103,6 @@ class Config:
         "max_depth",
         "max_int_digits",
         "max_size",
-        "plain_records",
     )
 
     def __init__(
@@ -128,8 +127,6 @@ class Config:
         # itself (at most 18, never more than the limit); longer ones go to
         # _digit_atom, which enforces the limit.
         self.inline_digits = min(18, limits.max_int_digits) - 1
-        # Records become Record objects (no hook to ask).
-        self.plain_records = hook is None
         self.hook_log: list[tuple[int, object]] | None = None
         self.hook_results: dict[int, object] = {}
         self.base = 0
@@ -418,7 +415,7 @@ def _items(
                 sub, end = _items(data, pos + 1, 62, depth + 1, config)
             except RecursionError:
                 raise TooDeep(pos) from None
-            if config.plain_records and sub:
+            if config.hook is None and sub:  # no hook: a plain Record
                 label = sub[0]
                 del sub[0]
                 items.append(make_record(label, tuple(sub)))
